@@ -1,0 +1,25 @@
+"""Build settings shared by setup.py and scripts/check_cuda_compile.py (one place for the nvcc flags)."""
+
+from __future__ import annotations
+
+import os
+
+NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+CXX_FLAGS = ["-O3", "-fvisibility=hidden"]
+DEFAULT_CUDA_ARCHS = "80;90"
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cuda_gencode_flags(archs: str) -> list[str]:
+    """-gencode for each arch (SASS), plus PTX for the newest so later GPUs can JIT it.
+
+    Explicit -gencode flags also stop torch from probing for a GPU to pick arches."""
+    arch_list = [a.strip() for a in archs.replace(",", ";").split(";") if a.strip()]
+    if not arch_list or not all(a.rstrip("a").isdigit() for a in arch_list):
+        raise SystemExit(f"LEDIT_CUDA_ARCHS={archs!r} is not valid: use a list like '80;90' or '80;90a'")
+    flags = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in arch_list]
+    flags.append(f"-gencode=arch=compute_{arch_list[-1]},code=compute_{arch_list[-1]}")
+    return flags

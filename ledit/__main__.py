@@ -1,0 +1,3 @@
+from ledit.cli import main
+
+main()

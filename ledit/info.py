@@ -1,0 +1,67 @@
+"""``python -m ledit.info`` / ``ledit info``: what is built, and which backend each op would use on each device, and why."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+import torch
+
+import ledit
+from ledit.ops import DWCONV_MODULATE_BACKENDS, SCAN_ATTENTION_BACKENDS
+from ledit.ops.backends import BACKEND_ENV
+from ledit.ops.extension import extension_unavailable_reason, load_extension, triton_unavailable_reason
+
+# A representative call of each op: LEDiT-XL/2's head dim and a small non-square grid.
+_GRID = (5, 7)
+
+
+def _example_calls(device: torch.device):
+    n = _GRID[0] * _GRID[1]
+    q = torch.zeros(1, n, 2, 72, device=device)
+    x = torch.zeros(1, n, 16, device=device)
+    w = torch.zeros(16, 1, 3, 3, device=device)
+    mod = torch.zeros(1, 16, device=device)
+    return {
+        SCAN_ATTENTION_BACKENDS: (q, q, q, _GRID, "corner", None),
+        DWCONV_MODULATE_BACKENDS: (x, _GRID, w, None, mod, mod, mod, x, 1, True),
+    }
+
+
+def report() -> str:
+    ext, ext_reason = load_extension()
+    lines = [
+        f"ledit {ledit.__version__}  torch {torch.__version__}  python {platform.python_version()}",
+        f"torch CUDA: {torch.version.cuda or 'none (CPU build)'}; GPU visible: {torch.cuda.is_available()}",
+        f"ledit._C: {'built' if ext else 'missing: ' + ext_reason}",
+    ]
+    if ext is not None:
+        lines.append(f"ledit._C CUDA kernels: {'yes' if ext.cuda_compiled() else 'no'}")
+    lines.append(f"triton: {triton_unavailable_reason('cuda') or 'available'}")
+    lines.append(f"{BACKEND_ENV}={os.environ.get(BACKEND_ENV, '') or '(unset: automatic)'}")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        for op, args in _example_calls(device).items():
+            lines.append(f"\n{op.op_name} on {device.type} (example call: grid {_GRID[0]}x{_GRID[1]}, float32):")
+            chosen = None
+            for name, reason in op.explain(device.type, *args):
+                if reason is None and chosen is None:
+                    chosen = name
+                mark = "->" if name == chosen else "  "
+                lines.append(f"  {mark} {name:<10} {'ok' if reason is None else reason}")
+    if not torch.cuda.is_available():
+        lines.append(f"\non cuda: no GPU visible; compiled CUDA kernels: {extension_unavailable_reason('cuda') or 'yes'}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+
+
+def main(args: argparse.Namespace | None = None) -> None:
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Lazy access to the compiled extension ``ledit._C``: importing ledit never fails because it is missing."""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+from typing import Optional
+
+REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
+
+
+@functools.lru_cache(maxsize=None)
+def load_extension() -> tuple[Optional[ModuleType], Optional[str]]:
+    """(ledit._C, None) when it imports, else (None, why not). Importing it registers its torch.library ops."""
+    try:
+        from ledit import _C
+    except ImportError as error:
+        return None, f"ledit._C is not built ({error}); {REBUILD_HINT}"
+    return _C, None
+
+
+def extension_unavailable_reason(device_type: str) -> Optional[str]:
+    """Why the compiled kernels cannot run on this device type, or None if they can."""
+    ext, reason = load_extension()
+    if ext is None:
+        return reason
+    if device_type == "cuda" and not ext.cuda_compiled():
+        return f"ledit._C was built without CUDA kernels (torch had no CUDA or nvcc was not found); {REBUILD_HINT}"
+    if device_type not in ("cpu", "cuda"):
+        return f"no compiled kernels for device type {device_type!r}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:
+        return f"triton is not installed ({error}); `pip install triton`"
+    return None
+
+
+def triton_unavailable_reason(device_type: str) -> Optional[str]:
+    """Why the Triton kernels cannot run on this device type, or None if they can."""
+    reason = _triton_import_error()
+    if reason is not None:
+        return reason
+    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "Triton runs on CPU tensors only in its interpreter: set TRITON_INTERPRET=1 before importing ledit"
+    if device_type not in ("cpu", "cuda"):
+        return f"no Triton kernels for device type {device_type!r}"
+    return None
