@@ -84,7 +84,7 @@ def test_reference_dwconv_matches_naive(kernel, dilation, norm, with_gate):
     [
         (dict(q=torch.randn(1, 6, 2)), r"q must have shape \(B, N, H, D\)"),
         (dict(k=torch.randn(1, 6, 2, 16)), "same shape"),
-        (dict(v=torch.randn(1, 6, 2, 8).half()), "same shape"),
+        (dict(v=torch.randn(1, 6, 2, 8).half()), "share one dtype"),
         (dict(q=torch.randn(1, 6, 2, 8).double()), "float64 is not supported"),
         (dict(grid=(2, 2)), r"grid=\(2, 2\) holds 4 tokens but the input has N=6"),
         (dict(scan="diag"), "unknown scan='diag'"),
