@@ -1,0 +1,139 @@
+"""``ledit extract-latents``: encode an ImageFolder once through the VAE into latent shards (see shards.py).
+
+Runs on one process or under torchrun (shards are dealt round-robin to ranks). Every shard is written atomically,
+so ``--resume`` after a crash or a kill re-encodes only the shards that are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ledit.data.files import atomic_path, write_json_atomic
+from ledit.data.images import ImageFolderDataset
+from ledit.data.shards import (
+    INDEX_NAME,
+    LABELS_NAME,
+    SHARD_FORMAT,
+    SHARD_VERSION,
+    ShardError,
+    is_shard_dir,
+    open_shard,
+    read_index,
+    shard_name,
+    shard_shape,
+)
+from ledit.data.vae import VAE_HELP, encode_moments, load_vae, vae_channels, vae_downsample, vae_scale_factor
+from ledit.training.distributed import barrier, cleanup_distributed, setup_distributed
+
+# Index fields that must agree between a run and the run it resumes.
+_PLAN_KEYS = ("num_images", "shard_size", "latent_shape", "dtype", "image_size", "vae", "classes")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-path", required=True, help="ImageFolder root (one sub-folder per class)")
+    parser.add_argument("--features-path", required=True, help="output folder for index.json, labels.npy, shards")
+    parser.add_argument("--image-size", type=int, default=256, help="square crop size (DiT's flag)")
+    parser.add_argument("--height", type=int, default=None, help="crop height (overrides --image-size)")
+    parser.add_argument("--width", type=int, default=None, help="crop width (overrides --image-size)")
+    parser.add_argument("--vae", default="ema", help=VAE_HELP.replace(" | none (pixel-space models)", ""))
+    parser.add_argument("--batch-size", type=int, default=32, help="images per VAE call (each also encoded flipped)")
+    parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype")
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted extraction into --features-path")
+    parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
+
+
+def _plan(args, dataset: ImageFolderDataset, vae) -> dict:
+    down = vae_downsample(vae)
+    h, w = args.height or args.image_size, args.width or args.image_size
+    if h % down or w % down:
+        raise ValueError(f"--height/--width {h}x{w} must be divisible by the VAE's downsampling factor {down}")
+    return {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "num_images": len(dataset),
+        "shard_size": args.shard_size,
+        "latent_shape": [2 * vae_channels(vae), h // down, w // down],
+        "dtype": args.dtype,
+        "image_size": [h, w],
+        "vae": args.vae,
+        "scale_factor": vae_scale_factor(vae),
+        "classes": dataset.classes,
+        "num_classes": len(dataset.classes),
+        "shards": [shard_name(i) for i in range(-(-len(dataset) // args.shard_size))],
+        "complete": False,
+    }
+
+
+def _start_or_resume(root: Path, plan: dict, labels: list[int], resume: bool) -> None:
+    if is_shard_dir(root):
+        if not resume:
+            raise FileExistsError(f"--features-path {str(root)!r} already holds latents: pass --resume to continue it")
+        old = read_index(root)
+        changed = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
+        if changed:
+            raise ValueError(f"--resume: {changed} differ from the run in {str(root)!r}; use a new --features-path")
+        return
+    write_json_atomic(root / INDEX_NAME, plan)
+    with atomic_path(root / LABELS_NAME) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(labels, dtype=np.int64))
+
+
+def _shard_done(root: Path, plan: dict, i: int) -> bool:
+    if not (root / shard_name(i)).exists():
+        return False
+    try:
+        open_shard(root, plan, i)
+        return True
+    except ShardError:
+        return False  # a foreign or damaged file: encode the shard again
+
+
+@torch.no_grad()
+def _encode_shard(root, plan, i, dataset, vae, args, device, progress) -> None:
+    start = i * plan["shard_size"]
+    count = shard_shape(plan, i)[0]
+    subset = torch.utils.data.Subset(dataset, range(start, start + count))
+    loader = torch.utils.data.DataLoader(subset, batch_size=args.batch_size, num_workers=args.num_workers)
+    out = np.empty(shard_shape(plan, i), dtype=plan["dtype"])
+    filled = 0
+    for images, _ in loader:
+        images = images.to(device)
+        moments = encode_moments(vae, torch.cat([images, images.flip(-1)]))
+        plain, flipped = moments.chunk(2)
+        out[filled : filled + len(images)] = torch.stack([plain, flipped], dim=1).cpu().numpy()
+        filled += len(images)
+        progress.update(len(images))
+    with atomic_path(root / shard_name(i)) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+
+
+def main(args: argparse.Namespace) -> None:
+    ctx = setup_distributed(args.device)
+    root = Path(args.features_path)
+    dataset = ImageFolderDataset(args.data_path, args.height or args.image_size, args.width or args.image_size)
+    vae = load_vae(args.vae, ctx.device)
+    if vae is None:
+        raise ValueError("extract-latents needs a VAE: pass --vae ema|mse|<folder> (pixel-space models train on images)")
+    plan = _plan(args, dataset, vae)
+    if ctx.is_main:
+        _start_or_resume(root, plan, dataset.labels, args.resume)
+    barrier()
+    mine = [i for i in range(len(plan["shards"])) if i % ctx.world_size == ctx.rank and not _shard_done(root, plan, i)]
+    todo = sum(shard_shape(plan, i)[0] for i in mine)
+    with tqdm(total=todo, unit="img", desc=f"encode (rank {ctx.rank})", disable=not ctx.is_main) as progress:
+        for i in mine:
+            _encode_shard(root, plan, i, dataset, vae, args, ctx.device, progress)
+    barrier()
+    if ctx.is_main:
+        for i in range(len(plan["shards"])):
+            open_shard(root, plan, i)
+        write_json_atomic(root / INDEX_NAME, {**read_index(root), "complete": True})
+        print(f"wrote {plan['num_images']} images x 2 flips in {len(plan['shards'])} shards to {root}")
+    cleanup_distributed()

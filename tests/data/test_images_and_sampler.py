@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from ledit.data import ImageFolderDataset, center_crop_arr, list_image_folder
+from ledit.data.files import atomic_path
+from ledit.data.sampler import ResumableDistributedSampler
+
+
+def test_center_crop_keeps_the_centre_at_any_aspect():
+    # Three vertical bands red | green | blue: a centre crop of a wide image must be all green.
+    arr = np.zeros((100, 300, 3), dtype=np.uint8)
+    arr[:, :100, 0] = arr[:, 100:200, 1] = arr[:, 200:, 2] = 255
+    square = center_crop_arr(Image.fromarray(arr), 32)
+    assert square.shape == (32, 32, 3) and square.dtype == np.uint8
+    assert (square[..., 1] > 200).all() and (square[..., [0, 2]] < 60).all()
+    wide = center_crop_arr(Image.fromarray(arr), 16, 40)
+    assert wide.shape == (16, 40, 3)
+
+
+def test_center_crop_matches_adm_on_squares():
+    # ADM's reference steps, written out: BOX-halve while >= 2x, BICUBIC to the short side, crop the centre.
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    expected = image.resize((100, 75), Image.BOX).resize((50, 37), Image.BOX)
+    expected = np.asarray(expected.resize((round(50 * 32 / 37), 32), Image.BICUBIC))
+    left = (expected.shape[1] - 32) // 2
+    np.testing.assert_array_equal(center_crop_arr(image, 32), expected[:, left : left + 32])
+
+
+def test_image_folder_order_and_errors(image_folder, tmp_path):
+    paths, labels, classes = list_image_folder(image_folder)
+    assert classes == ["cat", "dog"] and labels == [0] * 5 + [1] * 5
+    assert paths == sorted(paths)
+    data = ImageFolderDataset(image_folder, 16, 24)
+    x, y = data[(6, False)]
+    flipped, _ = data[(6, True)]
+    assert x.shape == (3, 16, 24) and y == 1 and -1 <= x.min() and x.max() <= 1
+    assert np.array_equal(flipped.numpy(), x.flip(-1).numpy())
+    with pytest.raises(FileNotFoundError, match="data folder .* does not exist"):
+        list_image_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        list_image_folder(tmp_path / "empty")
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_sampler_partitions_and_resumes_exactly():
+    ranks = [ResumableDistributedSampler(10, 3, r, seed=5) for r in range(3)]
+    for s in ranks:
+        s.set_epoch(2)
+    keys = [list(s) for s in ranks]
+    assert all(len(k) == 4 for k in keys)  # padded to 12 = 3 x 4
+    assert {i for k in keys for i, _ in k} == set(range(10))
+    resumed = ResumableDistributedSampler(10, 3, 1, seed=5)
+    resumed.set_epoch(2, start=3)
+    assert list(resumed) == keys[1][3:]
+    other_epoch = ResumableDistributedSampler(10, 3, 1, seed=5)
+    other_epoch.set_epoch(3)
+    assert list(other_epoch) != keys[1]
