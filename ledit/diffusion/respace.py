@@ -1,0 +1,53 @@
+"""A diffusion process that visits a subset of another process's timesteps (fewer sampling steps)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from .gaussian import GaussianDiffusion
+from .schedule import respace_betas
+
+
+class SpacedDiffusion(GaussianDiffusion):
+    """The process over ``use_timesteps`` of the process with ``betas``, with alpha_bar kept at each kept step.
+
+    Internally steps are numbered 0..len(use_timesteps)-1, but the model always sees the original timestep
+    (DiT's convention, without timestep rescaling), so a model trained on 1000 steps samples in 250 unchanged.
+    """
+
+    def __init__(self, use_timesteps: Iterable[int], *, betas: torch.Tensor, **kwargs):
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        self.original_num_steps = len(betas)
+        spaced_betas, self.timestep_map = respace_betas(betas, use_timesteps)
+        self.use_timesteps = set(self.timestep_map.tolist())
+        super().__init__(betas=spaced_betas, **kwargs)
+
+    def p_mean_variance(self, model, *args, **kwargs):
+        return super().p_mean_variance(self._wrap_model(model), *args, **kwargs)
+
+    def training_losses(self, model, *args, **kwargs):
+        return super().training_losses(self._wrap_model(model), *args, **kwargs)
+
+    def condition_mean(self, cond_fn, *args, **kwargs):
+        return super().condition_mean(self._wrap_model(cond_fn), *args, **kwargs)
+
+    def condition_score(self, cond_fn, *args, **kwargs):
+        return super().condition_score(self._wrap_model(cond_fn), *args, **kwargs)
+
+    def _wrap_model(self, model):
+        if isinstance(model, _OriginalTimesteps):
+            return model
+        return _OriginalTimesteps(model, self.timestep_map)
+
+
+class _OriginalTimesteps:
+    """Calls ``model(x, t_original, **kwargs)`` where t_original = timestep_map[t]."""
+
+    def __init__(self, model, timestep_map: torch.Tensor):
+        self.model = model
+        self.timestep_map = timestep_map
+
+    def __call__(self, x, t, **kwargs):
+        return self.model(x, self.timestep_map.to(t.device)[t], **kwargs)
