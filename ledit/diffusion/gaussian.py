@@ -78,6 +78,8 @@ class GaussianDiffusion:
         self.alphas_cumprod_next = torch.cat([self.alphas_cumprod[1:], betas.new_zeros(1)])
 
         # q(x_t | x_0)
+        self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
+        self.log_one_minus_alphas_cumprod = self.one_minus_alphas_cumprod.log()
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
         self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
@@ -92,17 +94,31 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * alphas.sqrt() / (1.0 - self.alphas_cumprod)
 
-        # FIXED_LARGE uses beta~_1 in place of beta_0 so the t = 0 decoder likelihood is not too sharp.
+        # LEARNED_RANGE interpolates between log beta~_t and log beta_t. FIXED_LARGE uses beta~_1 in place of
+        # beta_0 so the t = 0 decoder likelihood is not too sharp.
+        self.log_betas = betas.log()
         self.fixed_large_variance = torch.cat([first, betas[1:]])
+        self.fixed_large_log_variance = self.fixed_large_variance.log()
+        # float32 copies of the tables above per device, made on first use: indexing a device-resident table
+        # avoids a blocking host-to-device copy per coefficient per step.
+        self._device_tables: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def _extract(self, table: str, t: torch.Tensor, shape) -> torch.Tensor:
+        """self.<table>[t] in float32, viewed as (B, 1, 1, ...) and broadcast (without copying) to ``shape``."""
+        key = (table, t.device)
+        values = self._device_tables.get(key)
+        if values is None:
+            values = self._device_tables[key] = getattr(self, table).to(torch.float32).to(t.device)
+        return values[t].view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
     # ----------------------------------------------------------------------------------------------------------
     # The forward process q
 
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
         """Mean, variance and log-variance of q(x_t | x_0)."""
-        mean = _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-        variance = _extract(1.0 - self.alphas_cumprod, t, x_start.shape)
-        log_variance = _extract((1.0 - self.alphas_cumprod).log(), t, x_start.shape)
+        mean = self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+        variance = self._extract("one_minus_alphas_cumprod", t, x_start.shape)
+        log_variance = self._extract("log_one_minus_alphas_cumprod", t, x_start.shape)
         return mean, variance, log_variance
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None):
@@ -111,19 +127,19 @@ class GaussianDiffusion:
             noise = torch.randn_like(x_start)
         _check_same_shape(noise, x_start, "noise", "x_start")
         return (
-            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+            self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+            + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise
         )
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of the posterior q(x_{t-1} | x_t, x_0)."""
         _check_same_shape(x_start, x_t, "x_start", "x_t")
         mean = (
-            _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
-            + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+            self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
+            + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t
         )
-        variance = _extract(self.posterior_variance, t, x_t.shape)
-        log_variance_clipped = _extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        variance = self._extract("posterior_variance", t, x_t.shape)
+        log_variance_clipped = self._extract("posterior_log_variance_clipped", t, x_t.shape)
         return mean, variance, log_variance_clipped
 
     # ----------------------------------------------------------------------------------------------------------
@@ -152,17 +168,17 @@ class GaussianDiffusion:
         model_output, model_var_values = self._split_model_output(model_output, x)
 
         if self.model_var_type == ModelVarType.LEARNED_RANGE:
-            min_log = _extract(self.posterior_log_variance_clipped, t, x.shape)
-            max_log = _extract(self.betas.log(), t, x.shape)
+            min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
+            max_log = self._extract("log_betas", t, x.shape)
             frac = (model_var_values + 1) / 2  # the model outputs [-1, 1]
             model_log_variance = frac * max_log + (1 - frac) * min_log
             model_variance = torch.exp(model_log_variance)
         elif self.model_var_type == ModelVarType.FIXED_LARGE:
-            model_variance = _extract(self.fixed_large_variance, t, x.shape)
-            model_log_variance = _extract(self.fixed_large_variance.log(), t, x.shape)
+            model_variance = self._extract("fixed_large_variance", t, x.shape)
+            model_log_variance = self._extract("fixed_large_log_variance", t, x.shape)
         else:
-            model_variance = _extract(self.posterior_variance, t, x.shape)
-            model_log_variance = _extract(self.posterior_log_variance_clipped, t, x.shape)
+            model_variance = self._extract("posterior_variance", t, x.shape)
+            model_log_variance = self._extract("posterior_log_variance_clipped", t, x.shape)
 
         def process_xstart(x0):
             if denoised_fn is not None:
@@ -198,14 +214,13 @@ class GaussianDiffusion:
 
     def _predict_xstart_from_eps(self, x_t, t, eps):
         return (
-            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+            self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+            - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps
         )
 
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
-        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart) / _extract(
-            self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
-        )
+        numerator = self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart
+        return numerator / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape)
 
     def condition_mean(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
         """Shift the mean by variance * grad log p(y | x) (classifier guidance, Dhariwal & Nichol 2021)."""
@@ -214,7 +229,7 @@ class GaussianDiffusion:
 
     def condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
         """Classifier guidance for DDIM: shift the score, i.e. eps -= sqrt(1 - alpha_bar) * grad log p(y | x)."""
-        alpha_bar = _extract(self.alphas_cumprod, t, x.shape)
+        alpha_bar = self._extract("alphas_cumprod", t, x.shape)
         eps = self._predict_eps_from_xstart(x, t, p_mean_var["pred_xstart"])
         eps = eps - (1 - alpha_bar).sqrt() * cond_fn(x, t, **(model_kwargs or {}))
         out = dict(p_mean_var)
@@ -308,8 +323,8 @@ class GaussianDiffusion:
             out = self.condition_score(cond_fn, out, x, t, model_kwargs)
         # Re-derive eps from the (possibly clipped) x_0 so the step is consistent with it.
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
-        alpha_bar = _extract(self.alphas_cumprod, t, x.shape)
-        alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x.shape)
+        alpha_bar = self._extract("alphas_cumprod", t, x.shape)
+        alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x.shape)
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar)).sqrt() * (1 - alpha_bar / alpha_bar_prev).sqrt()
         mean_pred = out["pred_xstart"] * alpha_bar_prev.sqrt() + (1 - alpha_bar_prev - sigma**2).sqrt() * eps
         sample = mean_pred
@@ -328,7 +343,7 @@ class GaussianDiffusion:
         if cond_fn is not None:
             out = self.condition_score(cond_fn, out, x, t, model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])
-        alpha_bar_next = _extract(self.alphas_cumprod_next, t, x.shape)
+        alpha_bar_next = self._extract("alphas_cumprod_next", t, x.shape)
         sample = out["pred_xstart"] * alpha_bar_next.sqrt() + (1 - alpha_bar_next).sqrt() * eps
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
@@ -448,12 +463,6 @@ class GaussianDiffusion:
         )
         decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
         return {"output": torch.where(t == 0, decoder_nll, kl), "pred_xstart": out["pred_xstart"]}
-
-
-def _extract(values: torch.Tensor, t: torch.Tensor, shape) -> torch.Tensor:
-    """values[t] in float32, viewed as (B, 1, 1, ...) and broadcast (without copying) to ``shape``."""
-    out = values.to(torch.float32).to(t.device)[t]
-    return out.view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
 def _last(iterator):

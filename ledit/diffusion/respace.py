@@ -36,18 +36,25 @@ class SpacedDiffusion(GaussianDiffusion):
     def condition_score(self, cond_fn, *args, **kwargs):
         return super().condition_score(self._wrap_model(cond_fn), *args, **kwargs)
 
+    def original_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The original process's timesteps for steps ``t`` of this one."""
+        key = ("timestep_map", t.device)
+        if key not in self._device_tables:
+            self._device_tables[key] = self.timestep_map.to(t.device)
+        return self._device_tables[key][t]
+
     def _wrap_model(self, model):
         if isinstance(model, _OriginalTimesteps):
             return model
-        return _OriginalTimesteps(model, self.timestep_map)
+        return _OriginalTimesteps(model, self.original_timesteps)
 
 
 class _OriginalTimesteps:
-    """Calls ``model(x, t_original, **kwargs)`` where t_original = timestep_map[t]."""
+    """Calls ``model(x, to_original(t), **kwargs)``: the model sees the timesteps it was trained on."""
 
-    def __init__(self, model, timestep_map: torch.Tensor):
+    def __init__(self, model, to_original):
         self.model = model
-        self.timestep_map = timestep_map
+        self.to_original = to_original
 
     def __call__(self, x, t, **kwargs):
-        return self.model(x, self.timestep_map.to(t.device)[t], **kwargs)
+        return self.model(x, self.to_original(t), **kwargs)

@@ -188,3 +188,21 @@ def test_sampling_bad_inputs(tiny_model):
         diffusion.p_sample_loop(lambda x, t: x, SHAPE)
     with pytest.raises(ValueError, match="learn_sigma"):
         diffusion.p_sample_loop(lambda x, t: x, SHAPE, device="cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_sampling_matches_cpu_given_a_cpu_generator(tiny_model):
+    """A CPU generator seeds a CUDA run: the same noise is drawn, so results agree with the CPU run."""
+    diffusion = create_diffusion("5")
+    cpu = sample(diffusion, tiny_model, "ddpm", torch.Generator().manual_seed(3), device="cpu")
+    cuda_model = tiny_model.to("cuda")
+
+    def model(x, t, y):
+        return cuda_model(x, t, y.to(x.device))
+
+    on_cuda = sample(diffusion, model, "ddpm", torch.Generator().manual_seed(3), device="cuda")
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    cuda_generator = [torch.Generator("cuda").manual_seed(3) for _ in range(2)]
+    first, again = (sample(diffusion, model, "ddim", g, device="cuda", eta=1.0) for g in cuda_generator)
+    assert torch.equal(first, again)
