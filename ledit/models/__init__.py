@@ -1,0 +1,33 @@
+"""LEDiT and its DiT baselines, drop-in for facebookresearch/DiT's models at any height x width.
+
+``models`` knows nothing of diffusion, training or the CLI; attention runs through ``ledit.ops.scan_attention``
+and the dwconv locality through ``ledit.ops.dwconv_modulate``, so the compiled and Triton backends plug in.
+"""
+
+from ledit.models.backbone import DiffusionTransformer
+from ledit.models.checkpoint import CheckpointLoadReport, from_dit_checkpoint
+from ledit.models.dit import POS_EMBEDS, DiT
+from ledit.models.ledit import ATTENTION_SCHEDULES, LEDiT, causal_block_indices
+from ledit.models.locality import LOCALITIES, LOCALITY_PLACEMENTS
+from ledit.models.registry import DiT_models, LEDiT_models, build_model
+from ledit.models.rope import ROPE_METHODS, rope_frequencies
+from ledit.models.scaling import jin_softmax_scale
+
+__all__ = [
+    "ATTENTION_SCHEDULES",
+    "CheckpointLoadReport",
+    "DiT",
+    "DiT_models",
+    "DiffusionTransformer",
+    "LEDiT",
+    "LEDiT_models",
+    "LOCALITIES",
+    "LOCALITY_PLACEMENTS",
+    "POS_EMBEDS",
+    "ROPE_METHODS",
+    "build_model",
+    "causal_block_indices",
+    "from_dit_checkpoint",
+    "jin_softmax_scale",
+    "rope_frequencies",
+]

@@ -1,0 +1,233 @@
+"""The DiT backbone shared by ``DiT`` (the baselines) and ``LEDiT``: embedders, adaLN-Zero blocks, final layer.
+
+Subclasses differ only in how tokens get position, through a few small overridable methods:
+``embed_tokens`` (after patchify: add a PE, or run the locality conv), ``rope_tables`` (2D RoPE or None),
+``softmax_scale`` (per block, e.g. Jin et al. scaling at other token counts) and ``draw_dilation``
+(multi-dilation training). The token grid (h, w) is carried explicitly, so any H x W divisible by the patch
+size works, square or not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from ledit.models.configs import SIZE_ARGUMENTS, name_for_dimensions
+from ledit.models.layers import DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, SoftmaxScale, TimestepEmbedder
+from ledit.models.scaling import jin_softmax_scale
+
+INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _json_safe(value):
+    return [_json_safe(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _check_input_size(input_size, patch_size) -> tuple[int, int]:
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"input_size must be a positive int or an (H, W) pair of them, got {input_size!r}")
+    if any(s % patch_size for s in size):
+        raise ValueError(f"input_size={input_size!r} must be divisible by patch_size={patch_size}")
+    return size
+
+
+class DiffusionTransformer(nn.Module):
+    """DiT's class-conditional transformer; see ``ledit.models.DiT`` and ``ledit.models.LEDiT``."""
+
+    family = "DiffusionTransformer"
+
+    def __init__(
+        self,
+        input_size=32,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=1152,
+        depth=28,
+        num_heads=16,
+        mlp_ratio=4.0,
+        class_dropout_prob=0.1,
+        num_classes=1000,
+        learn_sigma=True,
+        attention_scaling=False,
+        config_kwargs: Optional[dict] = None,
+    ):
+        super().__init__()
+        if not isinstance(patch_size, int) or patch_size <= 0:
+            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        input_hw = _check_input_size(input_size, patch_size)
+        if num_heads <= 0 or hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+        head_dim = hidden_size // num_heads
+        if head_dim % 8 != 0:
+            raise ValueError(
+                f"head dim hidden_size/num_heads = {hidden_size}/{num_heads} = {head_dim} must be a multiple of 8 "
+                f"(the attention kernels' requirement); change hidden_size or num_heads"
+            )
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.in_channels = in_channels
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.learn_sigma = learn_sigma
+        self.patch_size = patch_size
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.num_classes = num_classes
+        self.train_grid = (input_hw[0] // patch_size, input_hw[1] // patch_size)
+        self.attention_scaling = attention_scaling
+        self.grad_checkpointing = False
+        self._config_kwargs = {k: _json_safe(v) for k, v in (config_kwargs or {}).items()}
+
+        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """DiT's init: xavier Linears, patch embed like a Linear, N(0, 0.02) embedders, adaLN-Zero, zero output."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        weight = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for layer in [block.adaLN_modulation[-1] for block in self.blocks] + [self.final_layer.adaLN_modulation[-1]]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # How tokens get position: overridden by the subclasses (and by later temperature / RoPE schedules).
+
+    def embed_tokens(self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int], dilation: int) -> torch.Tensor:
+        """(B, C, H, W) latents -> (B, N, D) tokens entering block 0 (c: the (B, D) condition)."""
+        return self.x_embedder(x)
+
+    def rope_tables(self, grid, t) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(cos, sin) tables of shape (N, head_dim) to rotate q and k with, or None for no RoPE."""
+        return None
+
+    def softmax_scale(self, block_index: int, grid, t) -> SoftmaxScale:
+        """Block ``block_index``'s softmax scale: None (1/sqrt(head_dim)), a float, or a (B,) tensor.
+
+        Default: Jin et al. scaling at inference when ``attention_scaling`` is on (equal to 1/sqrt(d) at the
+        training token count), None otherwise.
+        """
+        if self.attention_scaling and not self.training:
+            return jin_softmax_scale(math.prod(self.train_grid), math.prod(grid), self.head_dim)
+        return None
+
+    def draw_dilation(self) -> int:
+        """Dilation of the locality convolution for this forward (1 unless multi-dilation training)."""
+        return 1
+
+    # ----------------------------------------------------------------------------------------------------------
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them (less memory, ~1/3 more time)."""
+        self.grad_checkpointing = bool(enabled)
+
+    @property
+    def config(self) -> dict:
+        """JSON-safe ``{"name": ..., **kwargs}``; ``build_model(**model.config)`` rebuilds this model."""
+        kwargs = dict(self._config_kwargs)
+        sizes = {key: kwargs[key] for key in SIZE_ARGUMENTS}
+        name = name_for_dimensions(self.family, **sizes)
+        if name is None:
+            return {"name": self.family, **kwargs}
+        return {"name": name, **{k: v for k, v in kwargs.items() if k not in SIZE_ARGUMENTS}}
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) token grid of an H x W latent."""
+        return height // self.patch_size, width // self.patch_size
+
+    def check_inputs(self, x, t, y) -> tuple[int, int]:
+        """Validate forward's arguments; returns the token grid."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a (B, C, H, W) latent tensor, got {got}")
+        batch, channels, height, width = x.shape
+        if x.dtype not in INPUT_DTYPES:
+            raise TypeError(f"x.dtype={x.dtype} is not supported; use float32, float16 or bfloat16")
+        param_dtype = self.x_embedder.proj.weight.dtype
+        if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"x.dtype={x.dtype} but the model's parameters are {param_dtype}; cast x (x.to({param_dtype})), "
+                f"cast the model (model.to(dtype)), or run under torch.autocast"
+            )
+        if channels != self.in_channels:
+            raise ValueError(f"x has {channels} channels but the model takes in_channels={self.in_channels}")
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"x's height x width = {height} x {width} must both be divisible by patch_size={self.patch_size}"
+            )
+        for name, value in (("t", t), ("y", y)):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"{name} must be a tensor of shape (B,) = ({batch},), got {got}")
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        if not torch.compiler.is_compiling() and y.numel():
+            has_null = self.y_embedder.dropout_prob > 0
+            top = self.num_classes if has_null else self.num_classes - 1
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high > top:
+                null = f" ({self.num_classes} is the null label of classifier-free guidance)" if has_null else ""
+                bad = low if low < 0 else high
+                raise ValueError(f"y holds class label {bad}, outside [0, {top}]{null}")
+        return self.token_grid(height, width)
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(B, h*w, p*p*C) patch values -> (B, C, h*p, w*p)."""
+        (h, w), p, c = grid, self.patch_size, self.out_channels
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) latents with H, W divisible by patch_size; t: (B,) timesteps; y: (B,) class labels.
+
+        Returns (B, out_channels, H, W): predicted noise, then (learn_sigma) the variance interpolation values.
+        """
+        grid = self.check_inputs(x, t, y)
+        c = self.t_embedder(t) + self.y_embedder(y, self.training)
+        dilation = self.draw_dilation()
+        tokens = self.embed_tokens(x, c, grid, dilation)
+        rope = self.rope_tables(grid, t)
+        for index, block in enumerate(self.blocks):
+            args = (tokens, c, grid, self.softmax_scale(index, grid, t), rope, dilation)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, *args, use_reentrant=False)
+            else:
+                tokens = block(*args)
+        return self.unpatchify(self.final_layer(tokens, c), grid)
+
+    def forward_with_cfg(self, x, t, y, cfg_scale: float, cfg_channels: Union[int, str] = 3) -> torch.Tensor:
+        """DiT's classifier-free guidance: the batch's first half is run with labels y and the second half's labels.
+
+        x's second half is ignored (replaced by its first half), as in DiT. Guidance applies to the first
+        ``cfg_channels`` output channels (DiT's default 3, kept for exact reproducibility of its numbers) or to
+        all noise channels with ``cfg_channels="all"``; the rest (the learned variance) is the model's own.
+        """
+        if cfg_channels == "all":
+            cfg_channels = self.in_channels
+        if not isinstance(cfg_channels, int) or not 1 <= cfg_channels <= self.in_channels:
+            raise ValueError(f"cfg_channels must be an int in [1, {self.in_channels}] or 'all', got {cfg_channels!r}")
+        if x.shape[0] % 2:
+            raise ValueError(f"forward_with_cfg needs an even batch (conditional + unconditional), got {x.shape[0]}")
+        half = x[: x.shape[0] // 2]
+        out = self.forward(torch.cat([half, half], dim=0), t, y)
+        eps, rest = out[:, :cfg_channels], out[:, cfg_channels:]
+        cond_eps, uncond_eps = eps.chunk(2, dim=0)
+        guided = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+        return torch.cat([torch.cat([guided, guided], dim=0), rest], dim=1)
