@@ -3,8 +3,7 @@
 Shapes are (B, C, *spatial) with any spatial size: nothing here assumes square images. Per-step coefficients are
 kept in float64 and handed to the model's tensors in float32, so results match DiT's numpy implementation.
 
-The model is any callable ``model(x_t, t, **model_kwargs)`` returning a tensor (or a tuple whose first item is
-the tensor). With a learned sigma it predicts 2*C channels: the mean parameterization (eps or x0) and then
+The model is any callable ``model(x_t, t, **model_kwargs)`` returning a tensor, or an (output, extra) pair. With a learned sigma it predicts 2*C channels: the mean parameterization (eps or x0) and then
 values v in [-1, 1] that interpolate the log-variance between the posterior variance and beta.
 """
 
@@ -81,18 +80,18 @@ class GaussianDiffusion:
         self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
         self.log_one_minus_alphas_cumprod = self.one_minus_alphas_cumprod.log()
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
-        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        self.sqrt_one_minus_alphas_cumprod = self.one_minus_alphas_cumprod.sqrt()
         self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1.0).sqrt()
 
         # q(x_{t-1} | x_t, x_0)
-        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / self.one_minus_alphas_cumprod
         # The posterior variance is 0 at t = 0; its log is clipped to the t = 1 value (beta itself for a
         # one-step process, which has no t = 1).
         first = self.posterior_variance[1:2] if self.num_timesteps > 1 else betas[:1]
         self.posterior_log_variance_clipped = torch.cat([first, self.posterior_variance[1:]]).log()
-        self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
-        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * alphas.sqrt() / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / self.one_minus_alphas_cumprod
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * alphas.sqrt() / self.one_minus_alphas_cumprod
 
         # LEARNED_RANGE interpolates between log beta~_t and log beta_t. FIXED_LARGE uses beta~_1 in place of
         # beta_0 so the t = 0 decoder likelihood is not too sharp.
@@ -105,6 +104,7 @@ class GaussianDiffusion:
 
     def _extract(self, table: str, t: torch.Tensor, shape) -> torch.Tensor:
         """self.<table>[t] in float32, viewed as (B, 1, 1, ...) and broadcast (without copying) to ``shape``."""
+        _check_timesteps(t, shape[0])
         key = (table, t.device)
         values = self._device_tables.get(key)
         if values is None:
@@ -156,15 +156,15 @@ class GaussianDiffusion:
     ) -> dict:
         """Apply the model to get p(x_{t-1} | x_t) and its prediction of x_0.
 
-        Returns a dict with "mean", "variance", "log_variance", "pred_xstart" and "extra" (the rest of a tuple
-        the model returned, else None). ``denoised_fn`` is applied to the predicted x_0 before clipping it to
+        Returns a dict with "mean", "variance", "log_variance", "pred_xstart" and "extra" (the second item when
+        the model returns an (output, extra) pair, else None). ``denoised_fn`` is applied to the predicted x_0 before clipping it to
         [-1, 1] (``clip_denoised``), and both before the mean is computed.
         """
-        _check_timesteps(t, x)
+        _check_timesteps(t, x.shape[0])
         model_output = model(x, t, **(model_kwargs or {}))
         extra = None
         if isinstance(model_output, tuple):
-            model_output, extra = model_output[0], model_output[1:]
+            model_output, extra = model_output
         model_output, model_var_values = self._split_model_output(model_output, x)
 
         if self.model_var_type == ModelVarType.LEARNED_RANGE:
@@ -429,7 +429,6 @@ class GaussianDiffusion:
         the VB term never pulls on the mean (iDDPM's hybrid loss; RESCALED_MSE scales it by T/1000).
         With RESCALED_KL it is the whole bound times T.
         """
-        _check_timesteps(t, x_start)
         if noise is None:
             noise = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise=noise)
@@ -476,10 +475,10 @@ def _nonzero_mask(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (t != 0).float().view(-1, *([1] * (x.ndim - 1)))
 
 
-def _check_timesteps(t: torch.Tensor, x: torch.Tensor) -> None:
-    if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.shape[0] != x.shape[0] or t.is_floating_point():
+def _check_timesteps(t: torch.Tensor, batch_size: int) -> None:
+    if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.shape[0] != batch_size or t.is_floating_point():
         got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"t must be an integer tensor of shape ({x.shape[0]},), one step per sample; got {got}")
+        raise ValueError(f"t must be an integer tensor of shape ({batch_size},), one step per sample; got {got}")
 
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:

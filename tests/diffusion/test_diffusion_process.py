@@ -147,6 +147,13 @@ def test_learned_range_interpolates_log_variance():
     assert out["log_variance"].unique().item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_model_may_return_an_output_extra_pair():
+    diffusion = create_diffusion("")
+    x = torch.randn(1, 2, 3, 4)
+    out = diffusion.p_mean_variance(lambda x, t: (torch.cat([x, x], 1), {"attention": 1}), x, torch.tensor([5]))
+    assert out["extra"] == {"attention": 1} and out["mean"].shape == x.shape
+
+
 def test_predict_xstart_mean_type():
     diffusion = create_diffusion("", predict_xstart=True, learn_sigma=False)
     x0, noise = torch.randn(SHAPE), torch.randn(SHAPE)
@@ -163,5 +170,7 @@ def test_bad_inputs_raise_clear_errors(tiny_model, tiny_model_fixed_sigma):
         diffusion.training_losses(tiny_model, x0, torch.tensor([1, 2]), dict(y=y))
     with pytest.raises(ValueError, match="t must be an integer tensor"):
         diffusion.training_losses(tiny_model, x0, torch.tensor([1.0, 2.0, 3.0]), dict(y=y))
+    with pytest.raises(ValueError, match=r"t must be an integer tensor of shape \(3,\)"):
+        diffusion.q_sample(x0, torch.tensor(5))
     with pytest.raises(ValueError, match="noise has shape"):
         diffusion.training_losses(tiny_model, x0, torch.tensor([1, 2, 3]), dict(y=y), noise=torch.randn(3, 2, 5, 6))
