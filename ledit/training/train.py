@@ -25,6 +25,7 @@ from ledit.data.sampler import ResumableDistributedSampler
 from ledit.data.shards import LatentShardDataset, is_shard_dir, sample_latents
 from ledit.data.vae import VAE_HELP, load_vae, vae_channels, vae_downsample, vae_scale_factor
 from ledit.training.checkpoint import (
+    CheckpointError,
     export_safetensors,
     load_checkpoint,
     load_dit_checkpoint,
@@ -153,6 +154,9 @@ def main(args: argparse.Namespace) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
 
     resume = load_checkpoint(resolve_resume(args.resume)) if args.resume else None
+    if resume is not None and resume.get("opt") is None:
+        raise CheckpointError(f"--resume {args.resume} has no optimizer state (a converted or exported checkpoint): "
+                              "start from DiT weights with --init-from-dit instead")
     if resume is not None and resume["args"]["global_batch_size"] != args.global_batch_size:
         raise ValueError(f"--resume: the run used --global-batch-size {resume['args']['global_batch_size']}")
     torch.manual_seed(args.global_seed * ctx.world_size + ctx.rank)
