@@ -3,8 +3,9 @@
 Shapes are (B, C, *spatial) with any spatial size: nothing here assumes square images. Per-step coefficients are
 kept in float64 and handed to the model's tensors in float32, so results match DiT's numpy implementation.
 
-The model is any callable ``model(x_t, t, **model_kwargs)`` returning a tensor, or an (output, extra) pair. With a learned sigma it predicts 2*C channels: the mean parameterization (eps or x0) and then
-values v in [-1, 1] that interpolate the log-variance between the posterior variance and beta.
+The model is any callable ``model(x_t, t, **model_kwargs)`` returning a tensor, or an (output, extra) pair.
+With a learned sigma it predicts 2*C channels: the mean parameterization (eps or x0) and then values v in
+[-1, 1] that interpolate the log-variance between the posterior variance and beta.
 """
 
 from __future__ import annotations
@@ -53,14 +54,8 @@ def randn(shape: Sequence[int], *, device, dtype=torch.float32, generator: Optio
 class GaussianDiffusion:
     """Training loss and samplers of a diffusion process with the given ``betas`` (float64, one per step)."""
 
-    def __init__(
-        self,
-        *,
-        betas: torch.Tensor,
-        model_mean_type: ModelMeanType,
-        model_var_type: ModelVarType,
-        loss_type: LossType,
-    ):
+    def __init__(self, *, betas: torch.Tensor, model_mean_type: ModelMeanType, model_var_type: ModelVarType,
+                 loss_type: LossType):
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or len(betas) == 0 or not bool(((betas > 0) & (betas <= 1)).all()):
             raise ValueError("betas must be a non-empty 1-D sequence of values in (0, 1]")
@@ -145,20 +140,13 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------------------------------------------------
     # The reverse process p
 
-    def p_mean_variance(
-        self,
-        model: Callable,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        clip_denoised: bool = True,
-        denoised_fn: Optional[Callable] = None,
-        model_kwargs: Optional[dict] = None,
-    ) -> dict:
+    def p_mean_variance(self, model: Callable, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
+                        denoised_fn: Optional[Callable] = None, model_kwargs: Optional[dict] = None) -> dict:
         """Apply the model to get p(x_{t-1} | x_t) and its prediction of x_0.
 
         Returns a dict with "mean", "variance", "log_variance", "pred_xstart" and "extra" (the second item when
-        the model returns an (output, extra) pair, else None). ``denoised_fn`` is applied to the predicted x_0 before clipping it to
-        [-1, 1] (``clip_denoised``), and both before the mean is computed.
+        the model returns an (output, extra) pair, else None). ``denoised_fn`` is applied to the predicted x_0
+        before clipping it to [-1, 1] (``clip_denoised``), and both before the mean is computed.
         """
         _check_timesteps(t, x.shape[0])
         model_output = model(x, t, **(model_kwargs or {}))
@@ -240,17 +228,8 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------------------------------------------------
     # Ancestral (DDPM) sampling
 
-    def p_sample(
-        self,
-        model,
-        x,
-        t,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        generator: Optional[torch.Generator] = None,
-    ) -> dict:
+    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, cond_fn=None, model_kwargs=None,
+                 generator: Optional[torch.Generator] = None) -> dict:
         """One step x_t -> x_{t-1}; returns {"sample", "pred_xstart"}. No noise is added at t = 0."""
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
         noise = randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
@@ -259,19 +238,9 @@ class GaussianDiffusion:
         sample = out["mean"] + _nonzero_mask(t, x) * torch.exp(0.5 * out["log_variance"]) * noise
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
-    def p_sample_loop(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
+    def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
+                      model_kwargs=None, device=None, progress=False,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Generate samples of ``shape`` = (B, C, *spatial) by running every step of the reverse process.
 
         ``noise`` is the starting x_T (drawn from ``generator`` when None); ``device`` defaults to the noise's,
@@ -282,19 +251,9 @@ class GaussianDiffusion:
         )
         return _last(steps)["sample"]
 
-    def p_sample_loop_progressive(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        generator: Optional[torch.Generator] = None,
-    ) -> Iterator[dict]:
+    def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
+                                  model_kwargs=None, device=None, progress=False,
+                                  generator: Optional[torch.Generator] = None) -> Iterator[dict]:
         """As ``p_sample_loop``, yielding each step's {"sample", "pred_xstart"}."""
 
         def step(x, t):
@@ -305,18 +264,8 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------------------------------------------------
     # DDIM sampling (Song et al. 2021)
 
-    def ddim_sample(
-        self,
-        model,
-        x,
-        t,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        eta=0.0,
-        generator: Optional[torch.Generator] = None,
-    ) -> dict:
+    def ddim_sample(self, model, x, t, clip_denoised=True, denoised_fn=None, cond_fn=None, model_kwargs=None, eta=0.0,
+                    generator: Optional[torch.Generator] = None) -> dict:
         """One DDIM step x_t -> x_{t-1}; ``eta`` = 0 is deterministic, 1 matches DDPM's posterior variance."""
         out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
         if cond_fn is not None:
@@ -347,40 +296,18 @@ class GaussianDiffusion:
         sample = out["pred_xstart"] * alpha_bar_next.sqrt() + (1 - alpha_bar_next).sqrt() * eps
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
 
-    def ddim_sample_loop(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        eta=0.0,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
+    def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
+                         model_kwargs=None, device=None, progress=False, eta=0.0,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Generate samples with DDIM; arguments as ``p_sample_loop`` plus ``eta``."""
         steps = self.ddim_sample_loop_progressive(
             model, shape, noise, clip_denoised, denoised_fn, cond_fn, model_kwargs, device, progress, eta, generator
         )
         return _last(steps)["sample"]
 
-    def ddim_sample_loop_progressive(
-        self,
-        model,
-        shape,
-        noise=None,
-        clip_denoised=True,
-        denoised_fn=None,
-        cond_fn=None,
-        model_kwargs=None,
-        device=None,
-        progress=False,
-        eta=0.0,
-        generator: Optional[torch.Generator] = None,
-    ) -> Iterator[dict]:
+    def ddim_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
+                                     model_kwargs=None, device=None, progress=False, eta=0.0,
+                                     generator: Optional[torch.Generator] = None) -> Iterator[dict]:
         """As ``ddim_sample_loop``, yielding each step's {"sample", "pred_xstart"}."""
         if not eta >= 0:
             raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta!r}")

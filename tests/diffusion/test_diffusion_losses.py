@@ -50,8 +50,8 @@ def test_discretized_levels_form_a_distribution():
     """The 256 levels' bins tile the real line, so their probabilities sum to one."""
     levels = torch.linspace(-1, 1, 256, dtype=torch.float64)
     for mean, log_scale in [(0.0, math.log(0.5)), (0.9, math.log(0.05)), (-2.0, 0.0)]:
-        means = torch.full_like(levels, mean)
-        log_probs = discretized_gaussian_log_likelihood(levels, means=means, log_scales=torch.full_like(levels, log_scale))
+        means, log_scales = torch.full_like(levels, mean), torch.full_like(levels, log_scale)
+        log_probs = discretized_gaussian_log_likelihood(levels, means=means, log_scales=log_scales)
         assert log_probs.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
     # The edge bins extend to infinity: a mean far below -1 puts almost all mass on the level -1.
     far = discretized_gaussian_log_likelihood(levels[:1], means=torch.tensor([-5.0], dtype=torch.float64),
