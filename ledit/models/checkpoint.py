@@ -133,6 +133,13 @@ def from_dit_checkpoint(path_or_state_dict: Union[str, os.PathLike, Mapping], na
     target = probe.state_dict()
     size = _describe_size(state)
 
+    for key, value in state.items():
+        if key in target and value.shape != target[key].shape:
+            raise ValueError(
+                f"checkpoint tensor {key!r} has shape {tuple(value.shape)} but {name} expects "
+                f"{tuple(target[key].shape)}: the checkpoint is {size}; pick the matching model name, or the "
+                f"matching num_classes / learn_sigma / input_size"
+            )
     unexpected = sorted(set(state) - set(target) - set(DROPPABLE_KEYS))
     if unexpected:
         raise ValueError(f"checkpoint has keys that {name} does not: {unexpected[:8]}"
@@ -141,13 +148,6 @@ def from_dit_checkpoint(path_or_state_dict: Union[str, os.PathLike, Mapping], na
     if missing:
         raise ValueError(f"checkpoint lacks DiT backbone keys of {name}: {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''} (checkpoint is {size})")
-    for key, value in state.items():
-        if key in target and value.shape != target[key].shape:
-            raise ValueError(
-                f"checkpoint tensor {key!r} has shape {tuple(value.shape)} but {name} expects "
-                f"{tuple(target[key].shape)}: the checkpoint is {size}; pick the matching model name, or the "
-                f"matching num_classes / learn_sigma / input_size"
-            )
     model = build_model(name, **kwargs)
     loaded = {key: value for key, value in state.items() if key in target}
     model.load_state_dict(loaded, strict=False)
