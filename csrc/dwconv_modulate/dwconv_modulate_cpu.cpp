@@ -1,0 +1,407 @@
+// Schemas of ledit::dwconv_modulate_fwd / _bwd and their CPU kernels.
+//
+// Work is split into tasks of (sample, block of grid rows), run with at::parallel_for. A task streams its rows
+// top to bottom through a ring of 2 * pad + 1 rows of y = LN(x) * (1 + scale) + shift in fp32, so each x row is
+// read and normalised once; only the pad rows above a block are recomputed by the task below (the halo). The
+// inner loops run over channels (contiguous in the token layout) in fp32 and are compiled twice, for AVX2+FMA
+// and for baseline x86-64, with the CPU choosing at load time.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "dwconv_modulate/dwconv_modulate.h"
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define LEDIT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define LEDIT_VECTOR_CLONES
+#endif
+
+namespace ledit {
+namespace dwconv {
+namespace {
+
+constexpr int kMaxTaps = 49;  // k = 7
+
+// ---- fp32 channel loops (the hot part) --------------------------------------------------------------------------
+// Small restrict-qualified helpers so the compiler vectorises without aliasing checks; they are inlined into the
+// cloned functions below and so get each clone's instruction set.
+
+// Independent partial sums let the reductions vectorise without reassociating floating point (-ffast-math).
+constexpr int kLanes = 16;
+
+template <typename Term>
+inline float channel_sum(int64_t channels, Term term) {
+  float lanes[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= channels; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] += term(c + l);
+  }
+  float total = 0.f;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  for (; c < channels; ++c) total += term(c);
+  return total;
+}
+
+inline void multiply_add(const float* __restrict__ a, const float* __restrict__ b, int64_t channels,
+                         float* __restrict__ acc) {
+  for (int64_t c = 0; c < channels; ++c) acc[c] += a[c] * b[c];
+}
+
+// Mean and 1/std of one token, two passes over its channels for accuracy.
+LEDIT_VECTOR_CLONES void token_stats(const float* __restrict__ x, int64_t channels, float* mean, float* rstd) {
+  const float mu = channel_sum(channels, [&](int64_t c) { return x[c]; }) / channels;
+  const float variance = channel_sum(channels, [&](int64_t c) { return (x[c] - mu) * (x[c] - mu); }) / channels;
+  *mean = mu;
+  *rstd = layer_norm_rstd(variance);
+}
+
+// u = (x - mean) * rstd (mean 0 and rstd 1 without LN).
+LEDIT_VECTOR_CLONES void normalize(const float* __restrict__ x, float mean, float rstd, int64_t channels,
+                                   float* __restrict__ u) {
+  for (int64_t c = 0; c < channels; ++c) u[c] = (x[c] - mean) * rstd;
+}
+
+// y = (x - mean) * rstd * (1 + scale) + shift.
+LEDIT_VECTOR_CLONES void modulate(const float* __restrict__ x, float mean, float rstd,
+                                  const float* __restrict__ scale1p, const float* __restrict__ shift,
+                                  int64_t channels, float* __restrict__ y) {
+  for (int64_t c = 0; c < channels; ++c) y[c] = (x[c] - mean) * rstd * scale1p[c] + shift[c];
+}
+
+// acc = bias + sum_i weights[i] * sources[i], channel-wise.
+LEDIT_VECTOR_CLONES void sum_taps(const float* const* weights, const float* const* sources, int taps,
+                                  const float* bias, int64_t channels, float* __restrict__ acc) {
+  if (bias != nullptr) {
+    std::copy(bias, bias + channels, acc);
+  } else {
+    std::fill(acc, acc + channels, 0.f);
+  }
+  for (int i = 0; i < taps; ++i) multiply_add(weights[i], sources[i], channels, acc);
+}
+
+// out = residual + gate * z (gate and residual optional).
+LEDIT_VECTOR_CLONES void gate_residual(const float* __restrict__ z, const float* __restrict__ gate,
+                                       const float* __restrict__ residual, int64_t channels,
+                                       float* __restrict__ out) {
+  if (gate != nullptr && residual != nullptr) {
+    for (int64_t c = 0; c < channels; ++c) out[c] = residual[c] + gate[c] * z[c];
+  } else if (gate != nullptr) {
+    for (int64_t c = 0; c < channels; ++c) out[c] = gate[c] * z[c];
+  } else if (residual != nullptr) {
+    for (int64_t c = 0; c < channels; ++c) out[c] = residual[c] + z[c];
+  } else {
+    std::copy(z, z + channels, out);
+  }
+}
+
+// sums[i] += g * sources[i] for each tap i (the per-tap products behind dweight and dgate).
+LEDIT_VECTOR_CLONES void accumulate_products(float* const* sums, const float* g, const float* const* sources,
+                                             int taps, int64_t channels) {
+  for (int i = 0; i < taps; ++i) multiply_add(g, sources[i], channels, sums[i]);
+}
+
+// From e = sum_t w_t * g[n - offset(t)] and u at one token: accumulate sum(g), sum(e), sum(e * u), and write
+// dx = LN backward of du = e * gate * (1 + scale) (or du itself without LN).
+LEDIT_VECTOR_CLONES void token_backward(const float* __restrict__ e, const float* __restrict__ u,
+                                        const float* __restrict__ g, const float* __restrict__ gate_scale1p,
+                                        float rstd, bool norm, int64_t channels, float* __restrict__ sum_g,
+                                        float* __restrict__ sum_e, float* __restrict__ sum_e_u,
+                                        float* __restrict__ dx) {
+  for (int64_t c = 0; c < channels; ++c) {
+    sum_g[c] += g[c];
+    sum_e[c] += e[c];
+    sum_e_u[c] += e[c] * u[c];
+    dx[c] = e[c] * gate_scale1p[c];
+  }
+  if (!norm) return;
+  const float mean_du = channel_sum(channels, [&](int64_t c) { return dx[c]; }) / channels;
+  const float mean_du_u = channel_sum(channels, [&](int64_t c) { return dx[c] * u[c]; }) / channels;
+  for (int64_t c = 0; c < channels; ++c) dx[c] = layer_norm_backward(dx[c], u[c], mean_du, mean_du_u, rstd);
+}
+
+// ---- dtype plumbing ---------------------------------------------------------------------------------------------
+
+// A token as fp32: fp32 tokens are used in place, fp16/bf16 ones converted into scratch.
+template <typename scalar_t>
+const float* token_as_float(const scalar_t* src, int64_t channels, float* scratch) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return src;
+  } else {
+    for (int64_t c = 0; c < channels; ++c) scratch[c] = static_cast<float>(src[c]);
+    return scratch;
+  }
+}
+
+template <typename scalar_t>
+void load_token(const scalar_t* src, int64_t channels, float* dst) {
+  for (int64_t c = 0; c < channels; ++c) dst[c] = static_cast<float>(src[c]);
+}
+
+template <typename scalar_t>
+void store_token(const float* src, int64_t channels, scalar_t* dst) {
+  for (int64_t c = 0; c < channels; ++c) dst[c] = static_cast<scalar_t>(src[c]);
+}
+
+// ---- shared geometry --------------------------------------------------------------------------------------------
+
+struct Geometry {
+  int64_t batch, h, w, channels;
+  int k, dilation;
+  int pad() const { return dilation * (k / 2); }
+  int ring_rows() const { return 2 * pad() + 1; }
+};
+
+Geometry make_geometry(const at::Tensor& x, int64_t h, int64_t w, const at::Tensor& weight, int64_t dilation) {
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == h * w, "dwconv_modulate: x must be (B, h*w, C)");
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == x.size(2) && weight.size(2) == weight.size(3),
+              "dwconv_modulate: weight must be (C, 1, k, k)");
+  const int k = static_cast<int>(weight.size(-1));
+  TORCH_CHECK(k == 3 || k == 5 || k == 7, "dwconv_modulate: kernel size must be 3, 5 or 7");
+  TORCH_CHECK(dilation == 1 || dilation == 2, "dwconv_modulate: dilation must be 1 or 2");
+  return {x.size(0), h, w, x.size(2), k, static_cast<int>(dilation)};
+}
+
+// Rows per task: enough tasks to keep every thread busy, but blocks no shorter than the halo they recompute.
+int rows_per_task(const Geometry& g) {
+  const int64_t wanted_tasks = 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t blocks_per_sample = std::clamp<int64_t>((wanted_tasks + g.batch - 1) / g.batch, 1, g.h);
+  const int64_t rows = (g.h + blocks_per_sample - 1) / blocks_per_sample;
+  return static_cast<int>(std::max<int64_t>(rows, std::min<int64_t>(g.h, 2 * g.pad())));
+}
+
+// Weights as (k*k, C) fp32, so each tap's weights are contiguous over channels.
+at::Tensor taps_by_channel(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), -1}).t().to(at::kFloat).contiguous();
+}
+
+at::Tensor float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+// A ring of fp32 rows (w tokens x C channels each): grid row r lives in slot r % rows.
+struct RowRing {
+  std::vector<float> data;
+  int64_t rows, row_size, channels;
+  RowRing(int64_t rows_, int64_t w, int64_t channels_)
+      : data(rows_ * w * channels_), rows(rows_), row_size(w * channels_), channels(channels_) {}
+  float* token(int64_t row, int64_t col) { return data.data() + (row % rows) * row_size + col * channels; }
+};
+
+// The in-grid taps of the token at (row, col), as (weight, source) pointers; forward taps read y at
+// (row, col) + offset, backward taps read g at (row, col) - offset. Returns the number of taps.
+template <bool kBackward>
+int gather_taps(const Geometry& g, int64_t row, int64_t col, const float* weight_taps, RowRing& ring,
+                const float** weights, const float** sources) {
+  const TapRange rows = kBackward ? backward_taps(row, g.h, g.k, g.dilation) : forward_taps(row, g.h, g.k, g.dilation);
+  const TapRange cols = kBackward ? backward_taps(col, g.w, g.k, g.dilation) : forward_taps(col, g.w, g.k, g.dilation);
+  const int sign = kBackward ? -1 : 1;
+  int n = 0;
+  for (int i = rows.first; i < rows.last; ++i) {
+    for (int j = cols.first; j < cols.last; ++j) {
+      weights[n] = weight_taps + (i * g.k + j) * g.channels;
+      sources[n] = ring.token(row + sign * tap_offset(i, g.k, g.dilation), col + sign * tap_offset(j, g.k, g.dilation));
+      ++n;
+    }
+  }
+  return n;
+}
+
+// ---- forward ----------------------------------------------------------------------------------------------------
+
+template <typename scalar_t>
+void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const float* weight_taps, const float* bias,
+                    const float* shift, const float* scale1p, const float* gate, const scalar_t* residual,
+                    scalar_t* out, float* mean, float* rstd) {
+  const int rows_per_block = rows_per_task(g);
+  const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
+  const int64_t n_tokens = g.h * g.w, C = g.channels;
+  at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    RowRing ring(g.ring_rows(), g.w, C);
+    std::vector<float> x_scratch(C), acc(C), out_scratch(C), residual_scratch(C);
+    const float* weights[kMaxTaps];
+    const float* sources[kMaxTaps];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks;
+      const RowBlock block = row_block(static_cast<int>(task % blocks), rows_per_block, static_cast<int>(g.h));
+      const float* shift_b = shift + b * C;
+      const float* scale1p_b = scale1p + b * C;
+      const float* gate_b = gate != nullptr ? gate + b * C : nullptr;
+      // Normalises and modulates grid row r into the ring; the stats of the block's own rows are outputs.
+      auto load_row = [&](int64_t r) {
+        for (int64_t col = 0; col < g.w; ++col) {
+          const int64_t token = b * n_tokens + r * g.w + col;
+          const float* xt = token_as_float(x + token * C, C, x_scratch.data());
+          float mu = 0.f, inv_std = 1.f;
+          if (norm) token_stats(xt, C, &mu, &inv_std);
+          if (norm && r >= block.first && r < block.last) {
+            mean[token] = mu;
+            rstd[token] = inv_std;
+          }
+          modulate(xt, mu, inv_std, scale1p_b, shift_b, C, ring.token(r, col));
+        }
+      };
+      int64_t next_row = std::max<int64_t>(0, block.first - g.pad());
+      for (int64_t r = block.first; r < block.last; ++r) {
+        for (; next_row <= std::min<int64_t>(g.h - 1, r + g.pad()); ++next_row) load_row(next_row);
+        for (int64_t col = 0; col < g.w; ++col) {
+          const int64_t token = b * n_tokens + r * g.w + col;
+          const int taps = gather_taps<false>(g, r, col, weight_taps, ring, weights, sources);
+          sum_taps(weights, sources, taps, bias, C, acc.data());
+          const float* res = residual != nullptr
+                                 ? token_as_float(residual + token * C, C, residual_scratch.data())
+                                 : nullptr;
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            gate_residual(acc.data(), gate_b, res, C, out + token * C);
+          } else {
+            gate_residual(acc.data(), gate_b, res, C, out_scratch.data());
+            store_token(out_scratch.data(), C, out + token * C);
+          }
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, int64_t h, int64_t w,
+                                                           const at::Tensor& weight,
+                                                           const std::optional<at::Tensor>& bias,
+                                                           const at::Tensor& shift, const at::Tensor& scale,
+                                                           const std::optional<at::Tensor>& gate,
+                                                           const std::optional<at::Tensor>& residual_in,
+                                                           int64_t dilation, bool norm) {
+  const Geometry g = make_geometry(x_in, h, w, weight, dilation);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
+  const at::Tensor weight_taps = taps_by_channel(weight);
+  const at::Tensor bias_f = bias.has_value() ? float_contiguous(*bias) : at::Tensor();
+  const at::Tensor shift_f = float_contiguous(shift);
+  const at::Tensor scale1p = float_contiguous(scale) + 1;
+  const at::Tensor gate_f = gate.has_value() ? float_contiguous(*gate) : at::Tensor();
+  at::Tensor out = at::empty_like(x);
+  const auto stats_shape = norm ? std::vector<int64_t>{g.batch, g.h * g.w} : std::vector<int64_t>{0};
+  at::Tensor mean = at::empty(stats_shape, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty(stats_shape, x.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dwconv_modulate_fwd_cpu", [&] {
+    forward_kernel<scalar_t>(g, norm, x.data_ptr<scalar_t>(), weight_taps.data_ptr<float>(),
+                             bias_f.defined() ? bias_f.data_ptr<float>() : nullptr, shift_f.data_ptr<float>(),
+                             scale1p.data_ptr<float>(), gate_f.defined() ? gate_f.data_ptr<float>() : nullptr,
+                             residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
+                             norm ? mean.data_ptr<float>() : nullptr, norm ? rstd.data_ptr<float>() : nullptr);
+  });
+  return {out, mean, rstd};
+}
+
+// ---- backward ---------------------------------------------------------------------------------------------------
+
+template <typename scalar_t>
+void backward_kernel(const Geometry& g, bool norm, const scalar_t* dout, const scalar_t* x, const float* weight_taps,
+                     const float* shift, const float* scale1p, const float* gate_scale1p, const float* mean,
+                     const float* rstd, scalar_t* dx, float* task_sums, int rows_per_block) {
+  const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
+  const int64_t n_tokens = g.h * g.w, C = g.channels;
+  at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    RowRing y_ring(g.ring_rows(), g.w, C), g_ring(g.ring_rows(), g.w, C);
+    std::vector<float> x_scratch(C), u(C), e(C), dx_scratch(C);
+    const float* weights[kMaxTaps];
+    const float* sources[kMaxTaps];
+    float* product_sums[kMaxTaps];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks;
+      const RowBlock block = row_block(static_cast<int>(task % blocks), rows_per_block, static_cast<int>(g.h));
+      float* sums = task_sums + task * sum_rows(g.k) * C;
+      std::fill(sums, sums + sum_rows(g.k) * C, 0.f);
+      // Grid row r of y (recomputed from x with the saved stats) and of g = dout, both in fp32.
+      auto load_row = [&](int64_t r) {
+        for (int64_t col = 0; col < g.w; ++col) {
+          const int64_t token = b * n_tokens + r * g.w + col;
+          const float* xt = token_as_float(x + token * C, C, x_scratch.data());
+          modulate(xt, norm ? mean[token] : 0.f, norm ? rstd[token] : 1.f, scale1p + b * C, shift + b * C, C,
+                   y_ring.token(r, col));
+          load_token(dout + token * C, C, g_ring.token(r, col));
+        }
+      };
+      int64_t next_row = std::max<int64_t>(0, block.first - g.pad());
+      for (int64_t r = block.first; r < block.last; ++r) {
+        for (; next_row <= std::min<int64_t>(g.h - 1, r + g.pad()); ++next_row) load_row(next_row);
+        for (int64_t col = 0; col < g.w; ++col) {
+          const int64_t token = b * n_tokens + r * g.w + col;
+          const float* g_here = g_ring.token(r, col);
+          // Per-tap products g * y[n + offset], at the taps this token's output read in the forward.
+          const TapRange rows = forward_taps(r, g.h, g.k, g.dilation);
+          const TapRange cols = forward_taps(col, g.w, g.k, g.dilation);
+          int n = 0;
+          for (int i = rows.first; i < rows.last; ++i) {
+            for (int j = cols.first; j < cols.last; ++j) {
+              product_sums[n] = sums + (i * g.k + j) * C;
+              sources[n] = y_ring.token(r + tap_offset(i, g.k, g.dilation), col + tap_offset(j, g.k, g.dilation));
+              ++n;
+            }
+          }
+          accumulate_products(product_sums, g_here, sources, n, C);
+          // e = sum_t w_t * g[n - offset(t)], then the LN backward of this token.
+          const int taps = gather_taps<true>(g, r, col, weight_taps, g_ring, weights, sources);
+          sum_taps(weights, sources, taps, nullptr, C, e.data());
+          const float* xt = token_as_float(x + token * C, C, x_scratch.data());
+          const float token_rstd = norm ? rstd[token] : 1.f;
+          normalize(xt, norm ? mean[token] : 0.f, token_rstd, C, u.data());
+          float* dx_out = dx_scratch.data();
+          if constexpr (std::is_same_v<scalar_t, float>) dx_out = dx + token * C;
+          token_backward(e.data(), u.data(), g_here, gate_scale1p + b * C, token_rstd, norm, C,
+                         sums + sum_row_dout(g.k) * C, sums + sum_row_e(g.k) * C, sums + sum_row_e_u(g.k) * C,
+                         dx_out);
+          if constexpr (!std::is_same_v<scalar_t, float>) store_token(dx_out, C, dx + token * C);
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, const at::Tensor& x_in, int64_t h,
+                                                int64_t w, const at::Tensor& weight, const at::Tensor& shift,
+                                                const at::Tensor& scale, const std::optional<at::Tensor>& gate,
+                                                const at::Tensor& mean, const at::Tensor& rstd, int64_t dilation,
+                                                bool norm) {
+  const Geometry g = make_geometry(x_in, h, w, weight, dilation);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor dout = grad_out.contiguous();
+  const at::Tensor weight_taps = taps_by_channel(weight);
+  const at::Tensor shift_f = float_contiguous(shift);
+  const at::Tensor scale1p = float_contiguous(scale) + 1;
+  const at::Tensor gate_scale1p = gate.has_value() ? (scale1p * gate->to(at::kFloat)).contiguous() : scale1p;
+  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const int rows_per_block = rows_per_task(g);
+  const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor task_sums = at::empty({g.batch, blocks, sum_rows(g.k), g.channels}, x.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dwconv_modulate_bwd_cpu", [&] {
+    backward_kernel<scalar_t>(g, norm, dout.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                              weight_taps.data_ptr<float>(), shift_f.data_ptr<float>(), scale1p.data_ptr<float>(),
+                              gate_scale1p.data_ptr<float>(), norm ? mean_c.data_ptr<float>() : nullptr,
+                              norm ? rstd_c.data_ptr<float>() : nullptr, dx.data_ptr<scalar_t>(),
+                              task_sums.data_ptr<float>(), rows_per_block);
+  });
+  // Summing the row blocks of each sample in a fixed order keeps the result deterministic.
+  return {dx, task_sums.sum(1)};
+}
+
+}  // namespace
+}  // namespace dwconv
+}  // namespace ledit
+
+TORCH_LIBRARY_FRAGMENT(ledit, m) {
+  m.def(
+      "dwconv_modulate_fwd(Tensor x, int h, int w, Tensor weight, Tensor? bias, Tensor shift, Tensor scale, "
+      "Tensor? gate, Tensor? residual, int dilation, bool norm) -> (Tensor out, Tensor mean, Tensor rstd)");
+  m.def(
+      "dwconv_modulate_bwd(Tensor grad_out, Tensor x, int h, int w, Tensor weight, Tensor shift, Tensor scale, "
+      "Tensor? gate, Tensor mean, Tensor rstd, int dilation, bool norm) -> (Tensor grad_x, Tensor sums)");
+}
+
+TORCH_LIBRARY_IMPL(ledit, CPU, m) {
+  m.impl("dwconv_modulate_fwd", &ledit::dwconv::forward_cpu);
+  m.impl("dwconv_modulate_bwd", &ledit::dwconv::backward_cpu);
+}

@@ -1,0 +1,72 @@
+"""Checks shared by the dwconv_modulate backend tests: random inputs, an fp64 oracle and flash-attention's 2x rule
+(|fast - oracle| <= 2 * |reference in the same low precision - oracle| + a small eps), for the output and the
+gradient of every tensor argument."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ledit.ops import dwconv_modulate, dwconv_modulate_reference
+
+TENSOR_ARGS = ("x", "weight", "bias", "shift", "scale", "gate", "residual")
+
+
+def make_inputs(batch, grid, channels, k, bias=True, gate=True, residual=True, seed=0):
+    """fp64 inputs on the CPU; x has a non-zero mean and spread so the LayerNorm has work to do."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    n = grid[0] * grid[1]
+    return {
+        "x": 1.5 * randn(batch, n, channels) + 0.5,
+        "weight": randn(channels, 1, k, k) / k,
+        "bias": randn(channels) if bias else None,
+        "shift": 0.5 * randn(batch, channels),
+        "scale": 0.5 * randn(batch, channels),
+        "gate": randn(batch, channels) if gate else None,
+        "residual": randn(batch, n, channels) if residual else None,
+    }
+
+
+def non_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """The same values as a strided view, built differentiably so gradients still reach t."""
+    if t.dim() == 1:
+        return torch.stack([t, t], -1)[:, 0]
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def run_with_grads(fn, inputs, grid, dilation, norm, grad_out, dtype, device, strided=False):
+    """Output and the gradient of every tensor argument, computed in dtype on device."""
+    leaves = {n: None if t is None else t.detach().to(device, dtype).requires_grad_() for n, t in inputs.items()}
+    args = {n: None if t is None else (non_contiguous(t) if strided else t) for n, t in leaves.items()}
+    out = fn(args["x"], grid, args["weight"], args["bias"], args["shift"], args["scale"], args["gate"],
+             args["residual"], dilation, norm)
+    out.backward(grad_out.to(device, dtype))
+    results = {"out": out.detach()}
+    results.update({n: leaf.grad for n, leaf in leaves.items() if leaf is not None})
+    return results
+
+
+def assert_matches_reference(backend, batch, grid, channels, k, dilation, norm, dtype, bias=True, gate=True,
+                             residual=True, device="cpu", strided=False):
+    inputs = make_inputs(batch, grid, channels, k, bias, gate, residual)
+    grad_out = torch.randn(batch, grid[0] * grid[1], channels, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(1))
+    common = dict(inputs=inputs, grid=grid, dilation=dilation, norm=norm, grad_out=grad_out, device=device)
+    oracle = run_with_grads(dwconv_modulate_reference, dtype=torch.float64, **common)
+    low_precision = run_with_grads(dwconv_modulate_reference, dtype=dtype, **common)
+    fast = run_with_grads(functools.partial(dwconv_modulate, backend=backend), dtype=dtype, strided=strided, **common)
+    assert fast.keys() == oracle.keys()
+    for name, expected in oracle.items():
+        assert fast[name].dtype == dtype and fast[name].shape == expected.shape, name
+        fast_error = (fast[name].double() - expected).abs().max().item()
+        reference_error = (low_precision[name].double() - expected).abs().max().item()
+        eps = 1e-5 * expected.abs().max().item() + 1e-6
+        assert fast_error <= 2 * reference_error + eps, (
+            f"{backend} {name}: error {fast_error:.3g} vs {dtype} reference error {reference_error:.3g} "
+            f"(grid {grid}, C={channels}, k={k}, dilation={dilation}, norm={norm})"
+        )

@@ -1,0 +1,107 @@
+"""The compiled dwconv_modulate kernels (C++ CPU here, CUDA under the gpu marker) against the fp64 reference,
+forward and every gradient, plus the torch.library contract (opcheck, torch.compile without graph breaks)."""
+
+import pytest
+import torch
+from dwconv_checks import assert_matches_reference, make_inputs
+
+from ledit.ops import DWCONV_MODULATE_BACKENDS, dwconv_modulate
+from ledit.ops.extension import extension_unavailable_reason
+
+needs_cpu_kernels = pytest.mark.skipif(
+    extension_unavailable_reason("cpu") is not None, reason=f"{extension_unavailable_reason('cpu')}"
+)
+
+# A covering subset of grid x C x k x dilation x (LN, gate, residual, bias) x dtype, rather than the full product:
+# every grid, C, k and dilation appears, each option is on and off, and edges (1x1 grid, kernel wider than the
+# grid, odd non-square grids) meet both LN settings.
+#   (grid,     C,    k, dilation, norm,  gate,  residual, bias,  dtype)
+CASES = [
+    ((1, 1), 8, 3, 1, True, True, True, True, torch.float32),
+    ((2, 3), 72, 5, 2, True, False, True, False, torch.float32),
+    ((7, 5), 8, 3, 2, False, True, False, True, torch.float32),
+    ((7, 5), 72, 5, 1, True, True, True, True, torch.bfloat16),
+    ((16, 16), 8, 5, 2, True, True, True, True, torch.float16),
+    ((33, 17), 8, 3, 1, True, True, False, True, torch.float32),
+    ((2, 3), 1152, 3, 1, True, True, True, True, torch.bfloat16),
+    ((7, 5), 1152, 5, 2, False, False, False, False, torch.float32),
+    ((16, 16), 72, 3, 2, True, False, False, True, torch.float32),
+    ((33, 17), 72, 5, 1, False, True, True, False, torch.bfloat16),
+    ((7, 5), 8, 7, 2, True, True, True, True, torch.float32),
+]
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("grid, channels, k, dilation, norm, gate, residual, bias, dtype", CASES)
+def test_cpu_kernel_matches_reference(grid, channels, k, dilation, norm, gate, residual, bias, dtype):
+    assert_matches_reference("cpu", 2, grid, channels, k, dilation, norm, dtype, bias, gate, residual)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_kernel_non_contiguous_inputs(dtype):
+    assert_matches_reference("cpu", 2, (5, 6), 24, 3, 1, True, dtype, strided=True)
+
+
+@needs_cpu_kernels
+def test_cpu_backend_is_chosen_automatically():
+    inputs = make_inputs(1, (3, 4), 8, 3)
+    args = (inputs["x"].float(), (3, 4), *(None if t is None else t.float() for t in list(inputs.values())[1:]))
+    assert DWCONV_MODULATE_BACKENDS.choose(None, "cpu", *args, 1, True).name == "cpu"
+    reasons = dict(DWCONV_MODULATE_BACKENDS.explain("cpu", *args, 1, True))
+    assert "x is on cpu" in reasons["cuda"]
+
+
+def _op_args(norm=True):
+    inputs = make_inputs(2, (3, 5), 16, 3)
+    tensors = {n: t.float().requires_grad_() for n, t in inputs.items()}
+    return (tensors["x"], 3, 5, tensors["weight"], tensors["bias"], tensors["shift"], tensors["scale"],
+            tensors["gate"], tensors["residual"], 2, norm)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("norm", [True, False])
+def test_cpu_ops_pass_opcheck(norm):
+    ops = torch.ops.ledit
+    torch.library.opcheck(ops.dwconv_modulate_fwd, _op_args(norm))
+    args = _op_args(norm)
+    out, mean, rstd = ops.dwconv_modulate_fwd(*args)
+    x, h, w, weight, _, shift, scale, gate, _, dilation, _ = args
+    grad_args = (torch.randn_like(out), x.detach(), h, w, weight.detach(), shift.detach(), scale.detach(),
+                 gate.detach(), mean.detach(), rstd.detach(), dilation, norm)
+    torch.library.opcheck(ops.dwconv_modulate_bwd, grad_args)
+
+
+@needs_cpu_kernels
+def test_cpu_kernel_under_torch_compile_has_no_graph_break():
+    args = _op_args()
+    x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm = args
+
+    def step(x, weight, shift, scale, gate, residual):
+        return dwconv_modulate(x, (h, w), weight, bias, shift, scale, gate, residual, dilation, norm, backend="cpu")
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    inputs = (x, weight, shift, scale, gate, residual)
+    expected = torch.autograd.grad(step(*inputs).square().sum(), inputs)
+    got = torch.autograd.grad(compiled(*inputs).square().sum(), inputs)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_cuda_kernel_at_ledit_xl_512(dilation):
+    """LEDiT-XL/2 at 512 px: B=32, a 32x32 token grid, C=1152, bf16."""
+    assert_matches_reference("cuda", 32, (32, 32), 1152, 3, dilation, True, torch.bfloat16, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("grid, channels, k, dilation, norm, gate, residual, bias, dtype", CASES)
+def test_cuda_kernel_matches_reference(grid, channels, k, dilation, norm, gate, residual, bias, dtype):
+    assert_matches_reference("cuda", 2, grid, channels, k, dilation, norm, dtype, bias, gate, residual, device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_non_contiguous_inputs():
+    assert_matches_reference("cuda", 2, (5, 6), 24, 3, 1, True, torch.bfloat16, device="cuda", strided=True)
