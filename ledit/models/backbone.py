@@ -181,7 +181,7 @@ class DiffusionTransformer(nn.Module):
         if not torch.compiler.is_compiling() and y.numel():
             has_null = self.y_embedder.dropout_prob > 0
             top = self.num_classes if has_null else self.num_classes - 1
-            low, high = int(y.min()), int(y.max())
+            low, high = torch.stack([y.min(), y.max()]).tolist()  # one device sync, not two
             if low < 0 or high > top:
                 null = f" ({self.num_classes} is the null label of classifier-free guidance)" if has_null else ""
                 bad = low if low < 0 else high
