@@ -14,11 +14,13 @@ import numpy as np
 from PIL import Image
 
 from ledit.data.files import atomic_path
-from ledit.data.images import IMAGE_EXTENSIONS
+from ledit.data.images import IMAGE_EXTENSIONS, center_crop_arr
 
 
-def write_image_npz(path: str | os.PathLike, batches: Iterable[np.ndarray], count: int, height: int, width: int):
-    """Write `count` images from uint8 NHWC `batches` as ``arr_0`` of an uncompressed .npz, atomically."""
+def write_image_npz(path: str | os.PathLike, batches: Iterable[np.ndarray], count: int, height: int, width: int,
+                    extra: dict[str, np.ndarray] | None = None):
+    """Write `count` images from uint8 NHWC `batches` as ``arr_0`` of an uncompressed .npz (plus `extra` arrays,
+    e.g. the mu/sigma of an ADM reference batch), atomically."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": (count, height, width, 3)}
     written = 0
@@ -32,24 +34,49 @@ def write_image_npz(path: str | os.PathLike, batches: Iterable[np.ndarray], coun
                     batch = batch[: count - written]
                     f.write(np.ascontiguousarray(batch).tobytes())
                     written += len(batch)
+            for name, value in (extra or {}).items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(value))
         if written != count:
             raise ValueError(f"got {written} images for an archive of {count}")
     return Path(path)
 
 
-def _check_images(arr: np.ndarray, source: str) -> np.ndarray:
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"{source}: expected uint8 images (N, H, W, 3), found {arr.dtype} {arr.shape}")
-    return arr
-
-
-def load_npz_images(path: str | os.PathLike) -> np.ndarray:
-    """``arr_0`` of an ADM-style .npz, memory-mapped when the archive is uncompressed."""
-    path = Path(path)
+def npz_keys(path: str | os.PathLike) -> list[str]:
     with np.load(path) as archive:
-        if "arr_0" not in archive.files:
-            raise ValueError(f"{str(path)!r} has no 'arr_0' image array (keys: {archive.files})")
-        return _check_images(archive["arr_0"], str(path))
+        return archive.files
+
+
+def _open_arr0(archive: zipfile.ZipFile, path: Path):
+    """(stream positioned at the data, shape) of ``arr_0``, checked to be uint8 (N, H, W, 3)."""
+    if "arr_0.npy" not in archive.namelist():
+        raise ValueError(f"{str(path)!r} has no 'arr_0' image array (keys: {npz_keys(path)})")
+    f = archive.open("arr_0.npy")
+    major, _ = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8 or fortran:
+        raise ValueError(f"{str(path)!r}: arr_0 must be uint8 images (N, H, W, 3), found {dtype} {shape}")
+    return f, shape
+
+
+def npz_image_shape(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    with zipfile.ZipFile(path) as archive:
+        f, shape = _open_arr0(archive, Path(path))
+        f.close()
+    return shape
+
+
+def read_npz_batches(path: str | os.PathLike, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
+    """``arr_0`` in batches, streamed from the archive (as ADM's evaluator reads it: never all in memory)."""
+    with zipfile.ZipFile(path) as archive:
+        f, (n, h, w, c) = _open_arr0(archive, Path(path))
+        with f:
+            remaining = n if limit is None else min(n, limit)
+            while remaining:
+                count = min(batch_size, remaining)
+                yield np.frombuffer(f.read(count * h * w * c), dtype=np.uint8).reshape(count, h, w, c)
+                remaining -= count
 
 
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -60,29 +87,35 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 class ImageSet:
-    """N images from an .npz (``arr_0``) or a folder (searched recursively), read in uint8 NHWC batches."""
+    """N images from an .npz (``arr_0``) or a folder (searched recursively), read in uint8 NHWC batches.
+    With `crop` = (height, width), folder images get ADM's centre crop (how reference sets are made)."""
 
-    def __init__(self, source: str | os.PathLike, limit: int | None = None):
-        self.source = Path(source)
+    def __init__(self, source: str | os.PathLike, limit: int | None = None, crop: tuple[int, int] | None = None):
+        self.source, self.crop = Path(source), crop
         if self.source.is_dir():
-            self.files, self.array = list_image_files(self.source)[:limit], None
+            self.files = list_image_files(self.source)[:limit]
+            self.count = len(self.files)
         elif self.source.is_file():
-            self.files, self.array = None, load_npz_images(self.source)[:limit]
+            self.files = None
+            self.count = min(npz_image_shape(self.source)[0], limit or float("inf"))
         else:
             raise FileNotFoundError(f"{str(self.source)!r} is neither an .npz file nor an image folder")
 
     def __len__(self) -> int:
-        return len(self.array) if self.files is None else len(self.files)
+        return self.count
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        if self.files is None:
+            yield from read_npz_batches(self.source, batch_size, self.count)
+            return
         for start in range(0, len(self), batch_size):
-            if self.files is None:
-                yield np.asarray(self.array[start : start + batch_size])
-                continue
-            images = []
-            for file in self.files[start : start + batch_size]:
-                with Image.open(file) as image:
-                    images.append(np.asarray(image.convert("RGB")))
-            if len({im.shape for im in images}) > 1:
-                raise ValueError(f"{str(self.source)!r}: images differ in size; resize them or use an .npz")
-            yield np.stack(images)
+            yield self.read_files(self.files[start : start + batch_size])
+
+    def read_files(self, files: list[Path]) -> np.ndarray:
+        images = []
+        for file in files:
+            with Image.open(file) as image:
+                images.append(center_crop_arr(image, *self.crop) if self.crop else np.asarray(image.convert("RGB")))
+        if len({im.shape for im in images}) > 1:
+            raise ValueError(f"{str(self.source)!r}: images differ in size; pass a crop size or use an .npz")
+        return np.stack(images)
