@@ -99,4 +99,4 @@ class DiT(DiffusionTransformer):
         return tokens
 
     def rope_tables(self, grid, t):
-        return None if self.rope is None else self.rope.tables(grid, t.device)
+        return None if self.rope is None else self.rope.tables(grid, self.x_embedder.proj.weight.device)
