@@ -70,7 +70,7 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny):
         torch.manual_seed(1)  # same label dropout in both runs
         model(x, t, y).square().mean().backward()
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
-    for plain, checkpointed in zip(*grads):
+    for plain, checkpointed in zip(*grads, strict=True):
         torch.testing.assert_close(plain, checkpointed)
 
 

@@ -99,3 +99,18 @@ def test_yarn_mscale_multiplies_the_tables():
     cos, sin = rope_tables((8, 8), freqs_h, freqs_w, mscale)
     torch.testing.assert_close(cos[0], torch.full((16,), mscale))  # token (0, 0): angle 0
     torch.testing.assert_close((cos ** 2 + sin ** 2), torch.full_like(cos, mscale ** 2))
+
+
+def test_rope_dit_extrapolates_only_beyond_the_training_grid(tiny):
+    from tests.models.conftest import model_inputs
+
+    plain = tiny("DiT", pos_embed="rope").eval()
+    at_train, at_double = model_inputs(2, 8, 8), model_inputs(2, 16, 12)
+    for method in ("pi", "ntk", "yarn", "riflex"):
+        model = tiny("DiT", pos_embed="rope", rope_method=method, randomized=False).eval()
+        model.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(model(*at_train), plain(*at_train))
+        assert not torch.allclose(model(*at_double), plain(*at_double), atol=1e-4), method
+        cos, _ = model.rope_tables((8, 6), None)
+        freqs_h, freqs_w, mscale = rope_frequencies(16, (4, 4), (8, 6), method)
+        torch.testing.assert_close(cos, rope_tables((8, 6), freqs_h, freqs_w, mscale)[0])
