@@ -32,7 +32,7 @@ from ledit.training.checkpoint import (
     save_checkpoint,
     update_ema,
 )
-from ledit.training.distributed import DistContext, cleanup_distributed, setup_distributed
+from ledit.training.distributed import DistContext, broadcast_object, cleanup_distributed, setup_distributed
 from ledit.training.engine import (
     full_training_state,
     gather_rng_states,
@@ -178,16 +178,13 @@ def main(args: argparse.Namespace) -> None:
         rng = resume.get("rng", [])
         if len(rng) == ctx.world_size:
             restore_rng_state(rng[ctx.rank], ctx.device)
-        else:  # the data order is still exact; the noise draws start afresh
-            logger.warning("resuming on %d ranks from a %d-rank run: RNG reseeded", ctx.world_size, len(rng))
+        else:  # each rank's share of the data and its RNG stream depend on the world size
+            logger.warning("resuming on %d ranks a run made on %d: continuing, but not bit-exactly (RNG reseeded)",
+                           ctx.world_size, len(rng))
             torch.manual_seed((args.global_seed + step) * ctx.world_size + ctx.rank)
         exp_dir = resolve_resume(args.resume).parent.parent
     else:
-        exp_dir = new_experiment_dir(args.results_dir, model.config["name"]) if ctx.is_main else None
-        if dist.is_initialized():
-            box = [exp_dir]
-            dist.broadcast_object_list(box)
-            exp_dir = box[0]
+        exp_dir = broadcast_object(new_experiment_dir(args.results_dir, model.config["name"]) if ctx.is_main else None)
     ckpt_dir = exp_dir / "checkpoints"
     if ctx.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +220,7 @@ def main(args: argparse.Namespace) -> None:
         sampler.set_epoch(epoch, start=offset * local_batch)
         loader = torch.utils.data.DataLoader(
             data, batch_size=local_batch, sampler=sampler, num_workers=args.num_workers, drop_last=True,
-            pin_memory=ctx.device.type == "cuda", persistent_workers=False,
+            pin_memory=ctx.device.type == "cuda",
             generator=torch.Generator(),  # keep DataLoader's worker seeding off the global RNG (exact resume)
         )
         for x, y in loader:

@@ -26,7 +26,7 @@ def read_log(exp_dir):
     return [json.loads(line) for line in (exp_dir / "log.jsonl").read_text().splitlines()]
 
 
-def test_torchrun_ddp_train_then_resume_exactly(latent_shards, tmp_path):
+def test_torchrun_ddp_train_then_resume_under_fsdp_exactly(latent_shards, tmp_path):
     results = tmp_path / "results"
     torchrun(2, "train", "--data-path", str(latent_shards), "--results-dir", str(results), "--max-steps", "4",
              "--ckpt-every", "2", *TRAIN_FLAGS)
@@ -41,13 +41,14 @@ def test_torchrun_ddp_train_then_resume_exactly(latent_shards, tmp_path):
     assert final["config"]["multi_dilation_prob"] == 0.5
     assert not all(torch.equal(final["model"][k], final["ema"][k]) for k in final["model"])
 
-    # The run killed right after its step-2 checkpoint, resumed: bit-identical state and losses at step 4.
+    # The run killed right after its step-2 checkpoint, resumed (sharded with FSDP this time, which also proves
+    # that checkpoints are interchangeable between DDP and FSDP): bit-identical state and losses at step 4.
     resumed = tmp_path / "resumed"
     shutil.copytree(run, resumed)
     (resumed / "checkpoints" / "0000004.pt").unlink()
     (resumed / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in full[:2]))
     torchrun(2, "train", "--data-path", str(latent_shards), "--resume", str(resumed / "checkpoints" / "0000002.pt"),
-             "--max-steps", "4", "--ckpt-every", "2", *TRAIN_FLAGS)
+             "--max-steps", "4", "--ckpt-every", "2", "--fsdp", *TRAIN_FLAGS)
     again = torch.load(resumed / "checkpoints" / "0000004.pt", weights_only=True)
     assert [e["loss"] for e in read_log(resumed)] == [e["loss"] for e in full]
     for part in ("model", "ema"):
