@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from model_helpers import TINY, model_inputs
 
 from ledit.models import CheckpointLoadReport, from_dit_checkpoint
-from tests.models.conftest import TINY, model_inputs
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from model_helpers import TINY, model_inputs
 
 from ledit.models import DiT, DiT_models, LEDiT, LEDiT_models, build_model
 from ledit.models.pos_embed import interpolate_pos_embed, sincos_2d
-from tests.models.conftest import TINY, model_inputs
 
 
 def _expected_dit_keys(depth):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from model_helpers import TINY, model_inputs
 
 from ledit.models import DiT_models, build_model
-from tests.models.conftest import TINY, model_inputs
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from model_helpers import model_inputs
 
 from ledit.ops import SCANS
-from tests.models.conftest import model_inputs
 
 FAMILIES = [
     ("DiT", dict(pos_embed="sincos")),

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import model_inputs
 
 import ledit.models.layers as layers
 from ledit.models import causal_block_indices, jin_softmax_scale
 from ledit.models.locality import DenseConv, ModulatedDWConv
 from ledit.ops import dwconv_modulate_reference
-from tests.models.conftest import model_inputs
 
 
 @pytest.fixture

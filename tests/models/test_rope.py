@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from model_helpers import model_inputs
 
 from ledit.models.rope import apply_rope, rope_frequencies, rope_tables
 
@@ -102,8 +103,6 @@ def test_yarn_mscale_multiplies_the_tables():
 
 
 def test_rope_dit_extrapolates_only_beyond_the_training_grid(tiny):
-    from tests.models.conftest import model_inputs
-
     plain = tiny("DiT", pos_embed="rope").eval()
     at_train, at_double = model_inputs(2, 8, 8), model_inputs(2, 16, 12)
     for method in ("pi", "ntk", "yarn", "riflex"):
