@@ -115,7 +115,7 @@ class DiffusionTransformer(nn.Module):
         return self.x_embedder(x)
 
     def rope_tables(self, grid, t) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """(cos, sin) tables of shape (N, head_dim) to rotate q and k with, or None for no RoPE."""
+        """(cos, sin) of shape (N, head_dim), or (B, N, head_dim) per sample, to rotate q and k; None: no RoPE."""
         return None
 
     def softmax_scale(self, block_index: int, grid, t) -> SoftmaxScale:

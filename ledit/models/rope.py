@@ -121,12 +121,15 @@ def rope_tables(grid, freqs_h, freqs_w, mscale=1.0, device=None):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, N, H, D) q or k by (N, D) tables; computed in float32, returned in x's dtype."""
+    """Rotate (B, N, H, D) q or k by (N, D) tables, or (B, N, D) ones (per sample, e.g. scheduled over t).
+
+    Computed in float32, returned in x's dtype.
+    """
+    cos, sin = (table.unsqueeze(-2) if table.dim() == 3 else table[None, :, None, :] for table in (cos, sin))
     xf = x.float()
     pairs = xf.unflatten(-1, (-1, 2))
     rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    out = xf * cos[None, :, None, :] + rotated * sin[None, :, None, :]
-    return out.to(x.dtype)
+    return (xf * cos + rotated * sin).to(x.dtype)
 
 
 class Rope2D:

@@ -113,3 +113,14 @@ def test_rope_dit_extrapolates_only_beyond_the_training_grid(tiny):
         cos, _ = model.rope_tables((8, 6), None)
         freqs_h, freqs_w, mscale = rope_frequencies(16, (4, 4), (8, 6), method)
         torch.testing.assert_close(cos, rope_tables((8, 6), freqs_h, freqs_w, mscale)[0])
+
+
+def test_per_sample_tables_rotate_each_sample_by_its_own_table():
+    x = torch.randn(2, 6, 3, 8)
+    tables = [rope_tables((2, 3), *rope_frequencies(8, (2, 3), (2, 3), "none")),
+              rope_tables((2, 3), *rope_frequencies(8, (1, 1), (2, 3), "pi"))]
+    cos, sin = (torch.stack([t[i] for t in tables]) for i in (0, 1))
+    out = apply_rope(x, cos, sin)
+    for sample, (cos_i, sin_i) in enumerate(tables):
+        torch.testing.assert_close(out[sample], apply_rope(x[sample:sample + 1], cos_i, sin_i)[0])
+    assert not torch.allclose(apply_rope(x, *tables[0]), apply_rope(x, *tables[1]))
