@@ -50,11 +50,15 @@ def _read(path_or_state_dict) -> Mapping:
     if not os.path.isfile(path_or_state_dict):
         raise FileNotFoundError(f"DiT checkpoint not found: {os.fspath(path_or_state_dict)!r}")
     try:
-        return torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors have many types; all mean the same thing to the caller
         raise ValueError(
             f"could not read {os.fspath(path_or_state_dict)!r} as a weights-only torch checkpoint: {error}"
         ) from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{os.fspath(path_or_state_dict)!r} holds a {type(checkpoint).__name__}, not a DiT state "
+                         f"dict or training checkpoint dict")
+    return checkpoint
 
 
 def dit_state_dict(path_or_state_dict) -> tuple[dict, str]:

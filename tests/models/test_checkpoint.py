@@ -83,6 +83,8 @@ def test_unreadable_inputs(tmp_path, dit_state):
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="weights-only torch checkpoint"):
         from_dit_checkpoint(corrupt)
+    with pytest.raises(ValueError, match="holds a list, not a DiT state dict"):
+        from_dit_checkpoint(_save(tmp_path / "list.pt", [torch.ones(1)]))
     with pytest.raises(ValueError, match="key 'step' holds a int"):
         from_dit_checkpoint({**dit_state, "step": 3}, name="LEDiT", **TINY)
     with pytest.raises(TypeError, match="file path or a state dict"):
