@@ -1,0 +1,175 @@
+"""Triton kernels of dwconv_modulate; imported only by ``ledit.ops.dwconv_triton`` when triton is installed.
+
+Same math as csrc/dwconv_modulate/dwconv_modulate.h. Tokens are (B, N, C) contiguous rows in raster order on an
+(H, W) grid; a tile is BLOCK_W consecutive tokens of one grid row by BLOCK_C channels, and tap (i, j) of the
+output at (r, c) reads y at (r + (i - K//2) * DIL, c + (j - K//2) * DIL), zero outside the grid.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def ln_stats_kernel(x_ptr, mean_ptr, rstd_ptr, n_tokens, eps, C: tl.constexpr, BLOCK_T: tl.constexpr,
+                    BLOCK_C: tl.constexpr):
+    """Per-token LayerNorm mean and 1/std (two passes over the token block's channels, from cache)."""
+    tokens = (tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    token_ok = tokens < n_tokens
+    total = tl.zeros([BLOCK_T], tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        ch = c0 + tl.arange(0, BLOCK_C)
+        mask = token_ok[:, None] & (ch < C)[None, :]
+        total += tl.sum(tl.load(x_ptr + tokens[:, None] * C + ch[None, :], mask=mask, other=0.0).to(tl.float32), 1)
+    mean = total / C
+    squares = tl.zeros([BLOCK_T], tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        ch = c0 + tl.arange(0, BLOCK_C)
+        mask = token_ok[:, None] & (ch < C)[None, :]
+        xv = tl.load(x_ptr + tokens[:, None] * C + ch[None, :], mask=mask, other=0.0).to(tl.float32)
+        centred = tl.where(mask, xv - mean[:, None], 0.0)
+        squares += tl.sum(centred * centred, 1)
+    tl.store(mean_ptr + tokens, mean, mask=token_ok)
+    tl.store(rstd_ptr + tokens, 1.0 / tl.sqrt(squares / C + eps), mask=token_ok)
+
+
+@triton.jit
+def _normalized(x_ptr, mean_ptr, rstd_ptr, tokens, mask, token_ok, ch, C, NORM: tl.constexpr):
+    """u = LN(x) (or x) on a tile of tokens x channels, zero where masked."""
+    u = tl.load(x_ptr + tokens[:, None] * C + ch[None, :], mask=mask, other=0.0).to(tl.float32)
+    if NORM:
+        mean = tl.load(mean_ptr + tokens, mask=token_ok, other=0.0)
+        rstd = tl.load(rstd_ptr + tokens, mask=token_ok, other=0.0)
+        u = (u - mean[:, None]) * rstd[:, None]
+    return tl.where(mask, u, 0.0)
+
+
+@triton.jit
+def _tap_tokens(b, row, cols, di, dj, H, W):
+    """Token indices of the tile (row, cols) shifted by (di, dj), and which of them lie inside the grid."""
+    src_row = row + di
+    src_cols = cols + dj
+    ok = (src_row >= 0) & (src_row < H) & (src_cols >= 0) & (src_cols < W)
+    return ((b * H + src_row) * W + src_cols).to(tl.int64), ok
+
+
+@triton.jit
+def _modulated_tap(x_ptr, mean_ptr, rstd_ptr, b, row, cols, di, dj, ch, channel_ok, scale1p, shift, H, W, C,
+                   NORM: tl.constexpr):
+    """y = u * (1 + scale) + shift at the tile shifted by (di, dj); zero outside the grid (the conv's padding)."""
+    tokens, token_ok = _tap_tokens(b, row, cols, di, dj, H, W)
+    mask = token_ok[:, None] & channel_ok[None, :]
+    u = _normalized(x_ptr, mean_ptr, rstd_ptr, tokens, mask, token_ok, ch, C, NORM)
+    return tl.where(mask, u * scale1p[None, :] + shift[None, :], 0.0)
+
+
+@triton.jit
+def _transposed_taps(g_ptr, w_ptr, b, row, cols, ch, channel_ok, H, W, C, K: tl.constexpr, DIL: tl.constexpr,
+                     BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    """e = sum_t w_t * g[n - offset(t)] on a tile: the conv's backward with respect to its input."""
+    e = tl.zeros([BLOCK_W, BLOCK_C], tl.float32)
+    for i in tl.static_range(K):
+        for j in tl.static_range(K):
+            tokens, token_ok = _tap_tokens(b, row, cols, (K // 2 - i) * DIL, (K // 2 - j) * DIL, H, W)
+            mask = token_ok[:, None] & channel_ok[None, :]
+            g = tl.load(g_ptr + tokens[:, None] * C + ch[None, :], mask=mask, other=0.0).to(tl.float32)
+            e += g * tl.load(w_ptr + (i * K + j) * C + ch, mask=channel_ok, other=0.0)[None, :]
+    return e
+
+
+@triton.jit
+def forward_kernel(x_ptr, mean_ptr, rstd_ptr, w_ptr, bias_ptr, shift_ptr, scale_ptr, gate_ptr, residual_ptr, out_ptr,
+                   H, W, C: tl.constexpr, K: tl.constexpr, DIL: tl.constexpr, NORM: tl.constexpr,
+                   HAS_BIAS: tl.constexpr,
+                   HAS_GATE: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_W: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    """One tile of out = residual + gate * (sum_t w_t * y[n + offset(t)] + bias); grid (B*H, W tiles, C tiles)."""
+    b = tl.program_id(0) // H
+    row = tl.program_id(0) % H
+    cols = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    ch = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_ok = ch < C
+    shift = tl.load(shift_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+    scale1p = 1.0 + tl.load(scale_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK_W, BLOCK_C], tl.float32)
+    for i in tl.static_range(K):
+        for j in tl.static_range(K):
+            y = _modulated_tap(x_ptr, mean_ptr, rstd_ptr, b, row, cols, (i - K // 2) * DIL, (j - K // 2) * DIL, ch,
+                               channel_ok, scale1p, shift, H, W, C, NORM)
+            acc += y * tl.load(w_ptr + (i * K + j) * C + ch, mask=channel_ok, other=0.0)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + ch, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_GATE:
+        acc *= tl.load(gate_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
+    tokens = ((b * H + row) * W + cols).to(tl.int64)
+    offsets = tokens[:, None] * C + ch[None, :]
+    mask = (cols < W)[:, None] & channel_ok[None, :]
+    if HAS_RESIDUAL:
+        acc += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def backward_kernel(g_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, shift_ptr, scale_ptr, gate_ptr, dx_ptr, partial_ptr,
+                    H, W, n_row_blocks, n_col_blocks, C: tl.constexpr, K: tl.constexpr, DIL: tl.constexpr,
+                    NORM: tl.constexpr,
+                    HAS_GATE: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx for ROWS grid rows x BLOCK_W columns, all channels, and this program's share of the token sums.
+
+    Grid (B * row blocks, column blocks). Each program owns one (K*K + 3, C) slice of the zero-initialised
+    partial buffer (rows as in dwconv_modulate.h: per-tap sum g * y[n + offset], sum g, sum e, sum e * u).
+    LN's backward needs channel means of du per token, so a row is visited twice: channel blocks first
+    accumulate those means and the sums, then recompute du and write dx."""
+    b = tl.program_id(0) // n_row_blocks
+    row_block = tl.program_id(0) % n_row_blocks
+    cols = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    partial = partial_ptr + (tl.program_id(0) * n_col_blocks + tl.program_id(1)).to(tl.int64) * (K * K + 3) * C
+    for block_row in range(ROWS):
+        row = row_block * ROWS + block_row
+        col_ok = (cols < W) & (row < H)  # rows past the grid's end are masked out whole
+        tokens = ((b * H + row) * W + cols).to(tl.int64)
+        sum_du = tl.zeros([BLOCK_W], tl.float32)
+        sum_du_u = tl.zeros([BLOCK_W], tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            ch = c0 + tl.arange(0, BLOCK_C)
+            channel_ok = ch < C
+            mask = col_ok[:, None] & channel_ok[None, :]
+            shift = tl.load(shift_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+            scale1p = 1.0 + tl.load(scale_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+            gate_scale1p = scale1p
+            if HAS_GATE:
+                gate_scale1p *= tl.load(gate_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+            g = tl.load(g_ptr + tokens[:, None] * C + ch[None, :], mask=mask, other=0.0).to(tl.float32)
+            e = _transposed_taps(g_ptr, w_ptr, b, row, cols, ch, channel_ok, H, W, C, K, DIL, BLOCK_W, BLOCK_C)
+            e = tl.where(mask, e, 0.0)  # a masked row's taps may still reach into the grid
+            u = _normalized(x_ptr, mean_ptr, rstd_ptr, tokens, mask, col_ok, ch, C, NORM)
+            du = e * gate_scale1p[None, :]
+            sum_du += tl.sum(du, 1)
+            sum_du_u += tl.sum(du * u, 1)
+            for i in tl.static_range(K):
+                for j in tl.static_range(K):
+                    y = _modulated_tap(x_ptr, mean_ptr, rstd_ptr, b, row, cols, (i - K // 2) * DIL,
+                                       (j - K // 2) * DIL, ch, channel_ok, scale1p, shift, H, W, C, NORM)
+                    tap_ptr = partial + (i * K + j) * C + ch
+                    tl.store(tap_ptr, tl.load(tap_ptr, mask=channel_ok) + tl.sum(g * y, 0), mask=channel_ok)
+            sums_ptr = partial + K * K * C + ch
+            tl.store(sums_ptr, tl.load(sums_ptr, mask=channel_ok) + tl.sum(g, 0), mask=channel_ok)
+            tl.store(sums_ptr + C, tl.load(sums_ptr + C, mask=channel_ok) + tl.sum(e, 0), mask=channel_ok)
+            tl.store(sums_ptr + 2 * C, tl.load(sums_ptr + 2 * C, mask=channel_ok) + tl.sum(e * u, 0),
+                     mask=channel_ok)
+        mean_du = sum_du / C
+        mean_du_u = sum_du_u / C
+        if NORM:
+            rstd = tl.load(rstd_ptr + tokens, mask=col_ok, other=0.0)
+        for c0 in range(0, C, BLOCK_C):
+            ch = c0 + tl.arange(0, BLOCK_C)
+            channel_ok = ch < C
+            mask = col_ok[:, None] & channel_ok[None, :]
+            gate_scale1p = 1.0 + tl.load(scale_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+            if HAS_GATE:
+                gate_scale1p *= tl.load(gate_ptr + b * C + ch, mask=channel_ok, other=0.0).to(tl.float32)
+            e = _transposed_taps(g_ptr, w_ptr, b, row, cols, ch, channel_ok, H, W, C, K, DIL, BLOCK_W, BLOCK_C)
+            dx = e * gate_scale1p[None, :]
+            if NORM:
+                u = _normalized(x_ptr, mean_ptr, rstd_ptr, tokens, mask, col_ok, ch, C, NORM)
+                dx = rstd[:, None] * (dx - mean_du[:, None] - u * mean_du_u[:, None])
+            tl.store(dx_ptr + tokens[:, None] * C + ch[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
