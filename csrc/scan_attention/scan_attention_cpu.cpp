@@ -1,0 +1,312 @@
+// CPU kernel of scan_attention: tiled online-softmax attention under a 2D scan mask, forward and backward.
+//
+// q, k, v are first packed per (batch, head) into fp32 tiles in the order of scan_tiles.h (each 2D tile of the
+// grid becomes kTile contiguous rows, zero-padded), so every tile product is a fixed-size, vectorisable loop.
+// Forward: one task per (batch, head, query tile); fully masked key tiles are skipped, fully visible ones run
+// without mask tests. Backward: one task per (batch, head), which owns its dq, so dq, dk and dv come out of a
+// single pass (5 tile products per visible tile pair) with no atomics. Scores are kept in base 2 (q is scaled by
+// softmax_scale * log2(e)); the saved lse is in natural-log units.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <tuple>
+#include <cmath>
+#include <vector>
+
+#include "scan_attention/cpu_tile_math.h"
+#include "scan_attention/scan_attention.h"
+#include "scan_attention/scan_tiles.h"
+
+namespace ledit {
+namespace cpu {
+namespace {
+
+
+// Shapes of one call, shared by the packing helpers and the kernels.
+struct Problem {
+  int64_t batch, tokens, heads, dim;
+  TileGrid grid;
+  Scan scan;
+  int64_t bh() const { return batch * heads; }
+  int64_t padded_tokens() const { return int64_t{grid.num_tiles()} * kTile; }
+  // Packed rows are padded to a multiple of 16 floats so every product over D runs in full 16-wide vectors.
+  int64_t row_stride() const { return (dim + 15) / 16 * 16; }
+};
+
+// (B, N, H, D) -> (B*H, tiles*kTile, row_stride) fp32 in tile order, times `scale`; padding is zero.
+at::Tensor pack_rows(const at::Tensor& x, const Problem& p, float scale) {
+  const at::Tensor src = x.to(at::kFloat).transpose(1, 2).contiguous();  // (B, H, N, D)
+  at::Tensor packed = at::zeros({p.bh(), p.padded_tokens(), p.row_stride()}, src.options());
+  const float* in = src.const_data_ptr<float>();
+  float* out = packed.mutable_data_ptr<float>();
+  const int tiles = p.grid.num_tiles();
+  at::parallel_for(0, p.bh() * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / tiles;
+      const int tile = static_cast<int>(task % tiles);
+      const TileRect rect = p.grid.rect(tile);
+      for (int i = 0; i < rect.size(); ++i) {
+        const float* row = in + (bh * p.tokens + p.grid.token(rect, i)) * p.dim;
+        float* dst = out + (bh * p.padded_tokens() + int64_t{tile} * kTile + i) * p.row_stride();
+        for (int64_t d = 0; d < p.dim; ++d) dst[d] = row[d] * scale;
+      }
+    }
+  });
+  return packed;
+}
+
+// Packed rows -> (B*H, tiles, row_stride, kTile): each tile transposed, so score rows are vector loops over keys.
+at::Tensor transpose_tiles(const at::Tensor& rows, const Problem& p) {
+  return rows.view({p.bh(), p.grid.num_tiles(), kTile, p.row_stride()}).transpose(2, 3).contiguous();
+}
+
+// (B, H, N) per-query values -> (B*H, tiles*kTile) in tile order; padding entries get `pad`.
+at::Tensor pack_queries(const at::Tensor& x, const Problem& p, float scale, float pad) {
+  const at::Tensor src = x.to(at::kFloat).contiguous();
+  at::Tensor packed = at::empty({p.bh(), p.padded_tokens()}, src.options()).fill_(pad);
+  const float* in = src.const_data_ptr<float>();
+  float* out = packed.mutable_data_ptr<float>();
+  for (int tile = 0; tile < p.grid.num_tiles(); ++tile) {
+    const TileRect rect = p.grid.rect(tile);
+    for (int64_t bh = 0; bh < p.bh(); ++bh)
+      for (int i = 0; i < rect.size(); ++i)
+        out[bh * p.padded_tokens() + int64_t{tile} * kTile + i] = in[bh * p.tokens + p.grid.token(rect, i)] * scale;
+  }
+  return packed;
+}
+
+// Inverse of pack_rows: (B*H, tiles*kTile, row_stride) fp32 -> (B, N, H, D) in `dtype`, times `scale`.
+at::Tensor unpack_rows(const at::Tensor& packed, const Problem& p, float scale, at::ScalarType dtype) {
+  at::Tensor out = at::empty({p.batch, p.tokens, p.heads, p.dim}, packed.options());
+  const float* in = packed.const_data_ptr<float>();
+  float* dst_base = out.mutable_data_ptr<float>();
+  const int tiles = p.grid.num_tiles();
+  at::parallel_for(0, p.bh() * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / tiles, b = bh / p.heads, h = bh % p.heads;
+      const int tile = static_cast<int>(task % tiles);
+      const TileRect rect = p.grid.rect(tile);
+      for (int i = 0; i < rect.size(); ++i) {
+        const float* src = in + (bh * p.padded_tokens() + int64_t{tile} * kTile + i) * p.row_stride();
+        float* dst = dst_base + ((b * p.tokens + p.grid.token(rect, i)) * p.heads + h) * p.dim;
+        for (int64_t d = 0; d < p.dim; ++d) dst[d] = src[d] * scale;
+      }
+    }
+  });
+  return out.to(dtype);
+}
+
+// Grid coordinates of the tokens of one tile, so mask tests need no divisions.
+struct TileCoords {
+  TileRect rect;
+  int row[kTile], col[kTile];
+  TileCoords(const TileGrid& grid, int tile) : rect(grid.rect(tile)) {
+    for (int i = 0; i < rect.size(); ++i) {
+      row[i] = rect.row0 + i / rect.cols;
+      col[i] = rect.col0 + i % rect.cols;
+    }
+  }
+};
+
+int round_up4(int x) { return (x + 3) & ~3; }
+
+// Sets S to -inf where the key is masked, or (for any pair) beyond the key tile's tokens.
+LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const TileCoords& k, Scan scan, int w,
+                                  TileVisibility visibility) {
+  const int keys = k.rect.size();
+  for (int i = 0; i < rows; ++i) {
+    float* s = S + i * kTile;
+    if (visibility == TileVisibility::kPartial && i < q.rect.size()) {
+      for (int j = 0; j < keys; ++j)
+        if (!scan_visible(scan, q.row[i], q.col[i], k.row[j], k.col[j], w)) s[j] = kNegInf;
+    }
+    for (int j = keys; j < kTile; ++j) s[j] = kNegInf;
+  }
+}
+
+LEDIT_CPU_INLINE float row_max(const float* s) {
+  Vec16 m = load16(s);
+  for (int j = 16; j < kTile; j += 16) {
+    const Vec16 x = load16(s + j);
+    m = x > m ? x : m;
+  }
+  float result = m[0];
+  for (int l = 1; l < 16; ++l) result = std::max(result, m[l]);
+  return result;
+}
+
+// p = 2^(s - shift) over one score row (in place is fine); returns the row sum.
+LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p) {
+  Vec16 sum{};
+  for (int j = 0; j < kTile; j += 16) {
+    const Vec16 e = exp2_approx(load16(s + j) - shift);
+    store16(p + j, e);
+    sum += e;
+  }
+  float result = 0.f;
+  for (int l = 0; l < 16; ++l) result += sum[l];
+  return result;
+}
+
+// Forward for one (batch, head, query tile): O and lse of its rows (O is kTile x D, lse kTile).
+LEDIT_CPU_MULTIVERSION
+void forward_query_tile(const Problem& p, int q_tile, const float* Q, const float* Kt, const float* V, float* O,
+                        float* lse, float* S) {
+  const int D = static_cast<int>(p.row_stride());  // padded row length
+  const int contraction = static_cast<int>(p.dim);
+  const TileCoords q(p.grid, q_tile);
+  const int M = round_up4(q.rect.size());
+  float row_m[kTile], row_l[kTile];
+  std::fill(row_m, row_m + kTile, kNegInf);
+  std::fill(row_l, row_l + kTile, 0.f);
+  std::fill(O, O + kTile * D, 0.f);
+  for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
+    const TileVisibility visibility = classify_tiles(p.scan, q.rect, p.grid.rect(k_tile), p.grid.w);
+    if (visibility == TileVisibility::kMasked) continue;
+    const TileCoords k(p.grid, k_tile);
+    gemm(M, kTile, contraction, Q, D, Kt + int64_t{k_tile} * D * kTile, kTile, S, kTile, false);
+    mask_scores(S, M, q, k, p.scan, p.grid.w, visibility);
+    for (int i = 0; i < M; ++i) {
+      float* s = S + i * kTile;
+      const float m_new = std::max(row_m[i], row_max(s));
+      if (m_new == kNegInf) {  // no visible key for this row yet (or a padding row): contributes nothing
+        std::fill(s, s + kTile, 0.f);
+        continue;
+      }
+      const float alpha = exp2_approx(row_m[i] - m_new);
+      row_l[i] = row_l[i] * alpha + exp2_row(s, m_new, s);
+      row_m[i] = m_new;
+      float* o = O + i * D;
+      for (int d = 0; d < D; ++d) o[d] *= alpha;
+    }
+    gemm(M, D, kTile, S, kTile, V + int64_t{k_tile} * kTile * D, D, O, D, true);
+  }
+  for (int i = 0; i < q.rect.size(); ++i) {
+    const float inv_l = 1.f / row_l[i];
+    for (int d = 0; d < D; ++d) O[i * D + d] *= inv_l;
+    lse[i] = (row_m[i] + std::log2(row_l[i])) * kLn2;
+  }
+}
+
+// Backward for one (batch, head): accumulates dQ (all query tiles) and writes dK, dV (all key tiles), packed.
+// Q is scaled by softmax_scale*log2(e), lse2 is lse*log2(e) (+inf on padding rows), delta = rowsum(dO * O).
+LEDIT_CPU_MULTIVERSION
+void backward_head(const Problem& p, const float* Q, const float* K, const float* Kt, const float* Vt,
+                   const float* dO, const float* lse2, const float* delta, float* dQ, float* dK, float* dV,
+                   float* scratch) {
+  const int D = static_cast<int>(p.row_stride());  // padded row length
+  const int contraction = static_cast<int>(p.dim);
+  float* P = scratch;                  // kTile x kTile probabilities, then dS
+  float* dP = P + kTile * kTile;       // kTile x kTile
+  float* T = dP + kTile * kTile;       // kTile x kTile transpose of P or dS
+  for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
+    const TileCoords k(p.grid, k_tile);
+    const int64_t k_off = int64_t{k_tile} * kTile;
+    float* dk = dK + k_off * D;
+    float* dv = dV + k_off * D;
+    for (int q_tile = 0; q_tile < p.grid.num_tiles(); ++q_tile) {
+      const TileVisibility visibility = classify_tiles(p.scan, p.grid.rect(q_tile), k.rect, p.grid.w);
+      if (visibility == TileVisibility::kMasked) continue;
+      const TileCoords q(p.grid, q_tile);
+      const int M = round_up4(q.rect.size());
+      const int64_t q_off = int64_t{q_tile} * kTile;
+      gemm(M, kTile, contraction, Q + q_off * D, D, Kt + k_off * D, kTile, P, kTile, false);
+      mask_scores(P, M, q, k, p.scan, p.grid.w, visibility);
+      for (int i = 0; i < M; ++i) {
+        exp2_row(P + i * kTile, lse2[q_off + i], P + i * kTile);
+      }
+      transpose_tile(P, T);
+      gemm(kTile, D, M, T, kTile, dO + q_off * D, D, dv, D, true);  // dV += P^T dO
+      gemm(M, kTile, contraction, dO + q_off * D, D, Vt + k_off * D, kTile, dP, kTile, false);  // dP = dO V^T
+      for (int i = 0; i < M; ++i) {
+        const float delta_i = delta[q_off + i];
+        for (int j = 0; j < kTile; ++j) P[i * kTile + j] *= dP[i * kTile + j] - delta_i;  // dS
+      }
+      gemm(M, D, kTile, P, kTile, K + k_off * D, D, dQ + q_off * D, D, true);  // dQ += dS K
+      transpose_tile(P, T);
+      gemm(kTile, D, M, T, kTile, Q + q_off * D, D, dk, D, true);  // dK += dS^T Q
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> scan_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                          const at::Tensor& v, int64_t h, int64_t w,
+                                                          c10::string_view scan, double softmax_scale) {
+  const int64_t dim = check_qkv(q, k, v, h, w);
+  const Problem p{q.size(0), q.size(1), q.size(2), dim, make_tile_grid(h, w, kTile), parse_scan(scan)};
+  const at::Tensor Q = pack_rows(q, p, static_cast<float>(softmax_scale) * kLog2e);
+  const at::Tensor Kt = transpose_tiles(pack_rows(k, p, 1.f), p);
+  const at::Tensor V = pack_rows(v, p, 1.f);
+  at::Tensor O = at::zeros_like(Q);
+  at::Tensor lse = at::zeros({p.bh(), p.padded_tokens()}, Q.options());
+  const int tiles = p.grid.num_tiles();
+  const int64_t ld = p.row_stride();
+  at::parallel_for(0, p.bh() * tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(kTile * kTile);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / tiles;
+      const int q_tile = static_cast<int>(task % tiles);
+      const int64_t rows = bh * p.padded_tokens() + int64_t{q_tile} * kTile;
+      forward_query_tile(p, q_tile, Q.const_data_ptr<float>() + rows * ld,
+                         Kt.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
+                         V.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
+                         O.mutable_data_ptr<float>() + rows * ld, lse.mutable_data_ptr<float>() + rows,
+                         scores.data());
+    }
+  });
+  // lse back to (B, H, N) raster order: gather the tile-order entries of every token.
+  at::Tensor lse_out = at::empty({p.batch, p.heads, p.tokens}, Q.options());
+  const float* lse_in = lse.const_data_ptr<float>();
+  float* lse_dst = lse_out.mutable_data_ptr<float>();
+  for (int tile = 0; tile < tiles; ++tile) {
+    const TileRect rect = p.grid.rect(tile);
+    for (int64_t bh = 0; bh < p.bh(); ++bh)
+      for (int i = 0; i < rect.size(); ++i)
+        lse_dst[bh * p.tokens + p.grid.token(rect, i)] = lse_in[bh * p.padded_tokens() + int64_t{tile} * kTile + i];
+  }
+  return {unpack_rows(O, p, 1.f, q.scalar_type()), lse_out};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, int64_t h, int64_t w, c10::string_view scan, double softmax_scale) {
+  const int64_t dim = check_qkv(q, k, v, h, w);
+  TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(), "scan_attention_bwd: dout/out shape mismatch");
+  const Problem p{q.size(0), q.size(1), q.size(2), dim, make_tile_grid(h, w, kTile), parse_scan(scan)};
+  const float scale = static_cast<float>(softmax_scale);
+  const at::Tensor Q = pack_rows(q, p, scale * kLog2e);
+  const at::Tensor K = pack_rows(k, p, 1.f);
+  const at::Tensor Kt = transpose_tiles(K, p);
+  const at::Tensor Vt = transpose_tiles(pack_rows(v, p, 1.f), p);
+  const at::Tensor dO = pack_rows(dout, p, 1.f);
+  const at::Tensor delta = (dout.to(at::kFloat) * out.to(at::kFloat)).sum(-1).transpose(1, 2);  // (B, H, N)
+  const at::Tensor delta_p = pack_queries(delta, p, 1.f, 0.f);
+  const at::Tensor lse2 = pack_queries(lse, p, kLog2e, std::numeric_limits<float>::infinity());
+  at::Tensor dQ = at::zeros_like(Q), dK = at::zeros_like(Q), dV = at::zeros_like(Q);
+  const int64_t head_elems = p.padded_tokens() * p.row_stride();
+  at::parallel_for(0, p.bh(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(3 * kTile * kTile);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t off = bh * head_elems;
+      backward_head(p, Q.const_data_ptr<float>() + off, K.const_data_ptr<float>() + off,
+                    Kt.const_data_ptr<float>() + off, Vt.const_data_ptr<float>() + off,
+                    dO.const_data_ptr<float>() + off, lse2.const_data_ptr<float>() + bh * p.padded_tokens(),
+                    delta_p.const_data_ptr<float>() + bh * p.padded_tokens(), dQ.mutable_data_ptr<float>() + off,
+                    dK.mutable_data_ptr<float>() + off, dV.mutable_data_ptr<float>() + off, scratch.data());
+    }
+  });
+  const at::ScalarType dtype = q.scalar_type();
+  return {unpack_rows(dQ, p, scale, dtype), unpack_rows(dK, p, kLn2, dtype), unpack_rows(dV, p, 1.f, dtype)};
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace ledit
+
+TORCH_LIBRARY_IMPL(ledit, CPU, m) {
+  m.impl("scan_attention_fwd", &ledit::cpu::scan_attention_fwd_cpu);
+  m.impl("scan_attention_bwd", &ledit::cpu::scan_attention_bwd_cpu);
+}

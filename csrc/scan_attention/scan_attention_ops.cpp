@@ -1,0 +1,12 @@
+// Schema of the scan_attention ops. Kernels register per device in scan_attention_cpu.cpp and
+// scan_attention_cuda.cu; fake (meta) implementations and autograd live in ledit/ops/attention_kernels.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(ledit, m) {
+  // Returns (out (B, N, H, D) in q's dtype, lse (B, H, N) float32: the natural-log softmax normaliser per query).
+  m.def("scan_attention_fwd(Tensor q, Tensor k, Tensor v, int h, int w, str scan, float softmax_scale)"
+        " -> (Tensor, Tensor)");
+  // Recomputes the probabilities from lse; returns (dq, dk, dv) in q's dtype.
+  m.def("scan_attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, int h, int w,"
+        " str scan, float softmax_scale) -> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,94 @@
+"""The compiled ``scan_attention`` kernels (``ledit._C``: C++ CPU and CUDA) as the ``cpu`` and ``cuda`` backends.
+
+csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them fake implementations (so
+``torch.compile`` traces them without graph breaks) and autograd:
+
+    ledit::scan_attention_fwd(q, k, v, h, w, scan, softmax_scale) -> (out, lse)
+        out: (B, N, H, D) in q's dtype; lse: (B, H, N) fp32 natural-log softmax normaliser of each query
+    ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
+        recomputes the probabilities from lse (no N x N tensor is ever stored)
+
+The Triton backend (``attention_triton.py``) defines ops with the same signatures and reuses the fake
+implementations and autograd below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ledit.ops.attention import SCAN_ATTENTION_BACKENDS
+from ledit.ops.extension import REBUILD_HINT, extension_unavailable_reason, load_extension
+
+# The CUDA kernel runs on tensor cores (mma.sync with fp32 accumulation), which take 16-bit operands.
+CUDA_KERNEL_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def resolve_scale(q: torch.Tensor, softmax_scale) -> float:
+    return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+
+
+def forward_fake(q, k, v, h, w, scan, softmax_scale):
+    batch, tokens, heads, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
+
+
+def backward_fake(dout, q, k, v, out, lse, h, w, scan, softmax_scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
+def register_attention_op(forward_op: str, backward_op) -> None:
+    """Fake implementations and autograd for a forward op with ledit::scan_attention_fwd's signature, backed by a
+    backward op with ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this)."""
+    torch.library.register_fake(forward_op)(forward_fake)
+    torch.library.register_fake(backward_op)(backward_fake)
+    backward_fn = getattr(torch.ops.ledit, backward_op.split("::")[1])
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, h, w, scan, softmax_scale = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.geometry = (h, w, scan, softmax_scale)
+
+    def backward(ctx, dout, _dlse):
+        # lse is a by-product kept for this backward; it is not differentiable (its gradient is ignored).
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward_fn(dout, q, k, v, out, lse, *ctx.geometry)
+        return dq, dk, dv, None, None, None, None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
+
+
+def _compiled_ops_built() -> bool:
+    ext, _ = load_extension()
+    return ext is not None and hasattr(torch.ops.ledit, "scan_attention_fwd")
+
+
+def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
+    """The ``cpu``/``cuda`` backend: ledit._C's kernel for q's device."""
+    h, w = grid
+    out, _ = torch.ops.ledit.scan_attention_fwd(q, k, v, h, w, scan, resolve_scale(q, softmax_scale))
+    return out
+
+
+def _can_run_on(device_type: str):
+    def can_run(q, *args, **kwargs):
+        if q.device.type != device_type:
+            return f"this backend runs {device_type} tensors, q is on {q.device}"
+        reason = extension_unavailable_reason(device_type)
+        if reason is None and not _compiled_ops_built():
+            reason = f"ledit._C was built before scan_attention existed; {REBUILD_HINT}"
+        if reason is None and device_type == "cuda" and q.dtype not in CUDA_KERNEL_DTYPES:
+            reason = (f"the CUDA kernel runs on tensor cores in float16/bfloat16, q is {q.dtype}; "
+                      "float32 runs on the triton or reference backend")
+        return reason
+
+    return can_run
+
+
+# Done at import, never while torch.compile traces a call.
+if _compiled_ops_built():
+    register_attention_op("ledit::scan_attention_fwd", "ledit::scan_attention_bwd")
+SCAN_ATTENTION_BACKENDS.register("cpu", scan_attention_compiled, _can_run_on("cpu"))
+SCAN_ATTENTION_BACKENDS.register("cuda", scan_attention_compiled, _can_run_on("cuda"))

@@ -1,0 +1,67 @@
+"""Shared checks for the scan_attention backends: flash-attention's rule against a higher-precision reference.
+
+A backend's output (and each gradient) must be within 2x the error of the reference run in the same precision,
+plus the rounding noise of that precision: |out - ref_hi| <= 2 * |ref_lo - ref_hi| + noise, where ref_hi is the
+reference on inputs upcast one level (float64 for float32 inputs, float32 for float16/bfloat16).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ledit.ops import scan_attention, scan_attention_reference
+
+
+def rounding_noise(x: torch.Tensor, dtype: torch.dtype) -> float:
+    """flash-attention's atol: the error of adding and removing 0.3 at x's magnitudes in `dtype`. In float32 the
+    reference itself is nearly exact, so sums over hundreds of keys in another order get 1e-6 of the largest value
+    (a few float32 ulps per term summed), or of 1 where the exact gradient is zero (dq of a single token comes out
+    as cancellation noise); far below any indexing or masking error."""
+    y = x.to(dtype)
+    noise = 2 * ((y + 0.3 - 0.3) - y).abs().max().item()
+    if dtype == torch.float32:
+        noise += 1e-6 * max(x.abs().max().item(), 1.0)
+    return noise
+
+
+def make_qkv(batch, grid, heads, dim, dtype, device="cpu", layout="contiguous"):
+    """q, k, v of shape (B, N, H, D); layout "fused" slices them out of one (B, N, 3, H, D) tensor (the strided
+    views a qkv projection produces), "transposed" makes them (B, H, N, D) tensors viewed as (B, N, H, D)."""
+    tokens = grid[0] * grid[1]
+    if layout == "fused":
+        qkv = torch.randn(batch, tokens, 3, heads, dim, device=device).to(dtype)
+        return qkv.unbind(2)
+    if layout == "transposed":
+        return [torch.randn(batch, heads, tokens, dim, device=device).to(dtype).transpose(1, 2) for _ in range(3)]
+    return [torch.randn(batch, tokens, heads, dim, device=device).to(dtype) for _ in range(3)]
+
+
+def _run(fn, q, k, v, grid, scan, scale, dout):
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v, grid, scan, scale)
+    out.backward(dout.to(out.dtype))
+    return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def assert_matches_reference(backend, q, k, v, grid, scan, softmax_scale=None, check_grads=True):
+    """Run `backend` and the reference (in q's dtype and one level up) and apply the 2x rule to out, dq, dk, dv."""
+    high = torch.float64 if q.dtype == torch.float32 else torch.float32
+    dout = torch.randn(q.shape, device=q.device)
+
+    def fast(*args):
+        return scan_attention(*args, backend=backend)
+
+    runs = {}
+    for name, fn, dtype in (("fast", fast, q.dtype), ("ref_lo", scan_attention_reference, q.dtype),
+                            ("ref_hi", scan_attention_reference, high)):
+        inputs = [t.to(dtype) for t in (q, k, v)]
+        if check_grads:
+            runs[name] = _run(fn, *inputs, grid, scan, softmax_scale, dout)
+        else:
+            runs[name] = [fn(*inputs, grid, scan, softmax_scale)]
+    for index, label in enumerate(("out", "dq", "dk", "dv")[: len(runs["fast"])]):
+        fast_t, lo, hi = (runs[n][index] for n in ("fast", "ref_lo", "ref_hi"))
+        assert fast_t.dtype == q.dtype and fast_t.shape == q.shape, label
+        error = (fast_t.to(high) - hi).abs().max().item()
+        bound = 2 * (lo.to(high) - hi).abs().max().item() + rounding_noise(hi, q.dtype)
+        assert error <= bound, f"{label}: max error {error:.3g} > bound {bound:.3g} ({backend}, {grid}, {scan})"

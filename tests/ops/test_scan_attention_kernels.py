@@ -1,0 +1,133 @@
+"""The compiled scan_attention kernels (ledit._C, C++ CPU and CUDA) against the reference, flash-attention's rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledit.ops import SCAN_ATTENTION_BACKENDS, SCANS, BackendUnavailableError, scan_attention
+from ledit.ops.attention_kernels import _compiled_ops_built
+from ledit.ops.masks import scan_mask
+
+from attention_checks import assert_matches_reference, make_qkv
+
+needs_ext = pytest.mark.skipif(not _compiled_ops_built(), reason="ledit._C is not built with scan_attention")
+
+SMALL_GRIDS = [(1, 1), (3, 5), (7, 7), (16, 16)]
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [64, 72, 128])
+@pytest.mark.parametrize("grid", SMALL_GRIDS)
+@pytest.mark.parametrize("scan", SCANS)
+def test_cpu_matches_reference(scan, grid, dim, dtype):
+    q, k, v = make_qkv(1, grid, 2, dim, dtype)
+    assert_matches_reference("cpu", q, k, v, grid, scan)
+
+
+@needs_ext
+@pytest.mark.parametrize("scan", SCANS)
+def test_cpu_large_odd_grid(scan):
+    """24 x 40: several tile rows and columns, partial tiles on no edge, every tile class present."""
+    q, k, v = make_qkv(1, (24, 40), 2, 72, torch.float32)
+    assert_matches_reference("cpu", q, k, v, (24, 40), scan)
+
+
+@needs_ext
+@pytest.mark.parametrize("layout", ["fused", "transposed"])
+def test_cpu_non_contiguous_inputs(layout):
+    q, k, v = make_qkv(2, (5, 7), 3, 72, torch.bfloat16, layout=layout)
+    assert not q.is_contiguous()
+    assert_matches_reference("cpu", q, k, v, (5, 7), "corner")
+
+
+@needs_ext
+@pytest.mark.parametrize("scan", ["corner", "raster"])
+def test_cpu_uses_softmax_scale_as_given(scan):
+    """Jin et al. scaling passes scales far from 1/sqrt(D); a kernel that ignored it would fail here."""
+    q, k, v = make_qkv(2, (6, 9), 2, 72, torch.float32)
+    assert_matches_reference("cpu", q, k, v, (6, 9), scan, softmax_scale=0.37)
+
+
+@needs_ext
+def test_cpu_lse_is_the_masked_logsumexp():
+    grid, scale = (5, 7), 0.2
+    q, k, v = make_qkv(2, grid, 3, 40, torch.float32)
+    _, lse = torch.ops.ledit.scan_attention_fwd(q, k, v, *grid, "corner", scale)
+    scores = torch.einsum("bnhd,bmhd->bhnm", q.double(), k.double()) * scale
+    scores = scores.masked_fill(~scan_mask(grid, "corner"), -math.inf)
+    torch.testing.assert_close(lse.double(), scores.logsumexp(-1), rtol=0, atol=1e-5)
+
+
+@needs_ext
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    dim=st.sampled_from([8, 24, 40, 72, 136, 256]),
+    batch=st.integers(1, 2),
+    heads=st.integers(1, 3),
+    scan=st.sampled_from(SCANS),
+    scale=st.one_of(st.none(), st.floats(0.05, 2.0)),
+)
+def test_cpu_fuzz_shapes(h, w, dim, batch, heads, scan, scale):
+    q, k, v = make_qkv(batch, (h, w), heads, dim, torch.float32)
+    assert_matches_reference("cpu", q, k, v, (h, w), scan, softmax_scale=scale)
+
+
+@needs_ext
+@pytest.mark.parametrize("scan", ["corner", "neighborhood"])
+def test_opcheck(scan):
+    q, k, v = (t.requires_grad_() for t in make_qkv(2, (3, 5), 2, 16, torch.float32))
+    torch.library.opcheck(torch.ops.ledit.scan_attention_fwd.default, (q, k, v, 3, 5, scan, 0.25))
+    out, lse = torch.ops.ledit.scan_attention_fwd(q, k, v, 3, 5, scan, 0.25)
+    dout = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.ledit.scan_attention_bwd.default,
+                          (dout, q.detach(), k.detach(), v.detach(), out.detach(), lse, 3, 5, scan, 0.25))
+
+
+@needs_ext
+def test_torch_compile_has_no_graph_break():
+    q, k, v = make_qkv(1, (4, 6), 2, 24, torch.float32)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def attend(q, k, v):
+        return scan_attention(q, k, v, (4, 6), "corner", backend="cpu") * 2
+
+    torch.testing.assert_close(attend(q, k, v), 2 * scan_attention(q, k, v, (4, 6), "corner", backend="reference"))
+
+
+@needs_ext
+def test_cpu_is_chosen_automatically_on_cpu(monkeypatch):
+    monkeypatch.delenv("LEDIT_BACKEND", raising=False)
+    q, k, v = make_qkv(1, (2, 3), 1, 8, torch.float32)
+    assert SCAN_ATTENTION_BACKENDS.choose(None, "cpu", q, k, v, (2, 3), "corner", None).name == "cpu"
+
+
+def test_cuda_backend_explains_refusal_on_cpu_tensors():
+    q, k, v = make_qkv(1, (2, 3), 1, 8, torch.float32)
+    with pytest.raises(BackendUnavailableError, match="runs cuda tensors"):
+        scan_attention(q, k, v, (2, 3), backend="cuda")
+
+
+# GPU: LEDiT-XL/2 attention (H = 16, D = 72) at 256^2, 512^2 and 1024^2 images (16x16, 32x32, 64x64 tokens).
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("grid", [(16, 16), (32, 32), (64, 64), (24, 40)])
+@pytest.mark.parametrize("scan", SCANS)
+def test_cuda_matches_reference(scan, grid, dtype):
+    q, k, v = make_qkv(2, grid, 16, 72, dtype, device="cuda")
+    assert_matches_reference("cuda", q, k, v, grid, scan)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dim", [8, 40, 64, 128, 256])
+@pytest.mark.parametrize("grid", [(1, 1), (5, 7), (9, 33)])
+def test_cuda_head_dims_and_odd_grids(grid, dim):
+    q, k, v = make_qkv(2, grid, 3, dim, torch.bfloat16, device="cuda", layout="fused")
+    assert_matches_reference("cuda", q, k, v, grid, "corner", softmax_scale=0.3)
