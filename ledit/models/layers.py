@@ -117,6 +117,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
 
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, scan={self.scan!r}"
+
     def forward(self, x, grid, softmax_scale: SoftmaxScale = None, rope=None):
         batch, n_tokens, dim = x.shape
         q, k, v = self.qkv(x).reshape(batch, n_tokens, 3, self.num_heads, self.head_dim).unbind(2)
