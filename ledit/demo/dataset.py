@@ -10,6 +10,7 @@ larger image therefore has the same distribution as a small image.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -31,6 +32,24 @@ SHAPES_PER_PIXEL = 1.0 / 256.0  # Poisson density of shape centres: 4 per 32x32 
 GRATING_PERIOD = 6.0  # pixels
 GRATING_AMPLITUDE = 0.12
 BACKGROUND_RANGE = (0.25, 0.65)  # per channel, uniform
+
+
+# Everything that changes the images; part of the key of cached checkpoints trained on them.
+DATASET_PARAMETERS = {
+    "classes": SHAPE_CLASSES,
+    "palette": PALETTE.tolist(),
+    "radius": SHAPE_RADIUS,
+    "shapes_per_pixel": SHAPES_PER_PIXEL,
+    "grating": (GRATING_PERIOD, GRATING_AMPLITUDE),
+    "background": BACKGROUND_RANGE,
+}
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any labels, e.g. ``derive_seed("train", seed, step)``: streams named differently never
+    share images, and each is reproducible on its own."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _shape_distance(kind: int, dy: torch.Tensor, dx: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,252 @@
+"""``ledit demo``: train a tiny LEDiT and its DiT baselines on procedural 32x32 images, sample them at 32x32,
+48x48, 64x64 and 32x64, score every model against fresh real images with SWD, and write a figure and a table.
+
+Pixel space, CPU, no downloads. Every model has the same size and training budget; the RoPE model is trained
+once and sampled both plainly and with YaRN. Trained weights are cached under the output directory, keyed by
+everything that changes them, so a re-run with other sampling settings only re-samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ledit.demo.dataset import SHAPE_CLASSES
+from ledit.demo.figure import save_figure
+from ledit.demo.report import REAL_ROW, conclusion, markdown_table, write_results
+from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name
+from ledit.demo.train import TrainingConfig, trained_weights
+from ledit.demo.variants import VARIANTS, parse_variants
+
+# The two presets; any flag given on the command line overrides its preset value.
+PRESETS = {
+    "full": dict(
+        hidden_size=128, depth=6, num_heads=4, patch_size=4,
+        train_steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+        num_samples=48, sampling_steps=25, real_images=256, swd_descriptors=128, swd_projections=256,
+    ),
+    "quick": dict(
+        hidden_size=64, depth=4, num_heads=4, patch_size=4,
+        train_steps=300, batch_size=32, lr=1e-3, warmup_steps=30, ema_decay=0.99,
+        num_samples=24, sampling_steps=10, real_images=96, swd_descriptors=64, swd_projections=128,
+    ),
+}
+DEFAULT_MODELS = ",".join(VARIANTS)
+DEFAULT_SIZES = "32x32,48x48,64x64,32x64"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out_dir: str
+    cache_dir: str
+    models: str
+    train_size: int
+    sizes: tuple
+    seed: int
+    hidden_size: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    train_steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    num_samples: int
+    sampling_steps: int
+    real_images: int
+    swd_descriptors: int
+    swd_projections: int
+    figure_samples: int
+    sample_batch_size: int
+    threads: int | None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out-dir", default="ledit-demo", help="where the figure, table and checkpoints go")
+    parser.add_argument("--cache-dir", default=None, help="trained-checkpoint cache (default: OUT_DIR/checkpoints)")
+    parser.add_argument("--quick", action="store_true", help="smaller models and budgets: a few minutes on a CPU")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from: {DEFAULT_MODELS}")
+    parser.add_argument("--train-size", type=int, default=32, help="square training resolution in pixels")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated HEIGHTxWIDTH sampling sizes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); tiny models often run fastest on 1, "
+                             "and on a busy machine 1 avoids oversubscription")
+    group = parser.add_argument_group("model (same for every model; defaults from the preset)")
+    group.add_argument("--hidden-size", type=int)
+    group.add_argument("--depth", type=int)
+    group.add_argument("--num-heads", type=int)
+    group.add_argument("--patch-size", type=int)
+    group = parser.add_argument_group("training (defaults from the preset)")
+    group.add_argument("--train-steps", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--lr", type=float)
+    group.add_argument("--warmup-steps", type=int)
+    group.add_argument("--ema-decay", type=float)
+    group = parser.add_argument_group("sampling and scoring (defaults from the preset)")
+    group.add_argument("--num-samples", type=int, help="samples per model and size")
+    group.add_argument("--sampling-steps", type=int, help="DDIM steps")
+    group.add_argument("--real-images", type=int, help="fresh real images per size to score against")
+    group.add_argument("--swd-descriptors", type=int, help="7x7 patches per image and pyramid level")
+    group.add_argument("--swd-projections", type=int, help="random directions of the sliced distance")
+    group.add_argument("--figure-samples", type=int, default=3, help="samples per model and size in the figure")
+    group.add_argument("--sample-batch-size", type=int, default=64)
+
+
+def resolve_config(args: argparse.Namespace) -> DemoConfig:
+    """Fill unset flags from the preset and check every value, naming the flag at fault."""
+    preset = PRESETS["quick" if args.quick else "full"]
+    values = {name: getattr(args, name) if getattr(args, name) is not None else default
+              for name, default in preset.items()}
+    parse_variants(args.models)
+    sizes = tuple(size_name(parse_size(text)) for text in args.sizes.split(",") if text.strip())
+    if not sizes:
+        raise ValueError("--sizes is empty; give at least one HEIGHTxWIDTH")
+    positive = ["train_size", "figure_samples", "sample_batch_size"] + [
+        name for name in preset if name not in ("lr", "ema_decay", "warmup_steps")
+    ]
+    for name in positive:
+        value = values.get(name, getattr(args, name, None))
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not values["lr"] > 0 or not 0 <= values["ema_decay"] < 1 or values["warmup_steps"] < 0:
+        raise ValueError("--lr must be > 0, --ema-decay in [0, 1) and --warmup-steps >= 0")
+    patch = values["patch_size"]
+    for size in sizes + (size_name((args.train_size, args.train_size)),):
+        height, width = parse_size(size)
+        if height % patch or width % patch:
+            raise ValueError(f"size {size} is not divisible by --patch-size {patch}")
+    if (values["hidden_size"] // values["num_heads"]) % 8 or values["hidden_size"] % values["num_heads"]:
+        raise ValueError("--hidden-size / --num-heads must be a whole multiple of 8 (the attention head dim)")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.figure_samples > values["num_samples"]:
+        raise ValueError(f"--figure-samples {args.figure_samples} exceeds --num-samples {values['num_samples']}")
+    cache_dir = args.cache_dir or os.path.join(args.out_dir, "checkpoints")
+    return DemoConfig(
+        out_dir=args.out_dir, cache_dir=cache_dir, models=args.models, train_size=args.train_size, sizes=sizes,
+        seed=args.seed, figure_samples=args.figure_samples, sample_batch_size=args.sample_batch_size,
+        threads=args.threads, **values,
+    )
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def run_demo(config: DemoConfig, command: str) -> dict:
+    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
+    started = time.perf_counter()
+    variants = parse_variants(config.models)
+    train_size = size_name((config.train_size, config.train_size))
+    model_size = dict(
+        input_size=config.train_size, patch_size=config.patch_size, in_channels=3, hidden_size=config.hidden_size,
+        depth=config.depth, num_heads=config.num_heads, class_dropout_prob=0.0, num_classes=len(SHAPE_CLASSES),
+        learn_sigma=False,
+    )
+    training = TrainingConfig(
+        image_size=config.train_size, steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
+        warmup_steps=config.warmup_steps, ema_decay=config.ema_decay, seed=config.seed,
+    )
+
+    # 1. Train each distinct model once (variants that differ only at sampling time share weights).
+    weights, training_log = {}, {}
+    for variant in variants:
+        if variant.weights_key in weights:
+            continue
+        model = variant.build(model_size)
+        began = time.perf_counter()
+        state, path, cached = trained_weights(model, training, config.cache_dir, f"training {variant.label}")
+        seconds = time.perf_counter() - began
+        weights[variant.weights_key] = state
+        training_log[variant.weights_key] = dict(checkpoint=path, cached=cached, seconds=round(seconds, 1),
+                                                 parameters=sum(p.numel() for p in model.parameters()))
+        print(f"{variant.label}: {'loaded cached' if cached else f'trained in {seconds:.0f} s,'} {path}")
+    training_seconds = time.perf_counter() - started
+
+    # 2. Sample every variant at every size from the same noise, and score against fresh real images.
+    sizes = [parse_size(size) for size in config.sizes]
+    labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
+    swd_options = dict(descriptors_per_image=config.swd_descriptors, num_projections=config.swd_projections)
+    references = {size_name(size): real_images(config.real_images, size, config.seed) for size in sizes}
+    held_out = {size_name(size): real_images(config.num_samples, size, config.seed, "held-out") for size in sizes}
+    rows = [dict(key=REAL_ROW, label="real images (held out)", images=held_out, swd={})]
+    sampling_models = {}
+    for variant in variants:
+        model = variant.build(model_size, for_sampling=True)
+        model.load_state_dict(weights[variant.weights_key])
+        sampling_models[variant.key] = model
+        rows.append(dict(key=variant.key, label=variant.label, images={}, swd={}, model_config=model.config))
+    sampling_seconds = scoring_seconds = 0.0
+    jobs = [(row, size) for row in rows for size in sizes]
+    for row, size in tqdm(jobs, desc="sampling and scoring", unit="set"):
+        name = size_name(size)
+        if row["key"] != REAL_ROW:
+            began = time.perf_counter()
+            row["images"][name] = sample_images(
+                sampling_models[row["key"]], labels, size, config.sampling_steps, config.seed, config.sample_batch_size
+            )
+            sampling_seconds += time.perf_counter() - began
+        began = time.perf_counter()
+        row["swd"][name] = score(row["images"][name], references[name], swd_options, config.seed)
+        scoring_seconds += time.perf_counter() - began
+
+    # 3. Figure, tables, conclusion.
+    figure_path = os.path.join(config.out_dir, "demo.png")
+    column_titles = {size_name(size): f"{size_name(size)}{' (train)' if size_name(size) == train_size else ''}"
+                     for size in sizes}
+    figure_rows = [(row["label"], {name: images[: config.figure_samples] for name, images in row["images"].items()})
+                   for row in rows]
+    save_figure(figure_path, figure_rows, column_titles)
+    table_rows = [{key: value for key, value in row.items() if key != "images"} for row in rows]
+    results = dict(
+        command=command,
+        config=asdict(config),
+        machine=machine_description(),
+        train_size=train_size,
+        sizes=list(config.sizes),
+        rows=table_rows,
+        training=training_log,
+        timings_s=dict(training=round(training_seconds, 1), sampling=round(sampling_seconds, 1),
+                       scoring=round(scoring_seconds, 1), total=round(time.perf_counter() - started, 1)),
+        figure=figure_path,
+    )
+    results["conclusion"] = conclusion(table_rows, results["sizes"], train_size)
+    write_results(os.path.join(config.out_dir, "results.json"), os.path.join(config.out_dir, "results.md"), results)
+    return results
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        config = resolve_config(args)
+    except ValueError as error:
+        sys.exit(f"ledit demo: {error}")
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    command = "ledit demo " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["demo"] else sys.argv[1:])
+    print(f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "
+          f"{config.train_steps} steps each; sampling at {', '.join(config.sizes)}; output in {config.out_dir}/")
+    results = run_demo(config, command.strip())
+    print()
+    print(markdown_table(results["rows"], results["sizes"], results["train_size"]))
+    print()
+    print(results["conclusion"])
+    print()
+    print(f"figure:  {os.path.abspath(results['figure'])}")
+    print(f"table:   {os.path.abspath(os.path.join(config.out_dir, 'results.md'))} (and results.json)")
+    print(f"time:    {results['timings_s']['total']:.0f} s on {results['machine']}")

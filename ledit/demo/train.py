@@ -1,0 +1,90 @@
+"""A small, self-contained pixel-space training loop for the demo's tiny models, with a checkpoint cache keyed by
+everything that changes the trained weights, so a re-run only re-samples."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ledit.data.files import atomic_path
+from ledit.demo.dataset import DATASET_PARAMETERS, derive_seed, render_shapes, to_model_range
+from ledit.diffusion import create_diffusion
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    image_size: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    seed: int
+
+
+def cache_key(model_config: dict, training: TrainingConfig) -> str:
+    """A short hash of the model config, the training config and the dataset's parameters."""
+    payload = json.dumps(
+        {"model": model_config, "training": asdict(training), "dataset": DATASET_PARAMETERS}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def train_model(model: torch.nn.Module, training: TrainingConfig, description: str = "training") -> dict:
+    """Train ``model`` with DiT's diffusion loss on fresh procedural images every step; returns the EMA weights.
+
+    Each step draws a new batch (``derive_seed("train", seed, step)``), so the model never sees an image twice
+    and there is no dataset to store. The global RNG (class dropout, multi-dilation draws) is seeded and then
+    restored, so the run is reproducible without touching the caller's random state.
+    """
+    diffusion = create_diffusion("", learn_sigma=model.config["learn_sigma"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=0.0)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    generator = torch.Generator().manual_seed(derive_seed("train-noise", training.seed))
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(training.seed)
+        progress = tqdm(range(training.steps), desc=description, unit="step", leave=False)
+        for step in progress:
+            images, labels = render_shapes(
+                training.batch_size, training.image_size, training.image_size, derive_seed("train", training.seed, step)
+            )
+            x = to_model_range(images)
+            t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), generator=generator)
+            noise = torch.randn(x.shape, generator=generator)
+            loss = diffusion.training_losses(model, x, t, dict(y=labels), noise=noise)["loss"].mean()
+
+            for group in optimizer.param_groups:
+                group["lr"] = training.lr * min(1.0, (step + 1) / max(1, training.warmup_steps))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            # EMA with the usual warm-up: early steps average over fewer updates, so a short run is not
+            # dominated by the random initialisation.
+            decay = min(training.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for ema_param, param in zip(ema.parameters(), model.parameters()):
+                    ema_param.lerp_(param, 1 - decay)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+    return ema.state_dict()
+
+
+def trained_weights(model: torch.nn.Module, training: TrainingConfig, cache_dir: str, description: str):
+    """The EMA weights of ``model`` trained with ``training``: loaded from ``cache_dir`` when this exact model
+    and training config were trained before, else trained now and cached. Returns (state_dict, path, cached)."""
+    path = os.path.join(cache_dir, f"{model.config['name']}-{cache_key(model.config, training)}.pt")
+    if os.path.exists(path):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if checkpoint.get("model_config") == model.config and checkpoint.get("training") == asdict(training):
+            return checkpoint["ema"], path, True
+    state = train_model(model, training, description)
+    with atomic_path(path) as temporary:  # a crash never leaves a truncated checkpoint in the cache
+        torch.save({"ema": state, "model_config": model.config, "training": asdict(training)}, temporary)
+    return state, path, False

@@ -1,0 +1,82 @@
+"""End-to-end `ledit demo` on a configuration far too small to mean anything: checks the files, the table's
+structure, the cache and reproducibility, never the quality."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from ledit.demo import run
+
+TINY = [
+    "--quick", "--threads", "1", "--train-steps", "2", "--batch-size", "4", "--hidden-size", "32", "--depth", "2",
+    "--num-samples", "3", "--sampling-steps", "2", "--real-images", "4", "--sizes", "32x32,16x32",
+    "--swd-descriptors", "8", "--swd-projections", "8",
+]
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, capsys):
+    out = tmp_path / "demo"
+    run.main(_args(*TINY, "--out-dir", str(out)))
+    printed = capsys.readouterr().out
+    assert str(out / "demo.png") in printed and str(out / "results.md") in printed
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["sizes"] == ["32x32", "16x32"] and results["train_size"] == "32x32"
+    keys = [row["key"] for row in results["rows"]]
+    assert keys == ["real", "ledit", "dit-rope", "dit-rope-yarn", "dit-sincos"]
+    for row in results["rows"]:
+        assert list(row["swd"]) == ["32x32", "16x32"]
+        assert list(row["swd"]["32x32"]) == ["32x32", "16x16", "mean"]
+        assert list(row["swd"]["16x32"]) == ["16x32", "mean"]
+    # The YaRN variant is the RoPE model's weights sampled differently: one checkpoint, three trained models.
+    assert len(results["training"]) == 3
+    assert not any(entry["cached"] for entry in results["training"].values())
+    by_key = {row["key"]: row for row in results["rows"]}
+    assert by_key["dit-rope-yarn"]["model_config"]["rope_method"] == "yarn"
+    assert by_key["dit-rope"]["model_config"]["rope_method"] == "none"
+
+    table = (out / "results.md").read_text()
+    assert "| model | 32x32 (train) | 16x32 |" in table
+    assert results["conclusion"] in table and results["command"].startswith("ledit demo")
+
+    figure = Image.open(out / "demo.png")
+    assert figure.mode == "RGB" and figure.height > 5 * 2 * 32  # five rows of 2x-enlarged 32-pixel samples
+
+    # A re-run loads every checkpoint from the cache and reproduces the numbers exactly.
+    run.main(_args(*TINY, "--out-dir", str(out)))
+    again = json.loads((out / "results.json").read_text())
+    assert all(entry["cached"] for entry in again["training"].values())
+    assert [row["swd"] for row in again["rows"]] == [row["swd"] for row in results["rows"]]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "ledit,unet"], "--models: unknown"),
+        (["--sizes", "32x30"], "not divisible by --patch-size 4"),
+        (["--sizes", "big"], "bad size 'big'"),
+        (["--train-steps", "0"], "--train-steps must be >= 1"),
+        (["--hidden-size", "60"], "--hidden-size / --num-heads"),
+        (["--figure-samples", "99"], "--figure-samples 99 exceeds"),
+    ],
+)
+def test_bad_flags_exit_with_the_flag_named(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        run.main(_args("--out-dir", str(tmp_path), *argv))
+    assert not any(tmp_path.iterdir())  # nothing written
