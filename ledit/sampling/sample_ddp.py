@@ -33,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--global-seed", type=int, default=0)
 
 
-def run_name(args, height: int, width: int) -> str:
+def run_name(args, model_name: str, height: int, width: int) -> str:
     """DiT's folder naming, plus the size and sampler."""
     ckpt = Path(args.ckpt).stem
-    return (f"{args.model or 'model'}-{ckpt}-size-{height}x{width}-vae-{Path(args.vae).name}-cfg-{args.cfg_scale}"
+    return (f"{model_name}-{ckpt}-size-{height}x{width}-vae-{Path(args.vae).name}-cfg-{args.cfg_scale}"
             f"-{args.sampler}{args.num_sampling_steps}-seed-{args.global_seed}").replace("/", "-")
 
 
@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> None:
     ctx = setup_distributed(args.device)
     model, vae, diffusion, (height, width) = load_sampling_setup(args, ctx.device)
     num_classes = model.num_classes
-    out = Path(args.sample_dir) / f"{run_name(args, height, width)}.npz"
+    out = Path(args.sample_dir) / f"{run_name(args, model.config['name'], height, width)}.npz"
     parts = out.with_suffix(".parts")
     num_batches = math.ceil(args.num_fid_samples / args.per_proc_batch_size)
     done = {b for b in range(num_batches) if (parts / f"{b:06d}.npy").exists()}
