@@ -18,7 +18,7 @@ from ledit.data.files import atomic_path
 from ledit.evaluate.evaluator import INCEPTION_METRICS, METRICS, Reference, build_reference, evaluate
 from ledit.evaluate.inception import load_inception
 from ledit.evaluate.npz import ImageSet
-from ledit.training.distributed import setup_distributed
+from ledit.training.distributed import default_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def format_results(results: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    device = setup_distributed(args.device).device
+    device = default_device(args.device)
     if args.build_ref_stats:
         if not args.ref_stats:
             raise ValueError("--build-ref-stats needs --ref-stats OUT.npz for the result")

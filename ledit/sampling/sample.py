@@ -13,7 +13,7 @@ from PIL import Image
 
 from ledit.data.files import atomic_path
 from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
-from ledit.training.distributed import setup_distributed
+from ledit.training.distributed import default_device
 
 # DiT's sample.py classes: 207 golden retriever, 360 otter, 387 red panda, 974 geyser, 88 macaw, 979 valley,
 # 417 balloon, 279 arctic fox.
@@ -41,7 +41,7 @@ def image_grid(images: np.ndarray, nrow: int, padding: int = 2) -> np.ndarray:
 
 
 def main(args: argparse.Namespace) -> None:
-    device = setup_distributed(args.device).device
+    device = default_device(args.device)
     torch.manual_seed(args.seed)
     model, vae, diffusion, (height, width) = load_sampling_setup(args, device)
     num_classes = model.num_classes

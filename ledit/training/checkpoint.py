@@ -9,6 +9,7 @@ file still cannot run code when loaded; ledit itself stores ``args`` as a plain 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import zipfile
@@ -90,8 +91,6 @@ def load_weights_into(model: torch.nn.Module, weights: dict, source: str) -> Non
 
 def export_safetensors(weights: dict, path: str | os.PathLike, config: dict | None = None) -> Path:
     """Write weights as safetensors (atomically), with the model config as JSON metadata."""
-    import json
-
     from safetensors.torch import save_file
 
     path = Path(path)

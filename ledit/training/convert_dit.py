@@ -72,6 +72,8 @@ def main(args: argparse.Namespace) -> None:
     checkpoint["args"]["converted_from"] = str(args.ckpt)
     out = save_checkpoint(checkpoint, args.output)
     print(f"converted {args.ckpt} ({which} weights) -> {checkpoint['config']['name']} at {out}")
+    if state.get("args"):
+        print("  (a DiT training checkpoint: read with weights_only=True, argparse.Namespace the one allowed class)")
     print(f"  loaded {len(report.loaded)} tensors")
     print(f"  dropped {len(report.dropped)}: {', '.join(report.dropped) or '-'}")
     print(f"  added (freshly initialised) {len(report.initialized)}: {', '.join(report.initialized) or '-'}")

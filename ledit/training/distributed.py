@@ -25,16 +25,20 @@ class DistContext:
         return self.rank == 0
 
 
-def setup_distributed(device: str | None = None) -> DistContext:
-    """Join the torchrun process group if launched by torchrun; pick this process's device (cuda:LOCAL_RANK or cpu)."""
-    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+def default_device(device: str | None = None, local_rank: int = 0) -> torch.device:
+    """`device` ("cuda", "cuda:1", "cpu"), or cuda if available; a bare "cuda" becomes cuda:`local_rank`."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
+    return dev
+
+
+def setup_distributed(device: str | None = None) -> DistContext:
+    """Join the torchrun process group if launched by torchrun; pick this process's device (cuda:LOCAL_RANK or cpu)."""
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = default_device(device, local_rank)
     if launched and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
     if dist.is_initialized():

@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ledit.cli import main as ledit
 from ledit.data import LatentShardDataset, ShardError, center_crop_arr, list_image_folder
 from ledit.data.images import image_to_tensor
 from ledit.data.vae import load_vae
-from PIL import Image
 
 
 def _extract(image_folder, vae, out, *extra):

@@ -47,10 +47,9 @@ def test_image_folder_order_and_errors(image_folder, tmp_path):
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "ckpt.pt"
     target.write_text("old")
-    with pytest.raises(RuntimeError, match="killed"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half of the new")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError, match="killed"), atomic_path(target) as tmp:
+        tmp.write_text("half of the new")
+        raise RuntimeError("killed mid-write")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from workflow_fixtures import TINY_MODEL, tiny_vae_dir  # noqa: F401  (fixture)
 
 from ledit.training.checkpoint import save_checkpoint
-from workflow_fixtures import TINY_MODEL, image_folder, tiny_vae_dir  # noqa: F401  (fixtures)
 
 
 def save_tiny_checkpoint(path, in_channels, input_size, seed=0):

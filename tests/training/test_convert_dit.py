@@ -2,11 +2,11 @@ import argparse
 
 import pytest
 import torch
+from workflow_fixtures import TINY_MODEL
 
 from ledit.cli import main as ledit
 from ledit.models import build_model
 from ledit.training.checkpoint import CheckpointError, load_checkpoint
-from workflow_fixtures import TINY_MODEL
 
 
 def _write_dit_training_checkpoint(path):

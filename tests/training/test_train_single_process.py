@@ -1,11 +1,10 @@
-import json
 
 import pytest
 import torch
+from workflow_fixtures import TINY_MODEL_JSON
 
 from ledit.cli import main as ledit
 from ledit.training.checkpoint import CheckpointError, save_checkpoint
-from workflow_fixtures import TINY_MODEL_JSON
 
 FLAGS = ["--model", "LEDiT", "--model-kwargs", TINY_MODEL_JSON, "--num-classes", "2", "--global-batch-size", "2",
          "--log-every", "1", "--num-workers", "0", "--device", "cpu"]
@@ -51,8 +50,9 @@ def test_train_bad_inputs(image_folder, latent_shards, tmp_path):
 
 
 def test_init_from_dit_fine_tunes_from_dit_weights(latent_shards, tmp_path):
-    from ledit.models import build_model
     from workflow_fixtures import TINY_MODEL
+
+    from ledit.models import build_model
 
     dit = build_model("DiT", input_size=8, num_classes=2, **TINY_MODEL)
     torch.save(dit.state_dict(), tmp_path / "DiT-tiny.pt")

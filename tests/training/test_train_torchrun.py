@@ -4,9 +4,7 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import torch
-
 from workflow_fixtures import TINY_MODEL_JSON
 
 TRAIN_FLAGS = ["--model", "LEDiT", "--model-kwargs", TINY_MODEL_JSON, "--num-classes", "2", "--global-batch-size", "4",
@@ -17,7 +15,7 @@ def torchrun(nproc, *args, timeout=240):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ledit", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
