@@ -80,3 +80,15 @@ def test_sample_ddp_npz_is_adm_format_and_independent_of_world_size(pixel_ckpt, 
     assert len({one[i].tobytes() for i in range(10)}) == 10
     _, two = _sample_ddp(pixel_ckpt, tmp_path / "two", nproc=2)
     np.testing.assert_array_equal(one, two)
+
+
+def test_sample_ddp_restart_keeps_finished_batches(pixel_ckpt, tmp_path):
+    npz, first = _sample_ddp(pixel_ckpt, tmp_path / "a", nproc=1)
+    # A killed run left batch 1 finished (here: marked by zeros); the restart samples only the others.
+    parts = npz.with_suffix(".parts")
+    parts.mkdir()
+    np.save(parts / "000001.npy", np.zeros((3, 8, 12, 3), dtype=np.uint8))
+    npz.unlink()
+    _, again = _sample_ddp(pixel_ckpt, tmp_path / "a", nproc=1)
+    assert (again[3:6] == 0).all()
+    np.testing.assert_array_equal(np.delete(again, [3, 4, 5], 0), np.delete(first, [3, 4, 5], 0))
