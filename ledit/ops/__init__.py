@@ -6,6 +6,7 @@
 
 from ledit.ops.attention import SCAN_ATTENTION_BACKENDS, scan_attention, scan_attention_reference
 from ledit.ops import attention_kernels  # noqa: F401  (registers the cpu/cuda scan_attention backends)
+from ledit.ops import attention_triton  # noqa: F401  (registers the triton scan_attention backend)
 from ledit.ops.backends import BACKEND_ENV, BackendUnavailableError
 from ledit.ops.dwconv import DWCONV_MODULATE_BACKENDS, dwconv_modulate, dwconv_modulate_reference
 from ledit.ops import dwconv_kernels  # noqa: F401  (registers the cpu/cuda dwconv_modulate backends)

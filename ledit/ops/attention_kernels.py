@@ -8,8 +8,7 @@ csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them f
     ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
         recomputes the probabilities from lse (no N x N tensor is ever stored)
 
-The Triton backend (``attention_triton.py``) defines ops with the same signatures and reuses the fake
-implementations and autograd below.
+The Triton backend (``attention_triton.py``) defines ops with the same signatures and reuses the autograd below.
 """
 
 from __future__ import annotations
@@ -29,21 +28,9 @@ def resolve_scale(q: torch.Tensor, softmax_scale) -> float:
     return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
 
 
-def forward_fake(q, k, v, h, w, scan, softmax_scale):
-    batch, tokens, heads, _ = q.shape
-    return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
-
-
-def backward_fake(dout, q, k, v, out, lse, h, w, scan, softmax_scale):
-    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
-
-
-def register_attention_op(forward_op: str, backward_op) -> None:
-    """Fake implementations and autograd for a forward op with ledit::scan_attention_fwd's signature, backed by a
-    backward op with ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this)."""
-    torch.library.register_fake(forward_op)(forward_fake)
-    torch.library.register_fake(backward_op)(backward_fake)
-    backward_fn = getattr(torch.ops.ledit, backward_op.split("::")[1])
+def register_autograd(forward_op, backward_op) -> None:
+    """Autograd for a forward op with ledit::scan_attention_fwd's signature, backed by a backward op with
+    ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this)."""
 
     def setup_context(ctx, inputs, output):
         q, k, v, h, w, scan, softmax_scale = inputs
@@ -54,7 +41,7 @@ def register_attention_op(forward_op: str, backward_op) -> None:
     def backward(ctx, dout, _dlse):
         # lse is a by-product kept for this backward; it is not differentiable (its gradient is ignored).
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward_fn(dout, q, k, v, out, lse, *ctx.geometry)
+        dq, dk, dv = backward_op(dout, q, k, v, out, lse, *ctx.geometry)
         return dq, dk, dv, None, None, None, None
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
@@ -87,8 +74,25 @@ def _can_run_on(device_type: str):
     return can_run
 
 
-# Done at import, never while torch.compile traces a call.
-if _compiled_ops_built():
-    register_attention_op("ledit::scan_attention_fwd", "ledit::scan_attention_bwd")
+def _register_compiled_ops() -> None:
+    """Fake implementations and autograd for ledit._C's attention ops, when it is built with them.
+
+    Done at import, never while torch.compile traces a call."""
+    if not _compiled_ops_built():
+        return
+
+    @torch.library.register_fake("ledit::scan_attention_fwd")
+    def _(q, k, v, h, w, scan, softmax_scale):
+        batch, tokens, heads, _ = q.shape
+        return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
+
+    @torch.library.register_fake("ledit::scan_attention_bwd")
+    def _(dout, q, k, v, out, lse, h, w, scan, softmax_scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    register_autograd("ledit::scan_attention_fwd", torch.ops.ledit.scan_attention_bwd)
+
+
+_register_compiled_ops()
 SCAN_ATTENTION_BACKENDS.register("cpu", scan_attention_compiled, _can_run_on("cpu"))
 SCAN_ATTENTION_BACKENDS.register("cuda", scan_attention_compiled, _can_run_on("cuda"))

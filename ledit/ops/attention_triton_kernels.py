@@ -1,0 +1,195 @@
+"""Triton kernels of scan_attention; imported only by ``ledit.ops.attention_triton`` when triton is installed.
+
+Same tiling as csrc/scan_attention/scan_tiles.h, with power-of-two tiles (Triton block shapes): a tile is
+TILE_H x TILE_W grid positions (TILE_H * TILE_W = BLOCK), positions outside the grid are padding. Each
+(query tile, key tile) pair is classified from the two rectangles: masked pairs are skipped, fully visible ones
+run without the per-element mask, partial ones (and edge tiles holding padding) evaluate it. q, k, v, out are
+contiguous (B, N, H, D); scores are in base 2 (qk_scale = softmax_scale * log2(e)); lse is in natural log.
+"""
+
+import triton
+import triton.language as tl
+
+MASKED, PARTIAL, VISIBLE = 0, 1, 2
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _visible(SCAN: tl.constexpr, q_row, q_col, k_row, k_col, w):
+    """scan_visible() of csrc/common/scan_mask.h on broadcast coordinate tensors (scan index as in SCANS)."""
+    lower_right = (k_row <= q_row) & (k_col <= q_col)
+    if SCAN == 0:
+        result = (k_row >= 0) | (q_row >= 0)
+    elif SCAN == 1:
+        result = k_row * w + k_col <= q_row * w + q_col
+    elif SCAN == 2:
+        result = lower_right
+    elif SCAN == 3:
+        near = (k_row - q_row <= 1) & (q_row - k_row <= 1) & (k_col - q_col <= 1) & (q_col - k_col <= 1)
+        result = lower_right | near
+    else:
+        result = (k_row <= q_row) | (k_col <= q_col)
+    return result
+
+
+@triton.jit
+def _classify(SCAN: tl.constexpr, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w):
+    """classify_tiles() of scan_tiles.h on two rectangles (inclusive bounds): MASKED, PARTIAL or VISIBLE."""
+    if SCAN == 0:
+        masked = qr0 < 0
+        visible = qr0 >= 0
+    elif SCAN == 1:
+        masked = kr0 * w + kc0 > qr1 * w + qc1
+        visible = kr1 * w + kc1 <= qr0 * w + qc0
+    elif SCAN == 2:
+        masked = (kr0 > qr1) | (kc0 > qc1)
+        visible = (kr1 <= qr0) & (kc1 <= qc0)
+    elif SCAN == 3:
+        far = (kr0 > qr1 + 1) | (kr1 < qr0 - 1) | (kc0 > qc1 + 1) | (kc1 < qc0 - 1)
+        masked = ((kr0 > qr1) | (kc0 > qc1)) & far
+        visible = (kr1 <= qr0) & (kc1 <= qc0)
+    else:
+        masked = (kr0 > qr1) & (kc0 > qc1)
+        visible = (kr1 <= qr0) | (kc1 <= qc0)
+    return 1 + visible.to(tl.int32) - masked.to(tl.int32)
+
+
+@triton.jit
+def _tile(tile, h, w, TILES_W: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid coordinates of a tile's positions, which are inside the grid, their token index, the tile's bounds,
+    and whether it holds padding."""
+    r0 = (tile // TILES_W) * TILE_H
+    c0 = (tile % TILES_W) * TILE_W
+    offs = tl.arange(0, BLOCK)
+    row = r0 + offs // TILE_W
+    col = c0 + offs % TILE_W
+    ok = (row < h) & (col < w)
+    r1 = tl.minimum(r0 + TILE_H, h) - 1
+    c1 = tl.minimum(c0 + TILE_W, w) - 1
+    padded = (r1 - r0 + 1 < TILE_H) | (c1 - c0 + 1 < TILE_W)
+    return row, col, ok, row * w + col, r0, r1, c0, c1, padded
+
+
+@triton.jit
+def _head(N, H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's batch*head index, the offset of its (b, 0, head, 0) element, and the head-dim lanes."""
+    bh = tl.program_id(1)
+    base = (bh // H).to(tl.int64) * N * H * D + (bh % H) * D
+    d = tl.arange(0, BLOCK_D)
+    return bh, base, d, d < D
+
+
+@triton.jit
+def _rows(base, tok, ok, d, d_ok, H: tl.constexpr, D: tl.constexpr):
+    """Offsets and mask of a tile's (token, head-dim) elements in a contiguous (B, N, H, D) tensor."""
+    return base + tok.to(tl.int64)[:, None] * (H * D) + d[None, :], ok[:, None] & d_ok[None, :]
+
+
+@triton.jit
+def forward_kernel(Q, K, V, O, LSE, qk_scale, h, w, N, H: tl.constexpr, D: tl.constexpr, SCAN: tl.constexpr,
+                   TILES_W: tl.constexpr, NUM_TILES: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                   BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    bh, base, d, d_ok = _head(N, H, D, BLOCK_D)
+    q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_H,
+                                                                     TILE_W, BLOCK)
+    q_ptrs, q_mask = _rows(base, q_tok, q_ok, d, d_ok, H, D)
+    q = tl.load(Q + q_ptrs, mask=q_mask, other=0.0)
+
+    m_i = tl.full([BLOCK], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK], tl.float32)
+    acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    for k_tile in range(0, NUM_TILES):
+        k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(k_tile, h, w, TILES_W, TILE_H, TILE_W,
+                                                                         BLOCK)
+        visibility = _classify(SCAN, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w)
+        if visibility != MASKED:
+            kv_ptrs, kv_mask = _rows(base, k_tok, k_ok, d, d_ok, H, D)
+            k = tl.load(K + kv_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(V + kv_ptrs, mask=kv_mask, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+            if (visibility == PARTIAL) | k_padded:
+                keep = _visible(SCAN, q_row[:, None], q_col[:, None], k_row[None, :], k_col[None, :], w)
+                s = tl.where(keep & k_ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no visible key yet
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            m_i = m_new
+    l_safe = tl.where(q_ok, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    tl.store(O + q_ptrs, out.to(O.dtype.element_ty), mask=q_mask)
+    lse = (m_i + tl.math.log2(l_safe)) * LN2
+    tl.store(LSE + bh.to(tl.int64) * N + q_tok, lse, mask=q_ok)
+
+
+@triton.jit
+def backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, softmax_scale, qk_scale, h, w, N, H: tl.constexpr,
+                         D: tl.constexpr, SCAN: tl.constexpr, TILES_W: tl.constexpr, NUM_TILES: tl.constexpr,
+                         TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
+                         PRECISION: tl.constexpr):
+    """dK and dV of one key tile, over every query tile that sees it (scores computed transposed: keys x queries)."""
+    bh, base, d, d_ok = _head(N, H, D, BLOCK_D)
+    k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_H,
+                                                                     TILE_W, BLOCK)
+    kv_ptrs, kv_mask = _rows(base, k_tok, k_ok, d, d_ok, H, D)
+    k = tl.load(K + kv_ptrs, mask=kv_mask, other=0.0)
+    v = tl.load(V + kv_ptrs, mask=kv_mask, other=0.0)
+    dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    for q_tile in range(0, NUM_TILES):
+        q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(q_tile, h, w, TILES_W, TILE_H, TILE_W,
+                                                                         BLOCK)
+        visibility = _classify(SCAN, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w)
+        if visibility != MASKED:
+            q_ptrs, q_mask = _rows(base, q_tok, q_ok, d, d_ok, H, D)
+            q = tl.load(Q + q_ptrs, mask=q_mask, other=0.0)
+            do = tl.load(DO + q_ptrs, mask=q_mask, other=0.0)
+            lse2 = tl.load(LSE + bh.to(tl.int64) * N + q_tok, mask=q_ok, other=0.0) * (1.0 / LN2)
+            delta = tl.load(DELTA + bh.to(tl.int64) * N + q_tok, mask=q_ok, other=0.0)
+            st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
+            if (visibility == PARTIAL) | q_padded | k_padded:
+                keep = _visible(SCAN, q_row[None, :], q_col[None, :], k_row[:, None], k_col[:, None], w)
+                st = tl.where(keep & q_ok[None, :] & k_ok[:, None], st, float("-inf"))
+            pt = tl.math.exp2(st - lse2[None, :])
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+            dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+            dst = pt * (dpt - delta[None, :])
+            dk += tl.dot(dst.to(q.dtype), q, input_precision=PRECISION)
+    tl.store(DK + kv_ptrs, (dk * softmax_scale).to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + kv_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, softmax_scale, qk_scale, h, w, N, H: tl.constexpr,
+                       D: tl.constexpr, SCAN: tl.constexpr, TILES_W: tl.constexpr, NUM_TILES: tl.constexpr,
+                       TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
+                       PRECISION: tl.constexpr):
+    """dQ of one query tile, over every key tile it sees."""
+    bh, base, d, d_ok = _head(N, H, D, BLOCK_D)
+    q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_H,
+                                                                     TILE_W, BLOCK)
+    q_ptrs, q_mask = _rows(base, q_tok, q_ok, d, d_ok, H, D)
+    q = tl.load(Q + q_ptrs, mask=q_mask, other=0.0)
+    do = tl.load(DO + q_ptrs, mask=q_mask, other=0.0)
+    lse2 = tl.load(LSE + bh.to(tl.int64) * N + q_tok, mask=q_ok, other=0.0) * (1.0 / LN2)
+    delta = tl.load(DELTA + bh.to(tl.int64) * N + q_tok, mask=q_ok, other=0.0)
+    dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    for k_tile in range(0, NUM_TILES):
+        k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(k_tile, h, w, TILES_W, TILE_H, TILE_W,
+                                                                         BLOCK)
+        visibility = _classify(SCAN, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w)
+        if visibility != MASKED:
+            kv_ptrs, kv_mask = _rows(base, k_tok, k_ok, d, d_ok, H, D)
+            k = tl.load(K + kv_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(V + kv_ptrs, mask=kv_mask, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+            if (visibility == PARTIAL) | q_padded | k_padded:
+                keep = _visible(SCAN, q_row[:, None], q_col[:, None], k_row[None, :], k_col[None, :], w)
+                s = tl.where(keep & q_ok[:, None] & k_ok[None, :], s, float("-inf"))
+            p = tl.math.exp2(s - lse2[:, None])
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    tl.store(DQ + q_ptrs, (dq * softmax_scale).to(DQ.dtype.element_ty), mask=q_mask)
