@@ -98,7 +98,7 @@ def evaluate(samples: ImageSet, reference: Reference, extractor: Extractor | Non
             if ref_pool is None:
                 notes.append("precision/recall skipped: the reference has statistics only, no arr_0 images")
             else:
-                results["precision"], results["recall"] = precision_recall(ref_pool, feats["pool"])
+                results["precision"], results["recall"] = precision_recall(ref_pool, feats["pool"], device=device)
     if "swd" in metrics:
         if reference.images is None:
             notes.append("swd skipped: the reference has statistics only, no images")

@@ -88,11 +88,11 @@ def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) 
     return inside / len(points)
 
 
-def precision_recall(reference: np.ndarray, samples: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(reference: np.ndarray, samples: np.ndarray, k: int = 3, device="cpu") -> tuple[float, float]:
     """Precision: share of samples inside the reference manifold; recall: share of references inside the
-    samples' manifold (each manifold = union of k-NN balls around its points)."""
-    ref = torch.as_tensor(np.asarray(reference), dtype=torch.float32)
-    sam = torch.as_tensor(np.asarray(samples), dtype=torch.float32)
+    samples' manifold (each manifold = union of k-NN balls around its points). O(N^2) distances: use a GPU."""
+    ref = torch.as_tensor(np.asarray(reference), dtype=torch.float32, device=device)
+    sam = torch.as_tensor(np.asarray(samples), dtype=torch.float32, device=device)
     if min(len(ref), len(sam)) <= k:
         raise ValueError(f"precision/recall with k={k} need more than {k} images on each side")
     return _coverage(sam, ref, manifold_radii(ref, k)), _coverage(ref, sam, manifold_radii(sam, k))
