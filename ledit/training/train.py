@@ -138,6 +138,33 @@ def new_experiment_dir(results_dir: str, model_name: str) -> Path:
     return root / f"{index:03d}-{model_name.replace('/', '-')}"
 
 
+class TrainingLog:
+    """Mean loss over the last interval (averaged over ranks) and throughput, to the log and to log.jsonl."""
+
+    def __init__(self, path: Path, global_batch_size: int, ctx: DistContext):
+        self.path, self.global_batch_size, self.ctx = path, global_batch_size, ctx
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum, self.steps, self.start = 0.0, 0, time.time()
+
+    def add(self, loss: float) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+
+    def flush(self, step: int) -> None:
+        avg = torch.tensor(self.loss_sum / self.steps, device=self.ctx.device)
+        if dist.is_initialized():
+            dist.all_reduce(avg)
+            avg /= self.ctx.world_size
+        images_per_s = self.steps * self.global_batch_size / (time.time() - self.start)
+        if self.ctx.is_main:
+            logger.info("step %07d | loss %.4f | %.1f images/s", step, avg.item(), images_per_s)
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, "loss": avg.item(), "images_per_s": images_per_s}) + "\n")
+        self._reset()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training loop
 
@@ -213,8 +240,7 @@ def main(args: argparse.Namespace) -> None:
                 export_safetensors(ema_sd, path.with_suffix(".safetensors"), model.config)
             logger.info("saved checkpoint %s", path)
 
-    running_loss, log_steps, log_start = 0.0, 0, time.time()
-    log_file = exp_dir / "log.jsonl"
+    log = TrainingLog(exp_dir / "log.jsonl", args.global_batch_size, ctx)
     while step < max_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, start=offset * local_batch)
@@ -237,20 +263,9 @@ def main(args: argparse.Namespace) -> None:
             opt.step()
             update_ema(ema, inner, args.ema_decay)
             step += 1
-            running_loss += loss.item()
-            log_steps += 1
+            log.add(loss.item())
             if step % args.log_every == 0 or step == max_steps:
-                avg = torch.tensor(running_loss / log_steps, device=ctx.device)
-                if dist.is_initialized():
-                    dist.all_reduce(avg)
-                    avg /= ctx.world_size
-                elapsed = time.time() - log_start
-                images_per_s = log_steps * args.global_batch_size / elapsed
-                if ctx.is_main:
-                    logger.info("step %07d | loss %.4f | %.1f images/s", step, avg.item(), images_per_s)
-                    with open(log_file, "a") as f:
-                        f.write(json.dumps({"step": step, "loss": avg.item(), "images_per_s": images_per_s}) + "\n")
-                running_loss, log_steps, log_start = 0.0, 0, time.time()
+                log.flush(step)
             if step % args.ckpt_every == 0 or step == max_steps:
                 checkpoint(step)
             if step >= max_steps:
