@@ -74,6 +74,9 @@ def load_sampling_setup(args, device):
             f"--ckpt {args.ckpt} models {model.in_channels} channels but --vae {args.vae} has "
             f"{vae.config.latent_channels}: pixel-space models need --vae none"
         )
+    if vae is None and model.in_channels != 3:
+        raise CheckpointError(f"--vae none samples RGB pixels, but --ckpt {args.ckpt} models {model.in_channels} "
+                              "latent channels: pass the VAE it was trained with (--vae ema|mse|<folder>)")
     respacing = f"ddim{args.num_sampling_steps}" if args.sampler == "ddim" else str(args.num_sampling_steps)
     return model, vae, create_diffusion(respacing), sample_size(args, model, vae)
 

@@ -40,6 +40,8 @@ def test_sample_bad_inputs(latent_ckpt, pixel_ckpt, tiny_vae_dir, tmp_path):
         _sample(latent_ckpt, tiny_vae_dir, tmp_path / "x.png", "--model", "DiT-XL/2")
     with pytest.raises(CheckpointError, match="pixel-space models need --vae none"):
         _sample(pixel_ckpt, tiny_vae_dir, tmp_path / "x.png")
+    with pytest.raises(CheckpointError, match="--vae none samples RGB pixels.*4 latent channels"):
+        _sample(latent_ckpt, "none", tmp_path / "x.png")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _sample(tmp_path / "missing.pt", tiny_vae_dir, tmp_path / "x.png")
     # A raw state dict of another model: the error names the mismatch and the fix.
@@ -92,3 +94,16 @@ def test_sample_ddp_restart_keeps_finished_batches(pixel_ckpt, tmp_path):
     _, again = _sample_ddp(pixel_ckpt, tmp_path / "a", nproc=1)
     assert (again[3:6] == 0).all()
     np.testing.assert_array_equal(np.delete(again, [3, 4, 5], 0), np.delete(first, [3, 4, 5], 0))
+
+
+def test_sampling_prefers_the_ema_weights(pixel_ckpt, tmp_path):
+    state = torch.load(pixel_ckpt, weights_only=True)
+    broken = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["ema"].items()}
+    save_checkpoint({**state, "model": broken}, tmp_path / "ema-good.pt")
+    save_checkpoint({**state, "ema": broken}, tmp_path / "ema-broken.pt")
+    flags = ["--vae", "none", "--image-size", "8", "--num-sampling-steps", "2", "--device", "cpu"]
+    ledit(["sample", "--ckpt", str(tmp_path / "ema-good.pt"), "--output", str(tmp_path / "good.png"), *flags])
+    ledit(["sample", "--ckpt", str(pixel_ckpt), "--output", str(tmp_path / "ref.png"), *flags])
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "good.png")), np.asarray(Image.open(tmp_path / "ref.png")))
+    ledit(["sample", "--ckpt", str(tmp_path / "ema-broken.pt"), "--output", str(tmp_path / "bad.png"), *flags])
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "bad.png")), np.asarray(Image.open(tmp_path / "ref.png")))

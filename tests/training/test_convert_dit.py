@@ -20,7 +20,7 @@ def _write_dit_training_checkpoint(path):
     return model.state_dict(), ema.state_dict()
 
 
-def test_convert_dit_training_checkpoint_to_ledit(tmp_path, capsys):
+def test_convert_dit_training_checkpoint_to_ledit(tmp_path, capsys, tiny_vae_dir):
     src = tmp_path / "0050000.pt"
     model_sd, ema_sd = _write_dit_training_checkpoint(src)
     with pytest.raises(Exception, match="weights_only|Namespace"):
@@ -46,6 +46,10 @@ def test_convert_dit_training_checkpoint_to_ledit(tmp_path, capsys):
     from safetensors.torch import load_file
 
     assert set(load_file(out.with_suffix(".safetensors"))) == set(converted["ema"])
+    # The converted checkpoint samples as is, at twice DiT's size.
+    ledit(["sample", "--ckpt", str(out), "--vae", str(tiny_vae_dir), "--image-size", "64", "--height", "128",
+           "--num-sampling-steps", "2", "--device", "cpu", "--output", str(tmp_path / "x.png")])
+    assert (tmp_path / "x.png").stat().st_size > 0
 
 
 def test_convert_raw_dit_state_dict_to_ledit_dit_keeps_every_key(tmp_path, capsys):
