@@ -120,7 +120,8 @@ def main(args: argparse.Namespace) -> None:
     dataset = ImageFolderDataset(args.data_path, args.height or args.image_size, args.width or args.image_size)
     vae = load_vae(args.vae, ctx.device)
     if vae is None:
-        raise ValueError("extract-latents needs a VAE: pass --vae ema|mse|<folder> (pixel-space models train on images)")
+        raise ValueError("extract-latents needs a VAE: pass --vae ema|mse|<folder> "
+                         "(pixel-space models train on the images directly)")
     plan = _plan(args, dataset, vae)
     if ctx.is_main:
         _start_or_resume(root, plan, dataset.labels, args.resume)

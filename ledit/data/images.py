@@ -33,7 +33,9 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[Path], list[int], l
     """(paths, labels, class names) in torchvision ImageFolder order: classes sorted, files sorted within a class."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {str(root)!r} does not exist: pass an ImageFolder (one sub-folder per class)")
+        raise FileNotFoundError(
+            f"data folder {str(root)!r} does not exist: pass an ImageFolder (one sub-folder per class)"
+        )
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
     if not classes:
         raise ValueError(f"data folder {str(root)!r} has no class sub-folders: expected root/<class>/<image>.jpg")

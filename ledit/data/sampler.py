@@ -30,7 +30,9 @@ class ResumableDistributedSampler(torch.utils.data.Sampler):
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.num_items, generator=g)
-        flips = torch.rand(self.num_items, generator=g) < 0.5 if self.flip else torch.zeros(self.num_items, dtype=torch.bool)
+        flips = torch.rand(self.num_items, generator=g) < 0.5
+        if not self.flip:
+            flips.zero_()
         total = self.num_per_rank * self.num_replicas
         order = order.repeat(math.ceil(total / self.num_items))[:total]
         mine = order[self.rank :: self.num_replicas][self.start :]

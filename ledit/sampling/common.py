@@ -43,7 +43,8 @@ def load_model_for_sampling(args, device, vae) -> torch.nn.Module:
     else:
         if args.model is None:
             raise CheckpointError(f"--ckpt {args.ckpt} is a raw state dict without a model config: pass --model")
-        kwargs = {"input_size": args.image_size // vae_downsample(vae), "num_classes": args.num_classes, **args.model_kwargs}
+        kwargs = {"input_size": args.image_size // vae_downsample(vae), "num_classes": args.num_classes,
+                  **args.model_kwargs}
         model = models.build_model(args.model, **kwargs)
     load_weights_into(model, weights, f"--ckpt {args.ckpt} ({which} weights)")
     return model.to(device).eval()

@@ -45,7 +45,9 @@ def load_checkpoint(path: str | os.PathLike, allow_namespace: bool = False) -> d
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
         hint = "" if allow_namespace else " (a facebookresearch/DiT training checkpoint? run `ledit convert-dit` first)"
-        raise CheckpointError(f"cannot load checkpoint {str(path)!r}: truncated, corrupt or not weights-only{hint}: {e}") from e
+        raise CheckpointError(
+            f"cannot load checkpoint {str(path)!r}: truncated, corrupt or not weights-only{hint}: {e}"
+        ) from e
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, expected a dict")
     return state
@@ -82,7 +84,8 @@ def load_weights_into(model: torch.nn.Module, weights: dict, source: str) -> Non
         name = getattr(model, "config", {}).get("name", type(model).__name__)
         raise CheckpointError(
             f"{source} does not fit model {name}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, shape mismatches {sorted(mismatched)[:5]}. "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+            f"shape mismatches {sorted(mismatched)[:5]}. "
             "Pass the --model (and size options) it was trained with, or convert a facebookresearch/DiT "
             "checkpoint with `ledit convert-dit`."
         )

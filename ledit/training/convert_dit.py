@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--safetensors", action="store_true", help="also write the EMA weights as .safetensors")
 
 
+DIT_KEYS = ("x_embedder.proj.weight", "final_layer.linear.weight", "y_embedder.embedding_table.weight")
+
+
 def dit_dimensions(weights: dict) -> dict:
     """in_channels, learn_sigma and num_classes of a DiT state dict, read off its tensors."""
     in_channels, patch = weights["x_embedder.proj.weight"].shape[1], weights["x_embedder.proj.weight"].shape[-1]
@@ -44,8 +47,7 @@ def convert(state: dict, name: str, **kwargs):
 
     parts = {k: state[k] for k in ("model", "ema") if k in state} or {"model": state}
     for part, weights in parts.items():
-        missing = [k for k in ("x_embedder.proj.weight", "final_layer.linear.weight", "y_embedder.embedding_table.weight")
-                   if k not in weights]
+        missing = [k for k in DIT_KEYS if k not in weights]
         if missing:
             raise ValueError(f"not a DiT checkpoint: its {part!r} weights lack {missing}")
     kwargs = {**dit_dimensions(next(iter(parts.values()))), **kwargs}
@@ -78,4 +80,5 @@ def main(args: argparse.Namespace) -> None:
     print(f"  dropped {len(report.dropped)}: {', '.join(report.dropped) or '-'}")
     print(f"  added (freshly initialised) {len(report.initialized)}: {', '.join(report.initialized) or '-'}")
     if args.safetensors:
-        print(f"  EMA weights: {export_safetensors(checkpoint['ema'], Path(out).with_suffix('.safetensors'), checkpoint['config'])}")
+        exported = export_safetensors(checkpoint["ema"], Path(out).with_suffix(".safetensors"), checkpoint["config"])
+        print(f"  EMA weights: {exported}")

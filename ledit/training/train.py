@@ -175,7 +175,8 @@ def main(args: argparse.Namespace) -> None:
     ctx = setup_distributed(args.device)
     logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING, format="[%(asctime)s] %(message)s")
     if args.global_batch_size % ctx.world_size:
-        raise ValueError(f"--global-batch-size {args.global_batch_size} must be divisible by the world size {ctx.world_size}")
+        raise ValueError(f"--global-batch-size {args.global_batch_size} must be divisible by the world size "
+                         f"{ctx.world_size}")
     local_batch = args.global_batch_size // ctx.world_size
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
@@ -222,7 +223,8 @@ def main(args: argparse.Namespace) -> None:
     sampler = ResumableDistributedSampler(len(data), ctx.world_size, ctx.rank, seed=args.global_seed)
     steps_per_epoch = sampler.num_per_rank // local_batch
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(data)} items cannot fill one batch of {local_batch} per rank: lower --global-batch-size")
+        raise ValueError(f"{len(data)} items cannot fill one batch of {local_batch} per rank: "
+                         "lower --global-batch-size")
     max_steps = args.max_steps if args.max_steps is not None else args.epochs * steps_per_epoch
 
     def model_fn(x, t, **kwargs):

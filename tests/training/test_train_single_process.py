@@ -37,7 +37,8 @@ def test_train_bad_inputs(image_folder, latent_shards, tmp_path):
         ledit(["train", "--data-path", str(latent_shards), "--results-dir", str(tmp_path / "r"), *FLAGS,
                "--global-batch-size", "16"])
     # Resuming: the wrong model, and a checkpoint without optimizer state.
-    ledit(["train", "--data-path", str(latent_shards), "--results-dir", str(tmp_path / "ok"), "--max-steps", "1", *FLAGS])
+    ledit(["train", "--data-path", str(latent_shards), "--results-dir", str(tmp_path / "ok"), "--max-steps", "1",
+           *FLAGS])
     (ckpt,) = (tmp_path / "ok").glob("*/checkpoints/0000001.pt")
     with pytest.raises(ValueError, match="holds a LEDiT"):
         ledit(["train", "--data-path", str(latent_shards), "--resume", str(ckpt), *FLAGS, "--model", "DiT-S/2"])
