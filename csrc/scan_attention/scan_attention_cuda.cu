@@ -1,0 +1,403 @@
+// CUDA kernel of scan_attention (sm_80+; runs on sm_90): tiled online-softmax attention under a 2D scan mask on
+// tensor cores, forward and FlashAttention-2-style backward (one pass for dK/dV per key tile, one for dQ per
+// query tile, both recomputing the probabilities from the saved lse; no atomics).
+//
+// One thread block per (tile, batch*head), one warp per 16 rows of the tile. Tiles, tile-pair classification and
+// the per-element mask come from scan_tiles.h / scan_mask.h, the code the CPU kernel runs and its tests exercise.
+// Matrix products use WMMA 16x16x16 fragments (mma.sync on the tensor cores, fp32 accumulation) on shared-memory
+// tiles; the head dim is padded in shared memory only to the next multiple of 16 (72 -> 80), by zero-filled
+// predicated loads. Scores are in base 2 (q.k * softmax_scale * log2(e)); lse is saved in natural-log units.
+//
+// This file depends on nothing of torch (only the CUDA runtime), so it compiles with nvcc alone;
+// scan_attention_cuda_ops.cpp wraps the launchers for torch.library.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "scan_attention/scan_attention_cuda.h"
+
+namespace ledit {
+namespace attention_cuda {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr int kFrag = 16;
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Loads a tile's rows of a contiguous (B, N, H, D) tensor (base = element (b, 0, head, 0)) into shared memory as
+// [kTile][dim_padded], 16 bytes per access; rows past the tile's tokens and columns past D are zero.
+template <int kTile, typename T>
+__device__ void load_tile(T* dst, const T* base, const TileGrid& grid, const TileRect& rect, const Params& p) {
+  const int chunks_per_row = p.dim_padded / 8;
+  for (int c = threadIdx.x; c < kTile * chunks_per_row; c += blockDim.x) {
+    const int i = c / chunks_per_row, col = (c % chunks_per_row) * 8;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (i < rect.size() && col < p.dim)
+      value = *reinterpret_cast<const uint4*>(base + int64_t{grid.token(rect, i)} * p.heads * p.dim + col);
+    *reinterpret_cast<uint4*>(dst + i * p.dim_padded + col) = value;
+  }
+}
+
+// One warp: C[16 x n_cols] (+)= A[16 x depth] * B[depth x n_cols], A row-major 16-bit in shared memory, C fp32
+// in shared memory. B is row-major [depth][n_cols] (kBTransposed = false) or stored as its transpose
+// [n_cols][depth] (kBTransposed = true: B = X^T for a row-major tile X).
+template <bool kBTransposed, typename T>
+__device__ void warp_mma(const T* A, int lda, const T* B, int ldb, float* C, int ldc, int n_cols, int depth,
+                         bool accumulate) {
+  using BLayout = typename std::conditional<kBTransposed, wmma::col_major, wmma::row_major>::type;
+  wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, wmma::row_major> a;
+  wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, BLayout> b;
+  wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> c;
+  for (int n = 0; n < n_cols; n += kFrag) {
+    if (accumulate)
+      wmma::load_matrix_sync(c, C + n, ldc, wmma::mem_row_major);
+    else
+      wmma::fill_fragment(c, 0.f);
+    for (int k = 0; k < depth; k += kFrag) {
+      wmma::load_matrix_sync(a, A + k, lda);
+      wmma::load_matrix_sync(b, kBTransposed ? B + n * ldb + k : B + k * ldb + n, ldb);
+      wmma::mma_sync(c, a, b, c);
+    }
+    wmma::store_matrix_sync(C + n, c, ldc, wmma::mem_row_major);
+  }
+}
+
+// Whether element (i, j) of a (query tile, key tile) score block takes part: j is a real key, and for a partial
+// pair the scan mask admits it. Fully visible pairs of full tiles skip this test entirely.
+__device__ __forceinline__ bool pair_visible(const Params& p, const TileRect& q, const TileRect& k, int i, int j) {
+  if (i >= q.size() || j >= k.size()) return false;
+  return scan_visible(p.scan, q.row0 + i / q.cols, q.col0 + i % q.cols, k.row0 + j / k.cols, k.col0 + j % k.cols,
+                      p.grid.w);
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+template <int kTile>
+__device__ __forceinline__ bool needs_mask(TileVisibility visibility, const TileRect& q, const TileRect& k) {
+  return visibility == TileVisibility::kPartial || q.size() < kTile || k.size() < kTile;
+}
+
+// Shared-memory carve-up: n_tiles 16-bit row tiles (kTile x dim_padded), one 16-bit kTile x kTile block (P, P^T
+// or dS), then the fp32 blocks. Every piece starts on a 32-byte boundary, as WMMA loads require.
+template <int kTile, typename T>
+struct Smem {
+  T* tiles;
+  T* square;
+  float* floats;
+  __device__ Smem(unsigned char* raw, int n_tiles, const Params& p)
+      : tiles(reinterpret_cast<T*>(raw)),
+        square(tiles + n_tiles * kTile * p.dim_padded),
+        floats(reinterpret_cast<float*>(square + kTile * kTile)) {}
+  __device__ T* tile(int index, const Params& p) const { return tiles + index * kTile * p.dim_padded; }
+};
+
+template <int kTile, typename T>
+__global__ void __launch_bounds__(kTile * 2) forward_kernel(const T* __restrict__ Q, const T* __restrict__ K,
+                                                            const T* __restrict__ V, T* __restrict__ O,
+                                                            float* __restrict__ LSE, Params p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // 16-bit: Q, K, V, P; fp32: S (kTile x kTile), O (kTile x dim_padded), row max m, row sum l.
+  const Smem<kTile, T> smem(smem_raw, 3, p);
+  T *q_s = smem.tile(0, p), *k_s = smem.tile(1, p), *v_s = smem.tile(2, p), *p_s = smem.square;
+  float* s_s = smem.floats;
+  float* o_s = s_s + kTile * kTile;
+  float* row_m = o_s + kTile * p.dim_padded;
+  float* row_l = row_m + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
+  const int bh = blockIdx.y, b = bh / p.heads, head = bh % p.heads;
+  const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
+  const TileRect q_rect = p.grid.rect(blockIdx.x);
+
+  load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
+  for (int i = threadIdx.x; i < kTile * p.dim_padded; i += blockDim.x) o_s[i] = 0.f;
+  for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
+    row_m[i] = -INFINITY;
+    row_l[i] = 0.f;
+  }
+  for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
+    const TileRect k_rect = p.grid.rect(k_tile);
+    const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
+    if (visibility == TileVisibility::kMasked) continue;  // uniform across the block
+    __syncthreads();  // previous K/V tiles no longer in use
+    load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
+    load_tile<kTile>(v_s, V + base, p.grid, k_rect, p);
+    __syncthreads();
+    float* s_rows = s_s + row0 * kTile;
+    warp_mma<true>(q_s + row0 * p.dim_padded, p.dim_padded, k_s, p.dim_padded, s_rows, kTile, kTile, p.dim_padded,
+                   false);
+    __syncwarp();
+    const bool masked = needs_mask<kTile>(visibility, q_rect, k_rect);
+    for (int r = 0; r < kFrag; ++r) {
+      const int i = row0 + r;
+      float s[kTile / 32];
+      float mx = -INFINITY;
+      for (int t = 0; t < kTile / 32; ++t) {
+        const int j = lane + 32 * t;
+        s[t] = (masked && !pair_visible(p, q_rect, k_rect, i, j)) ? -INFINITY : s_rows[r * kTile + j] * p.qk_scale;
+        mx = fmaxf(mx, s[t]);
+      }
+      const float m_old = row_m[i];
+      const float m_new = fmaxf(m_old, warp_max(mx));
+      const float m_safe = m_new == -INFINITY ? 0.f : m_new;  // no visible key for this row yet
+      float sum = 0.f;
+      for (int t = 0; t < kTile / 32; ++t) {
+        const float prob = exp2f(s[t] - m_safe);
+        sum += prob;
+        p_s[i * kTile + lane + 32 * t] = from_float<T>(prob);
+      }
+      sum = warp_sum(sum);
+      const float alpha = exp2f(m_old - m_safe);
+      for (int d = lane; d < p.dim_padded; d += 32) o_s[i * p.dim_padded + d] *= alpha;
+      __syncwarp();
+      if (lane == 0) {
+        row_m[i] = m_new;
+        row_l[i] = row_l[i] * alpha + sum;
+      }
+    }
+    __syncwarp();
+    warp_mma<false>(p_s + row0 * kTile, kTile, v_s, p.dim_padded, o_s + row0 * p.dim_padded, p.dim_padded,
+                    p.dim_padded, kTile, true);
+  }
+  __syncwarp();
+  for (int r = 0; r < kFrag; ++r) {
+    const int i = row0 + r;
+    if (i >= q_rect.size()) break;
+    const int token = p.grid.token(q_rect, i);
+    const float l = row_l[i];
+    T* out = O + base + int64_t{token} * p.heads * p.dim;
+    for (int d = lane; d < p.dim; d += 32) out[d] = from_float<T>(o_s[i * p.dim_padded + d] / l);
+    if (lane == 0) LSE[int64_t{bh} * p.tokens + token] = (row_m[i] + log2f(l)) * kLn2;
+  }
+}
+
+// Per-query lse (in base 2) and delta = rowsum(dO * O) of one query tile into shared memory; padding rows get 0.
+template <int kTile>
+__device__ void load_row_stats(float* lse2, float* delta, const float* LSE, const float* DELTA, int bh,
+                               const TileRect& rect, const Params& p) {
+  for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
+    const bool real = i < rect.size();
+    const int64_t index = int64_t{bh} * p.tokens + (real ? p.grid.token(rect, i) : 0);
+    lse2[i] = real ? LSE[index] * kLog2e : 0.f;
+    delta[i] = real ? DELTA[index] : 0.f;
+  }
+}
+
+// dK and dV of one key tile. Each warp owns 16 keys: it computes S^T = K Q^T for them, so every product it
+// accumulates (dV += P^T dO, dK += dS^T Q) stays in its own rows.
+template <int kTile, typename T>
+__global__ void __launch_bounds__(kTile * 2) backward_dkdv_kernel(
+    const T* __restrict__ Q, const T* __restrict__ K, const T* __restrict__ V, const T* __restrict__ dO,
+    const float* __restrict__ LSE, const float* __restrict__ DELTA, T* __restrict__ dK, T* __restrict__ dV,
+    Params p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // 16-bit: K, V, Q, dO, P^T/dS^T; fp32: S^T then P^T, dP^T, dK, dV, lse2, delta.
+  const Smem<kTile, T> smem(smem_raw, 4, p);
+  T *k_s = smem.tile(0, p), *v_s = smem.tile(1, p), *q_s = smem.tile(2, p), *do_s = smem.tile(3, p);
+  T* pt_s = smem.square;
+  float* st_s = smem.floats;
+  float* dpt_s = st_s + kTile * kTile;
+  float* dk_s = dpt_s + kTile * kTile;
+  float* dv_s = dk_s + kTile * p.dim_padded;
+  float* lse2 = dv_s + kTile * p.dim_padded;
+  float* delta = lse2 + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
+  const int bh = blockIdx.y, b = bh / p.heads, head = bh % p.heads;
+  const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
+  const TileRect k_rect = p.grid.rect(blockIdx.x);
+
+  load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
+  load_tile<kTile>(v_s, V + base, p.grid, k_rect, p);
+  for (int i = threadIdx.x; i < kTile * p.dim_padded; i += blockDim.x) dk_s[i] = dv_s[i] = 0.f;
+  for (int q_tile = 0; q_tile < p.grid.num_tiles(); ++q_tile) {
+    const TileRect q_rect = p.grid.rect(q_tile);
+    const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
+    if (visibility == TileVisibility::kMasked) continue;
+    __syncthreads();
+    load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
+    load_tile<kTile>(do_s, dO + base, p.grid, q_rect, p);
+    load_row_stats<kTile>(lse2, delta, LSE, DELTA, bh, q_rect, p);
+    __syncthreads();
+    float* st_rows = st_s + row0 * kTile;
+    float* dpt_rows = dpt_s + row0 * kTile;
+    T* pt_rows = pt_s + row0 * kTile;
+    warp_mma<true>(k_s + row0 * p.dim_padded, p.dim_padded, q_s, p.dim_padded, st_rows, kTile, kTile,
+                   p.dim_padded, false);
+    __syncwarp();
+    const bool masked = needs_mask<kTile>(visibility, q_rect, k_rect);
+    for (int e = lane; e < kFrag * kTile; e += 32) {  // e = (key r, query i)
+      const int r = e / kTile, i = e % kTile;
+      const bool keep = !masked || pair_visible(p, q_rect, k_rect, i, row0 + r);
+      const float prob = keep ? exp2f(st_rows[e] * p.qk_scale - lse2[i]) : 0.f;
+      st_rows[e] = prob;
+      pt_rows[e] = from_float<T>(prob);
+    }
+    __syncwarp();
+    warp_mma<false>(pt_rows, kTile, do_s, p.dim_padded, dv_s + row0 * p.dim_padded, p.dim_padded, p.dim_padded,
+                    kTile, true);
+    warp_mma<true>(v_s + row0 * p.dim_padded, p.dim_padded, do_s, p.dim_padded, dpt_rows, kTile, kTile,
+                   p.dim_padded, false);
+    __syncwarp();
+    for (int e = lane; e < kFrag * kTile; e += 32) {
+      const int i = e % kTile;
+      pt_rows[e] = from_float<T>(st_rows[e] * (dpt_rows[e] - delta[i]));  // dS^T
+    }
+    __syncwarp();
+    warp_mma<false>(pt_rows, kTile, q_s, p.dim_padded, dk_s + row0 * p.dim_padded, p.dim_padded, p.dim_padded,
+                    kTile, true);
+  }
+  __syncwarp();
+  for (int r = 0; r < kFrag; ++r) {
+    const int j = row0 + r;
+    if (j >= k_rect.size()) break;
+    const int64_t offset = base + int64_t{p.grid.token(k_rect, j)} * p.heads * p.dim;
+    for (int d = lane; d < p.dim; d += 32) {
+      dK[offset + d] = from_float<T>(dk_s[j * p.dim_padded + d] * p.softmax_scale);
+      dV[offset + d] = from_float<T>(dv_s[j * p.dim_padded + d]);
+    }
+  }
+}
+
+// dQ of one query tile; each warp owns 16 queries.
+template <int kTile, typename T>
+__global__ void __launch_bounds__(kTile * 2) backward_dq_kernel(
+    const T* __restrict__ Q, const T* __restrict__ K, const T* __restrict__ V, const T* __restrict__ dO,
+    const float* __restrict__ LSE, const float* __restrict__ DELTA, T* __restrict__ dQ, Params p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // 16-bit: Q, dO, K, V, dS; fp32: S then P, dP, dQ, lse2, delta.
+  const Smem<kTile, T> smem(smem_raw, 4, p);
+  T *q_s = smem.tile(0, p), *do_s = smem.tile(1, p), *k_s = smem.tile(2, p), *v_s = smem.tile(3, p);
+  T* ds_s = smem.square;
+  float* s_s = smem.floats;
+  float* dp_s = s_s + kTile * kTile;
+  float* dq_s = dp_s + kTile * kTile;
+  float* lse2 = dq_s + kTile * p.dim_padded;
+  float* delta = lse2 + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
+  const int bh = blockIdx.y, b = bh / p.heads, head = bh % p.heads;
+  const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
+  const TileRect q_rect = p.grid.rect(blockIdx.x);
+
+  load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
+  load_tile<kTile>(do_s, dO + base, p.grid, q_rect, p);
+  load_row_stats<kTile>(lse2, delta, LSE, DELTA, bh, q_rect, p);
+  for (int i = threadIdx.x; i < kTile * p.dim_padded; i += blockDim.x) dq_s[i] = 0.f;
+  for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
+    const TileRect k_rect = p.grid.rect(k_tile);
+    const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
+    if (visibility == TileVisibility::kMasked) continue;
+    __syncthreads();
+    load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
+    load_tile<kTile>(v_s, V + base, p.grid, k_rect, p);
+    __syncthreads();
+    float* s_rows = s_s + row0 * kTile;
+    float* dp_rows = dp_s + row0 * kTile;
+    T* ds_rows = ds_s + row0 * kTile;
+    warp_mma<true>(q_s + row0 * p.dim_padded, p.dim_padded, k_s, p.dim_padded, s_rows, kTile, kTile, p.dim_padded,
+                   false);
+    warp_mma<true>(do_s + row0 * p.dim_padded, p.dim_padded, v_s, p.dim_padded, dp_rows, kTile, kTile,
+                   p.dim_padded, false);
+    __syncwarp();
+    const bool masked = needs_mask<kTile>(visibility, q_rect, k_rect);
+    for (int e = lane; e < kFrag * kTile; e += 32) {  // e = (query r, key j)
+      const int r = e / kTile, j = e % kTile, i = row0 + r;
+      const bool keep = !masked || pair_visible(p, q_rect, k_rect, i, j);
+      const float prob = keep ? exp2f(s_rows[e] * p.qk_scale - lse2[i]) : 0.f;
+      ds_rows[e] = from_float<T>(prob * (dp_rows[e] - delta[i]));
+    }
+    __syncwarp();
+    warp_mma<false>(ds_rows, kTile, k_s, p.dim_padded, dq_s + row0 * p.dim_padded, p.dim_padded, p.dim_padded,
+                    kTile, true);
+  }
+  __syncwarp();
+  for (int r = 0; r < kFrag; ++r) {
+    const int i = row0 + r;
+    if (i >= q_rect.size()) break;
+    const int64_t offset = base + int64_t{p.grid.token(q_rect, i)} * p.heads * p.dim;
+    for (int d = lane; d < p.dim; d += 32)
+      dQ[offset + d] = from_float<T>(dq_s[i * p.dim_padded + d] * p.softmax_scale);
+  }
+}
+
+// Bytes of a Smem layout: n_tiles 16-bit row tiles, the 16-bit square block, then the fp32 blocks.
+size_t smem_bytes(int tile, int n_tiles, int n_score_blocks, int n_row_blocks, int n_row_vectors, int dim_padded) {
+  const size_t t = static_cast<size_t>(tile), dp = static_cast<size_t>(dim_padded);
+  return 2 * (static_cast<size_t>(n_tiles) * t * dp + t * t) +
+         sizeof(float) * (static_cast<size_t>(n_score_blocks) * t * t + static_cast<size_t>(n_row_blocks) * t * dp +
+                          static_cast<size_t>(n_row_vectors) * t);
+}
+
+template <typename Kernel, typename... Args>
+cudaError_t launch(Kernel kernel, int tile, size_t smem, const Params& p, int64_t batch_heads, cudaStream_t stream,
+                   Args... args) {
+  cudaError_t error =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (error != cudaSuccess) return error;
+  const dim3 blocks(p.grid.num_tiles(), static_cast<unsigned>(batch_heads));
+  kernel<<<blocks, tile * 2, smem, stream>>>(args..., p);
+  return cudaGetLastError();
+}
+
+template <typename T, int kTile>
+cudaError_t forward_typed(const ForwardArgs& a, const Params& p, cudaStream_t stream) {
+  return launch(forward_kernel<kTile, T>, kTile, smem_bytes(kTile, 3, 1, 1, 2, p.dim_padded), p, a.batch_heads,
+                stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+                static_cast<T*>(a.out), a.lse);
+}
+
+template <typename T, int kTile>
+cudaError_t backward_typed(const BackwardArgs& a, const Params& p, cudaStream_t stream) {
+  const auto *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
+  const auto* dout = static_cast<const T*>(a.dout);
+  const cudaError_t error =
+      launch(backward_dkdv_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 2, 2, p.dim_padded), p, a.batch_heads,
+             stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv));
+  if (error != cudaSuccess) return error;
+  return launch(backward_dq_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 1, 2, p.dim_padded), p, a.batch_heads,
+                stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dq));
+}
+
+}  // namespace
+
+Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, float softmax_scale) {
+  const int dim_padded = (dim + 15) / 16 * 16;
+  return {make_tile_grid(h, w, tile_for(dim_padded)), scan, tokens, heads, dim, dim_padded, softmax_scale,
+          softmax_scale * kLog2e};
+}
+
+cudaError_t launch_forward(const ForwardArgs& args, const Params& p, DType dtype, cudaStream_t stream) {
+  const bool big_tile = tile_for(p.dim_padded) == 64;
+  if (dtype == DType::kFloat16)
+    return big_tile ? forward_typed<__half, 64>(args, p, stream) : forward_typed<__half, 32>(args, p, stream);
+  return big_tile ? forward_typed<__nv_bfloat16, 64>(args, p, stream)
+                  : forward_typed<__nv_bfloat16, 32>(args, p, stream);
+}
+
+cudaError_t launch_backward(const BackwardArgs& args, const Params& p, DType dtype, cudaStream_t stream) {
+  const bool big_tile = tile_for(p.dim_padded) == 64;
+  if (dtype == DType::kFloat16)
+    return big_tile ? backward_typed<__half, 64>(args, p, stream) : backward_typed<__half, 32>(args, p, stream);
+  return big_tile ? backward_typed<__nv_bfloat16, 64>(args, p, stream)
+                  : backward_typed<__nv_bfloat16, 32>(args, p, stream);
+}
+
+}  // namespace attention_cuda
+}  // namespace ledit

@@ -1,0 +1,94 @@
+// torch.library glue of the scan_attention CUDA kernels (scan_attention_cuda.cu). Compiled in every build but
+// empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA); schemas in scan_attention_ops.cpp.
+#ifdef LEDIT_WITH_CUDA
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <tuple>
+
+#include "scan_attention/scan_attention.h"
+#include "scan_attention/scan_attention_cuda.h"
+
+namespace ledit {
+namespace attention_cuda {
+namespace {
+
+DType kernel_dtype(const at::Tensor& q) {
+  TORCH_CHECK(q.is_cuda(), "scan_attention (CUDA kernel): tensors must be on a CUDA device, got ", q.device());
+  switch (q.scalar_type()) {
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
+    default:
+      TORCH_CHECK(false, "scan_attention (CUDA kernel): dtype must be float16 or bfloat16 (tensor cores), got ",
+                  q.scalar_type(), "; float32 runs on the triton or reference backend");
+  }
+}
+
+// Contiguous and 16-byte aligned: the kernels load 8 elements per access.
+at::Tensor prepare(const at::Tensor& x) {
+  at::Tensor y = x.contiguous();
+  return reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0 ? y : y.clone();
+}
+
+Params params_for(const at::Tensor& q, int64_t h, int64_t w, c10::string_view scan, double softmax_scale,
+                  int64_t dim) {
+  return make_params(static_cast<int>(h), static_cast<int>(w), parse_scan(scan), static_cast<int>(q.size(1)),
+                     static_cast<int>(q.size(2)), static_cast<int>(dim), static_cast<float>(softmax_scale));
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                const at::Tensor& v_in, int64_t h, int64_t w, c10::string_view scan,
+                                                double softmax_scale) {
+  const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
+  const DType dtype = kernel_dtype(q_in);
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
+  at::Tensor out = at::empty_like(q);
+  at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  const ForwardArgs args{q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr<float>(),
+                         q.size(0) * q.size(2)};
+  C10_CUDA_CHECK(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim), dtype,
+                                c10::cuda::getCurrentCUDAStream()));
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& dout_in, const at::Tensor& q_in,
+                                                             const at::Tensor& k_in, const at::Tensor& v_in,
+                                                             const at::Tensor& out, const at::Tensor& lse_in,
+                                                             int64_t h, int64_t w, c10::string_view scan,
+                                                             double softmax_scale) {
+  const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
+  const DType dtype = kernel_dtype(q_in);
+  TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out.sizes() == q_in.sizes(),
+              "scan_attention_bwd: dout and out must have q's shape");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
+  const at::Tensor dout = prepare(dout_in.to(q.scalar_type()));
+  const at::Tensor lse = lse_in.to(at::kFloat).contiguous();
+  const at::Tensor delta = (dout.to(at::kFloat) * out.to(at::kFloat)).sum(-1).transpose(1, 2).contiguous();
+  at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  const BackwardArgs args{q.data_ptr(),          k.data_ptr(),  v.data_ptr(),  dout.data_ptr(),
+                          lse.data_ptr<float>(), delta.data_ptr<float>(),      dq.data_ptr(),
+                          dk.data_ptr(),         dv.data_ptr(), q.size(0) * q.size(2)};
+  C10_CUDA_CHECK(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim), dtype,
+                                 c10::cuda::getCurrentCUDAStream()));
+  return {dq, dk, dv};
+}
+
+}  // namespace
+}  // namespace attention_cuda
+}  // namespace ledit
+
+TORCH_LIBRARY_IMPL(ledit, CUDA, m) {
+  m.impl("scan_attention_fwd", &ledit::attention_cuda::forward_cuda);
+  m.impl("scan_attention_bwd", &ledit::attention_cuda::backward_cuda);
+}
+
+#endif  // LEDIT_WITH_CUDA
