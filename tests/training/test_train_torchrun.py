@@ -26,28 +26,29 @@ def read_log(exp_dir):
 
 def test_torchrun_ddp_train_then_resume_under_fsdp_exactly(latent_shards, tmp_path):
     results = tmp_path / "results"
-    torchrun(2, "train", "--data-path", str(latent_shards), "--results-dir", str(results), "--max-steps", "4",
-             "--ckpt-every", "2", *TRAIN_FLAGS)
+    torchrun(2, "train", "--data-path", str(latent_shards), "--results-dir", str(results), "--max-steps", "5",
+             "--ckpt-every", "3", *TRAIN_FLAGS)
     (run,) = results.iterdir()
     assert run.name == "000-LEDiT"
     full = read_log(run)
-    assert [e["step"] for e in full] == [1, 2, 3, 4]
+    assert [e["step"] for e in full] == [1, 2, 3, 4, 5]
     assert all(e["loss"] > 0 and e["images_per_s"] > 0 for e in full)
-    final = torch.load(run / "checkpoints" / "0000004.pt", weights_only=True)
+    final = torch.load(run / "checkpoints" / "0000005.pt", weights_only=True)
     assert set(final) >= {"model", "ema", "opt", "args", "step", "config", "rng"}
-    assert final["step"] == 4 and final["args"]["global_batch_size"] == 4 and len(final["rng"]) == 2
+    assert final["step"] == 5 and final["args"]["global_batch_size"] == 4 and len(final["rng"]) == 2
     assert final["config"]["multi_dilation_prob"] == 0.5
     assert not all(torch.equal(final["model"][k], final["ema"][k]) for k in final["model"])
 
-    # The run killed right after its step-2 checkpoint, resumed (sharded with FSDP this time, which also proves
-    # that checkpoints are interchangeable between DDP and FSDP): bit-identical state and losses at step 4.
+    # 10 items over 2 ranks at 2 per rank: 2 steps per epoch. The run killed right after its step-3 checkpoint
+    # (mid-epoch), resumed (sharded with FSDP this time, which also proves that checkpoints are interchangeable
+    # between DDP and FSDP), crosses into the next epoch: bit-identical state and losses at step 5.
     resumed = tmp_path / "resumed"
     shutil.copytree(run, resumed)
-    (resumed / "checkpoints" / "0000004.pt").unlink()
-    (resumed / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in full[:2]))
-    torchrun(2, "train", "--data-path", str(latent_shards), "--resume", str(resumed / "checkpoints" / "0000002.pt"),
-             "--max-steps", "4", "--ckpt-every", "2", "--fsdp", *TRAIN_FLAGS)
-    again = torch.load(resumed / "checkpoints" / "0000004.pt", weights_only=True)
+    (resumed / "checkpoints" / "0000005.pt").unlink()
+    (resumed / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in full[:3]))
+    torchrun(2, "train", "--data-path", str(latent_shards), "--resume", str(resumed / "checkpoints" / "0000003.pt"),
+             "--max-steps", "5", "--ckpt-every", "3", "--fsdp", *TRAIN_FLAGS)
+    again = torch.load(resumed / "checkpoints" / "0000005.pt", weights_only=True)
     assert [e["loss"] for e in read_log(resumed)] == [e["loss"] for e in full]
     for part in ("model", "ema"):
         for key, value in final[part].items():
