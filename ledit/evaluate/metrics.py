@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 import torch
-from scipy import linalg
 
 
 class RunningMoments:
@@ -38,6 +37,8 @@ class RunningMoments:
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), as ADM/TTUR compute it: if the product is
     singular, an eps * I offset is added; a non-negligible imaginary part is an error, not a silent number."""
+    from scipy import linalg  # the eval extra; SWD-only evaluation runs without it
+
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
