@@ -35,7 +35,7 @@ def main() -> int:
         return 1
     archs = os.environ.get("LEDIT_CUDA_ARCHS", DEFAULT_CUDA_ARCHS)
     includes = [os.path.join(ROOT, "csrc"), sysconfig.get_paths()["include"]]
-    includes += cpp_extension.include_paths(device_type="cuda")
+    includes += cpp_extension.include_paths()  # nvcc adds its own CUDA include dir; a CPU torch has no CUDA_HOME
     flags = NVCC_FLAGS + cuda_gencode_flags(archs) + ["-DLEDIT_WITH_CUDA=1", "-D_GLIBCXX_USE_CXX11_ABI=1"]
     flags += [f"-I{p}" for p in includes]
     jobs = int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))

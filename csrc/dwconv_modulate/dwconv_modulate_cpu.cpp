@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "dwconv_modulate/dwconv_modulate.h"
+#include "dwconv_modulate/tensor_prep.h"
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define LEDIT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -159,12 +160,7 @@ struct Geometry {
 
 Geometry make_geometry(const at::Tensor& x, int64_t h, int64_t w, const at::Tensor& weight, int64_t dilation) {
   TORCH_CHECK(x.dim() == 3 && x.size(1) == h * w, "dwconv_modulate: x must be (B, h*w, C)");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == x.size(2) && weight.size(2) == weight.size(3),
-              "dwconv_modulate: weight must be (C, 1, k, k)");
-  const int k = static_cast<int>(weight.size(-1));
-  TORCH_CHECK(k == 3 || k == 5 || k == 7, "dwconv_modulate: kernel size must be 3, 5 or 7");
-  TORCH_CHECK(dilation == 1 || dilation == 2, "dwconv_modulate: dilation must be 1 or 2");
-  return {x.size(0), h, w, x.size(2), k, static_cast<int>(dilation)};
+  return {x.size(0), h, w, x.size(2), kernel_size(weight, dilation), static_cast<int>(dilation)};
 }
 
 // Rows per task: enough tasks to keep every thread busy, but blocks no shorter than the halo they recompute.
@@ -174,13 +170,6 @@ int rows_per_task(const Geometry& g) {
   const int64_t rows = (g.h + blocks_per_sample - 1) / blocks_per_sample;
   return static_cast<int>(std::max<int64_t>(rows, std::min<int64_t>(g.h, 2 * g.pad())));
 }
-
-// Weights as (k*k, C) fp32, so each tap's weights are contiguous over channels.
-at::Tensor taps_by_channel(const at::Tensor& weight) {
-  return weight.reshape({weight.size(0), -1}).t().to(at::kFloat).contiguous();
-}
-
-at::Tensor float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 // A ring of fp32 rows (w tokens x C channels each): grid row r lives in slot r % rows.
 struct RowRing {
@@ -277,18 +266,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_i
   const at::Tensor x = x_in.contiguous();
   const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
   const at::Tensor weight_taps = taps_by_channel(weight);
-  const at::Tensor bias_f = bias.has_value() ? float_contiguous(*bias) : at::Tensor();
+  const at::Tensor bias_f = optional_float(bias);
   const at::Tensor shift_f = float_contiguous(shift);
   const at::Tensor scale1p = float_contiguous(scale) + 1;
-  const at::Tensor gate_f = gate.has_value() ? float_contiguous(*gate) : at::Tensor();
-  at::Tensor out = at::empty_like(x);
-  const auto stats_shape = norm ? std::vector<int64_t>{g.batch, g.h * g.w} : std::vector<int64_t>{0};
-  at::Tensor mean = at::empty(stats_shape, x.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty(stats_shape, x.options().dtype(at::kFloat));
+  const at::Tensor gate_f = optional_float(gate);
+  at::Tensor out = at::empty_like(x), mean = empty_stats(x, norm), rstd = empty_stats(x, norm);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dwconv_modulate_fwd_cpu", [&] {
     forward_kernel<scalar_t>(g, norm, x.data_ptr<scalar_t>(), weight_taps.data_ptr<float>(),
-                             bias_f.defined() ? bias_f.data_ptr<float>() : nullptr, shift_f.data_ptr<float>(),
-                             scale1p.data_ptr<float>(), gate_f.defined() ? gate_f.data_ptr<float>() : nullptr,
+                             optional_data(bias_f), shift_f.data_ptr<float>(), scale1p.data_ptr<float>(),
+                             optional_data(gate_f),
                              residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
                              norm ? mean.data_ptr<float>() : nullptr, norm ? rstd.data_ptr<float>() : nullptr);
   });

@@ -1,0 +1,376 @@
+// CUDA kernels of ledit::dwconv_modulate_fwd / _bwd, behind the launchers of dwconv_modulate_cuda.h.
+//
+// A CTA owns a tile of kTileRows x kTileCols tokens by kTileChannels channels: one warp lane per channel, the
+// kWarps warps splitting the tile's tokens. The tile and its halo (pad = dilation * (k - 1) / 2 tokens on each
+// side) are staged in shared memory as fp32, with zeros outside the grid, so the k*k taps need no bounds checks.
+// A tile covers only 32 channels while LayerNorm needs all of a token's channels, so a stats kernel (a warp per
+// token) runs first and writes the (B, N) mean and 1/std that the backward reuses.
+//
+// Backward: the tile kernel stages y (recomputed from x and the saved stats) and g = grad_out with halos, writes
+// du (or dx without LN) and each token's partial channel sums of du and du * u, and reduces its token sums
+// (dweight, dbias, dshift, dscale, dgate material, see dwconv_modulate.h) across warps into one row per CTA; no
+// atomics, so results are deterministic. A second, elementwise kernel finishes the LayerNorm backward, and the
+// per-CTA rows are summed by the caller.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "dwconv_modulate/dwconv_modulate.h"
+#include "dwconv_modulate/dwconv_modulate_cuda.h"
+
+namespace ledit {
+namespace dwconv {
+namespace cuda {
+namespace {
+
+constexpr int kTileRows = 8;
+constexpr int kTileCols = 16;
+constexpr int kTileChannels = 32;  // one lane per channel: shared-memory rows of 32 floats are conflict-free
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kDefaultSharedBytes = 48 * 1024;
+
+struct TileGeometry {
+  int h, w, channels, dilation, pad, halo_rows, halo_cols;
+  int channel_tiles, row_tiles, col_tiles;
+};
+
+TileGeometry make_tile_geometry(const Shape& s) {
+  const int pad = s.dilation * (s.k / 2);
+  return {s.h,
+          s.w,
+          s.channels,
+          s.dilation,
+          pad,
+          kTileRows + 2 * pad,
+          kTileCols + 2 * pad,
+          (s.channels + kTileChannels - 1) / kTileChannels,
+          (s.h + kTileRows - 1) / kTileRows,
+          (s.w + kTileCols - 1) / kTileCols};
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// A warp per token. Shifting by one of the token's own values keeps E[x^2] - E[x]^2 from cancelling when the
+// mean is large against the spread.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) layer_norm_stats_kernel(const scalar_t* __restrict__ x,
+                                                                    float* __restrict__ mean,
+                                                                    float* __restrict__ rstd, int64_t n_tokens,
+                                                                    int channels) {
+  const int lane = threadIdx.x % 32;
+  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (token >= n_tokens) return;
+  const scalar_t* row = x + token * channels;
+  const float pivot = static_cast<float>(row[0]);
+  float sum = 0.f, squares = 0.f;
+  for (int c = lane; c < channels; c += 32) {
+    const float v = static_cast<float>(row[c]) - pivot;
+    sum += v;
+    squares += v * v;
+  }
+  sum = warp_sum(sum);
+  squares = warp_sum(squares);
+  if (lane == 0) {
+    const float shifted_mean = sum / channels;
+    mean[token] = pivot + shifted_mean;
+    rstd[token] = layer_norm_rstd(fmaxf(squares / channels - shifted_mean * shifted_mean, 0.f));
+  }
+}
+
+// Per-lane channel constants of a tile.
+struct ChannelParams {
+  int channel;
+  bool ok;
+  float shift, scale1p, gate, bias;
+};
+
+__device__ ChannelParams channel_params(int b, int channel, int channels, const float* shift, const float* scale,
+                                        const float* gate, const float* bias) {
+  const bool ok = channel < channels;
+  ChannelParams p{channel, ok, 0.f, 1.f, 1.f, 0.f};
+  if (ok) {
+    p.shift = shift[b * channels + channel];
+    p.scale1p = 1.f + scale[b * channels + channel];
+    if (gate != nullptr) p.gate = gate[b * channels + channel];
+    if (bias != nullptr) p.bias = bias[channel];
+  }
+  return p;
+}
+
+// Stage the tile's halo of y = LN(x) * (1 + scale) + shift (with_modulation) or of raw values, zero outside.
+template <typename scalar_t>
+__device__ void stage_halo(float* tile, const scalar_t* __restrict__ src, const float* mean, const float* rstd,
+                           bool with_modulation, const ChannelParams& p, int b, int row0, int col0,
+                           const TileGeometry& g) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int t = warp; t < g.halo_rows * g.halo_cols; t += kWarps) {
+    const int row = row0 - g.pad + t / g.halo_cols, col = col0 - g.pad + t % g.halo_cols;
+    float value = 0.f;
+    if (p.ok && row >= 0 && row < g.h && col >= 0 && col < g.w) {
+      const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
+      value = static_cast<float>(src[token * g.channels + p.channel]);
+      if (with_modulation) {
+        const float mu = mean != nullptr ? mean[token] : 0.f, inv_std = rstd != nullptr ? rstd[token] : 1.f;
+        value = (value - mu) * inv_std * p.scale1p + p.shift;
+      }
+    }
+    tile[t * kTileChannels + lane] = value;
+  }
+}
+
+// Shared-memory index of the tile token (tile_row, tile_col) moved by tap (i, j), forwards (+1) or mirrored (-1).
+template <int K>
+__device__ __forceinline__ int halo_index(int tile_row, int tile_col, int i, int j, int sign, const TileGeometry& g) {
+  const int row = tile_row + g.pad + sign * tap_offset(i, K, g.dilation);
+  const int col = tile_col + g.pad + sign * tap_offset(j, K, g.dilation);
+  return (row * g.halo_cols + col) * kTileChannels + threadIdx.x % 32;
+}
+
+// Grid (col tiles, row tiles, B * channel tiles).
+template <typename scalar_t, int K>
+__global__ void __launch_bounds__(kThreads) forward_kernel(
+    const scalar_t* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
+    const float* __restrict__ weight_taps, const float* bias, const float* shift, const float* scale,
+    const float* gate, const scalar_t* __restrict__ residual, scalar_t* __restrict__ out, TileGeometry g) {
+  extern __shared__ float tile[];
+  const int warp = threadIdx.x / 32;
+  const int b = blockIdx.z / g.channel_tiles;
+  const int row0 = blockIdx.y * kTileRows, col0 = blockIdx.x * kTileCols;
+  const ChannelParams p = channel_params(b, (blockIdx.z % g.channel_tiles) * kTileChannels + threadIdx.x % 32,
+                                         g.channels, shift, scale, gate, bias);
+  stage_halo(tile, x, mean, rstd, true, p, b, row0, col0, g);
+  float weights[K * K];
+#pragma unroll
+  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? weight_taps[t * g.channels + p.channel] : 0.f;
+  __syncthreads();
+  for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
+    const int tile_row = t / kTileCols, tile_col = t % kTileCols;
+    const int row = row0 + tile_row, col = col0 + tile_col;
+    if (!p.ok || row >= g.h || col >= g.w) continue;
+    float acc = p.bias;
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) acc += weights[i * K + j] * tile[halo_index<K>(tile_row, tile_col, i, j, 1, g)];
+    }
+    const int64_t offset = ((static_cast<int64_t>(b) * g.h + row) * g.w + col) * g.channels + p.channel;
+    float value = p.gate * acc;
+    if (residual != nullptr) value += static_cast<float>(residual[offset]);
+    out[offset] = static_cast<scalar_t>(value);
+  }
+}
+
+// Grid as forward_kernel. Writes du (fp32) and per-token channel sums of du and du * u for each channel tile,
+// or dx directly without LN; and one (K*K + 3) x 32-channel row of token sums per CTA into cta_sums.
+template <typename scalar_t, int K>
+__global__ void __launch_bounds__(kThreads) backward_kernel(
+    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x, const float* __restrict__ mean,
+    const float* __restrict__ rstd, const float* __restrict__ weight_taps, const float* shift, const float* scale,
+    const float* gate, float* __restrict__ du_out, float* __restrict__ token_channel_sums,
+    scalar_t* __restrict__ dx_out, float* __restrict__ cta_sums, TileGeometry g) {
+  extern __shared__ float smem[];
+  constexpr int kSums = K * K + 3;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int b = blockIdx.z / g.channel_tiles, channel_tile = blockIdx.z % g.channel_tiles;
+  const int row0 = blockIdx.y * kTileRows, col0 = blockIdx.x * kTileCols;
+  const ChannelParams p =
+      channel_params(b, channel_tile * kTileChannels + lane, g.channels, shift, scale, gate, nullptr);
+  const bool norm = mean != nullptr;
+  float* y_tile = smem;
+  float* g_tile = smem + g.halo_rows * g.halo_cols * kTileChannels;
+  stage_halo(y_tile, x, mean, rstd, true, p, b, row0, col0, g);
+  stage_halo(g_tile, grad_out, nullptr, nullptr, false, p, b, row0, col0, g);
+  float weights[K * K], sums[kSums];
+#pragma unroll
+  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? weight_taps[t * g.channels + p.channel] : 0.f;
+#pragma unroll
+  for (int s = 0; s < kSums; ++s) sums[s] = 0.f;
+  const float gate_scale1p = p.gate * p.scale1p;
+  const int64_t n_tokens = static_cast<int64_t>(gridDim.z / g.channel_tiles) * g.h * g.w;
+  __syncthreads();
+  for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
+    const int tile_row = t / kTileCols, tile_col = t % kTileCols;
+    const int row = row0 + tile_row, col = col0 + tile_col;
+    if (row >= g.h || col >= g.w) continue;  // warp-uniform, so the shuffles below see every lane
+    const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
+    const float g_here = g_tile[halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g)];
+    float e = 0.f;
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        e += weights[i * K + j] * g_tile[halo_index<K>(tile_row, tile_col, i, j, -1, g)];
+        sums[i * K + j] += g_here * y_tile[halo_index<K>(tile_row, tile_col, i, j, 1, g)];
+      }
+    }
+    float u = 0.f;
+    if (p.ok) {
+      u = static_cast<float>(x[token * g.channels + p.channel]);
+      if (norm) u = (u - mean[token]) * rstd[token];
+    }
+    sums[sum_row_dout(K)] += g_here;
+    sums[sum_row_e(K)] += e;
+    sums[sum_row_e_u(K)] += e * u;
+    const float du = e * gate_scale1p;
+    if (norm) {
+      const float sum_du = warp_sum(du), sum_du_u = warp_sum(du * u);
+      if (p.ok) du_out[token * g.channels + p.channel] = du;
+      if (lane == 0) {
+        float* token_sums = token_channel_sums + (static_cast<int64_t>(channel_tile) * n_tokens + token) * 2;
+        token_sums[0] = sum_du;
+        token_sums[1] = sum_du_u;
+      }
+    } else if (p.ok) {
+      dx_out[token * g.channels + p.channel] = static_cast<scalar_t>(du);
+    }
+  }
+  // Reduce the warps' token sums through shared memory (the staged tiles are no longer needed).
+  __syncthreads();
+#pragma unroll
+  for (int s = 0; s < kSums; ++s) smem[(warp * kSums + s) * kTileChannels + lane] = sums[s];
+  __syncthreads();
+  if (!p.ok) return;
+  const int64_t cta = (static_cast<int64_t>(b) * g.row_tiles + blockIdx.y) * g.col_tiles + blockIdx.x;
+  for (int s = warp; s < kSums; s += kWarps) {
+    float total = 0.f;
+    for (int other = 0; other < kWarps; ++other) total += smem[(other * kSums + s) * kTileChannels + lane];
+    cta_sums[(cta * kSums + s) * g.channels + p.channel] = total;
+  }
+}
+
+// A warp per token: dx = LN backward of du, with the token's channel means gathered from every channel tile.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(
+    const float* __restrict__ du, const scalar_t* __restrict__ x, const float* __restrict__ mean,
+    const float* __restrict__ rstd, const float* __restrict__ token_channel_sums, int channel_tiles,
+    int64_t n_tokens, int channels, scalar_t* __restrict__ dx) {
+  const int lane = threadIdx.x % 32;
+  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (token >= n_tokens) return;
+  float sum_du = 0.f, sum_du_u = 0.f;
+  for (int tile = lane; tile < channel_tiles; tile += 32) {
+    sum_du += token_channel_sums[(static_cast<int64_t>(tile) * n_tokens + token) * 2];
+    sum_du_u += token_channel_sums[(static_cast<int64_t>(tile) * n_tokens + token) * 2 + 1];
+  }
+  const float mean_du = warp_sum(sum_du) / channels, mean_du_u = warp_sum(sum_du_u) / channels;
+  const float mu = mean[token], inv_std = rstd[token];
+  for (int c = lane; c < channels; c += 32) {
+    const int64_t offset = token * channels + c;
+    const float u = (static_cast<float>(x[offset]) - mu) * inv_std;
+    dx[offset] = static_cast<scalar_t>(layer_norm_backward(du[offset], u, mean_du, mean_du_u, inv_std));
+  }
+}
+
+// ---- launchers --------------------------------------------------------------------------------------------------
+
+template <typename Kernel>
+cudaError_t allow_shared_memory(Kernel kernel, size_t bytes) {
+  if (bytes <= kDefaultSharedBytes) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+size_t halo_bytes(const TileGeometry& g) {
+  return static_cast<size_t>(g.halo_rows) * g.halo_cols * kTileChannels * sizeof(float);
+}
+
+unsigned blocks_for_tokens(int64_t n_tokens) { return static_cast<unsigned>((n_tokens + kWarps - 1) / kWarps); }
+
+dim3 tile_grid(const TileGeometry& g, int64_t batch) {
+  return dim3(g.col_tiles, g.row_tiles, static_cast<unsigned>(batch * g.channel_tiles));
+}
+
+template <typename scalar_t, int K>
+struct Forward {
+  static cudaError_t run(const ForwardArgs& a, cudaStream_t stream) {
+    const TileGeometry g = make_tile_geometry(a.shape);
+    const auto* x = static_cast<const scalar_t*>(a.x);
+    const int64_t n_tokens = a.shape.batch * a.shape.h * a.shape.w;
+    if (a.mean != nullptr) {
+      layer_norm_stats_kernel<scalar_t><<<blocks_for_tokens(n_tokens), kThreads, 0, stream>>>(
+          x, a.mean, a.rstd, n_tokens, a.shape.channels);
+      if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+    }
+    const size_t shared = halo_bytes(g);
+    if (const cudaError_t error = allow_shared_memory(forward_kernel<scalar_t, K>, shared); error != cudaSuccess) {
+      return error;
+    }
+    forward_kernel<scalar_t, K><<<tile_grid(g, a.shape.batch), kThreads, shared, stream>>>(
+        x, a.mean, a.rstd, a.weight_taps, a.bias, a.shift, a.scale, a.gate,
+        static_cast<const scalar_t*>(a.residual), static_cast<scalar_t*>(a.out), g);
+    return cudaGetLastError();
+  }
+};
+
+template <typename scalar_t, int K>
+struct Backward {
+  static cudaError_t run(const BackwardArgs& a, cudaStream_t stream) {
+    const TileGeometry g = make_tile_geometry(a.shape);
+    const auto* x = static_cast<const scalar_t*>(a.x);
+    auto* dx = static_cast<scalar_t*>(a.dx);
+    // The staged y and g tiles, later reused for the warps' token sums.
+    const size_t shared = std::max(2 * halo_bytes(g), sizeof(float) * kWarps * sum_rows(K) * kTileChannels);
+    if (const cudaError_t error = allow_shared_memory(backward_kernel<scalar_t, K>, shared); error != cudaSuccess) {
+      return error;
+    }
+    backward_kernel<scalar_t, K><<<tile_grid(g, a.shape.batch), kThreads, shared, stream>>>(
+        static_cast<const scalar_t*>(a.grad_out), x, a.mean, a.rstd, a.weight_taps, a.shift, a.scale, a.gate, a.du,
+        a.token_channel_sums, dx, a.cta_sums, g);
+    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+    if (a.mean == nullptr) return cudaSuccess;
+    const int64_t n_tokens = a.shape.batch * a.shape.h * a.shape.w;
+    layer_norm_backward_kernel<scalar_t><<<blocks_for_tokens(n_tokens), kThreads, 0, stream>>>(
+        a.du, x, a.mean, a.rstd, a.token_channel_sums, g.channel_tiles, n_tokens, a.shape.channels, dx);
+    return cudaGetLastError();
+  }
+};
+
+template <template <typename, int> class Op, typename scalar_t, typename Args>
+cudaError_t dispatch_kernel_size(const Args& args, cudaStream_t stream) {
+  switch (args.shape.k) {
+    case 3:
+      return Op<scalar_t, 3>::run(args, stream);
+    case 5:
+      return Op<scalar_t, 5>::run(args, stream);
+    case 7:
+      return Op<scalar_t, 7>::run(args, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+template <template <typename, int> class Op, typename Args>
+cudaError_t dispatch(const Args& args, DType dtype, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return dispatch_kernel_size<Op, __half>(args, stream);
+    case DType::kBFloat16:
+      return dispatch_kernel_size<Op, __nv_bfloat16>(args, stream);
+    default:
+      return dispatch_kernel_size<Op, float>(args, stream);
+  }
+}
+
+}  // namespace
+
+int channel_tiles(int channels) { return (channels + kTileChannels - 1) / kTileChannels; }
+
+int64_t ctas_per_sample(int h, int w) {
+  return static_cast<int64_t>((h + kTileRows - 1) / kTileRows) * ((w + kTileCols - 1) / kTileCols);
+}
+
+cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t stream) {
+  return dispatch<Forward>(args, dtype, stream);
+}
+
+cudaError_t launch_backward(const BackwardArgs& args, DType dtype, cudaStream_t stream) {
+  return dispatch<Backward>(args, dtype, stream);
+}
+
+}  // namespace cuda
+}  // namespace dwconv
+}  // namespace ledit

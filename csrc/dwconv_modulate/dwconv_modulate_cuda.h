@@ -1,0 +1,61 @@
+// Launchers of the dwconv_modulate CUDA kernels. The .cu file depends on nothing of torch (only the CUDA
+// runtime), so it compiles with nvcc alone; dwconv_modulate_cuda_ops.cpp wraps these for torch.library.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace ledit {
+namespace dwconv {
+namespace cuda {
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+struct Shape {
+  int64_t batch;
+  int h, w, channels, k, dilation;
+};
+
+// Tensors are contiguous; x, residual, out in `dtype`, everything else fp32. mean/rstd are written when not null
+// (LayerNorm on); bias, gate and residual may be null.
+struct ForwardArgs {
+  Shape shape;
+  const void* x;
+  float* mean;
+  float* rstd;
+  const float* weight_taps;  // (k*k, C)
+  const float* bias;         // (C)
+  const float* shift;        // (B, C)
+  const float* scale;        // (B, C)
+  const float* gate;         // (B, C)
+  const void* residual;      // (B, N, C)
+  void* out;                 // (B, N, C)
+};
+
+// With LayerNorm (mean not null) the kernels write du and token_channel_sums, then dx; without, dx directly.
+struct BackwardArgs {
+  Shape shape;
+  const void* grad_out;
+  const void* x;
+  const float* mean;
+  const float* rstd;
+  const float* weight_taps;
+  const float* shift;
+  const float* scale;
+  const float* gate;
+  float* du;                  // (B, N, C) workspace, LayerNorm only
+  float* token_channel_sums;  // (channel_tiles, B * N, 2) workspace, LayerNorm only
+  void* dx;                   // (B, N, C)
+  float* cta_sums;            // (B, ctas_per_sample, k*k + 3, C): each CTA's token sums, summed by the caller
+};
+
+int channel_tiles(int channels);
+int64_t ctas_per_sample(int h, int w);
+
+cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t stream);
+cudaError_t launch_backward(const BackwardArgs& args, DType dtype, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace dwconv
+}  // namespace ledit

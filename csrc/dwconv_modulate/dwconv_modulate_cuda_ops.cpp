@@ -1,0 +1,112 @@
+// torch.library glue of the dwconv_modulate CUDA kernels (dwconv_modulate_cuda.cu). Compiled in every build but
+// empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA); schemas in dwconv_modulate_cpu.cpp.
+#ifdef LEDIT_WITH_CUDA
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "dwconv_modulate/dwconv_modulate.h"
+#include "dwconv_modulate/dwconv_modulate_cuda.h"
+#include "dwconv_modulate/tensor_prep.h"
+
+namespace ledit {
+namespace dwconv {
+namespace {
+
+cuda::DType kernel_dtype(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      return cuda::DType::kFloat32;
+    case at::kHalf:
+      return cuda::DType::kFloat16;
+    case at::kBFloat16:
+      return cuda::DType::kBFloat16;
+    default:
+      TORCH_CHECK(false, "dwconv_modulate: x.dtype must be float32, float16 or bfloat16, got ", x.scalar_type());
+  }
+}
+
+cuda::Shape kernel_shape(const at::Tensor& x, int64_t h, int64_t w, int k, int64_t dilation) {
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == h * w, "dwconv_modulate: x must be (B, h*w, C)");
+  return {x.size(0), static_cast<int>(h), static_cast<int>(w), static_cast<int>(x.size(2)), k,
+          static_cast<int>(dilation)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x_in, int64_t h, int64_t w,
+                                                            const at::Tensor& weight,
+                                                            const std::optional<at::Tensor>& bias,
+                                                            const at::Tensor& shift, const at::Tensor& scale,
+                                                            const std::optional<at::Tensor>& gate,
+                                                            const std::optional<at::Tensor>& residual_in,
+                                                            int64_t dilation, bool norm) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const int k = kernel_size(weight, dilation);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
+  const at::Tensor weight_taps = taps_by_channel(weight), bias_f = optional_float(bias), gate_f = optional_float(gate);
+  const at::Tensor shift_f = float_contiguous(shift), scale_f = float_contiguous(scale);
+  at::Tensor out = at::empty_like(x), mean = empty_stats(x, norm), rstd = empty_stats(x, norm);
+  const cuda::ForwardArgs args{kernel_shape(x, h, w, k, dilation),
+                               x.data_ptr(),
+                               norm ? mean.data_ptr<float>() : nullptr,
+                               norm ? rstd.data_ptr<float>() : nullptr,
+                               weight_taps.data_ptr<float>(),
+                               optional_data(bias_f),
+                               shift_f.data_ptr<float>(),
+                               scale_f.data_ptr<float>(),
+                               optional_data(gate_f),
+                               residual.defined() ? residual.data_ptr() : nullptr,
+                               out.data_ptr()};
+  C10_CUDA_CHECK(cuda::launch_forward(args, kernel_dtype(x), c10::cuda::getCurrentCUDAStream()));
+  return {out, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in, int64_t h,
+                                                 int64_t w, const at::Tensor& weight, const at::Tensor& shift,
+                                                 const at::Tensor& scale, const std::optional<at::Tensor>& gate,
+                                                 const at::Tensor& mean_in, const at::Tensor& rstd_in,
+                                                 int64_t dilation, bool norm) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const int k = kernel_size(weight, dilation);
+  const at::Tensor x = x_in.contiguous(), grad_out = grad_out_in.contiguous();
+  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  const at::Tensor weight_taps = taps_by_channel(weight), gate_f = optional_float(gate);
+  const at::Tensor shift_f = float_contiguous(shift), scale_f = float_contiguous(scale);
+  const cuda::Shape shape = kernel_shape(x, h, w, k, dilation);
+  const auto f32 = x.options().dtype(at::kFloat);
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor du = norm ? at::empty(x.sizes(), f32) : at::Tensor();
+  at::Tensor token_channel_sums =
+      norm ? at::empty({cuda::channel_tiles(shape.channels), x.size(0) * x.size(1), 2}, f32) : at::Tensor();
+  at::Tensor cta_sums = at::empty({x.size(0), cuda::ctas_per_sample(shape.h, shape.w), sum_rows(k), x.size(2)}, f32);
+  const cuda::BackwardArgs args{shape,
+                                grad_out.data_ptr(),
+                                x.data_ptr(),
+                                norm ? mean.data_ptr<float>() : nullptr,
+                                norm ? rstd.data_ptr<float>() : nullptr,
+                                weight_taps.data_ptr<float>(),
+                                shift_f.data_ptr<float>(),
+                                scale_f.data_ptr<float>(),
+                                optional_data(gate_f),
+                                norm ? du.data_ptr<float>() : nullptr,
+                                norm ? token_channel_sums.data_ptr<float>() : nullptr,
+                                dx.data_ptr(),
+                                cta_sums.data_ptr<float>()};
+  C10_CUDA_CHECK(cuda::launch_backward(args, kernel_dtype(x), c10::cuda::getCurrentCUDAStream()));
+  // The small second pass over the CTAs' token sums: a fixed-order sum, so the gradients are deterministic.
+  return {dx, cta_sums.sum(1)};
+}
+
+}  // namespace
+}  // namespace dwconv
+}  // namespace ledit
+
+TORCH_LIBRARY_IMPL(ledit, CUDA, m) {
+  m.impl("dwconv_modulate_fwd", &ledit::dwconv::forward_cuda);
+  m.impl("dwconv_modulate_bwd", &ledit::dwconv::backward_cuda);
+}
+
+#endif  // LEDIT_WITH_CUDA
