@@ -1,0 +1,60 @@
+"""One comparison = the methods timed together in one interleaved loop, with their speedups over the baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ledit.bench.timing import Timing
+from ledit.ops.backends import OpBackends
+
+# Extra figures of merit for one method from its median time: TFLOP/s, GB/s, fraction of peak.
+Metrics = Callable[[str, float], dict]
+
+
+def comparison(suite: str, case: dict, pass_name: str, timings: dict[str, Timing | str],
+               baselines: Sequence[str], metrics: Metrics, notes: Sequence[str] = ()) -> dict:
+    """A JSON-ready record; ``speedups[baseline][method]`` = baseline time / method time (> 1: method faster)."""
+    methods = {}
+    for name, timing in timings.items():
+        role = "baseline" if name in baselines else "ledit"
+        if isinstance(timing, str):
+            methods[name] = {"role": role, "error": timing}
+        else:
+            methods[name] = {"role": role, **timing.as_dict(), **metrics(name, timing.median_ms)}
+    timed = {name: m["median_ms"] for name, m in methods.items() if "median_ms" in m}
+    speedups = {
+        base: {name: round(timed[base] / ms, 4) for name, ms in timed.items() if name not in baselines}
+        for base in baselines if base in timed
+    }
+    return {
+        "suite": suite,
+        "case": case,
+        "pass": pass_name,
+        "baselines": list(baselines),
+        "methods": methods,
+        "speedups": speedups,
+        "notes": list(notes),
+    }
+
+
+def median_ms(record: dict, method: str):
+    """The method's median time in a comparison record, or None when it was not timed."""
+    return record["methods"].get(method, {}).get("median_ms")
+
+
+def timed_backends(op: OpBackends, device_type: str, call_args: tuple, reference_is: str) -> tuple[list[str], list[str]]:
+    """The backends to time for one call, and a note for each other one saying why not.
+
+    A backend is timed when it can run and the automatic order of ``device_type`` would try it (so Triton's
+    CPU interpreter is never timed); ``reference`` never is, because the suite times the very same code as the
+    baseline named ``reference_is``.
+    """
+    timed, notes = [], []
+    for name, reason in op.explain(device_type, *call_args):
+        if name == "reference":
+            notes.append(f"reference not timed: timed as {reference_is} (the same code)")
+        elif reason is None:
+            timed.append(name)
+        else:
+            notes.append(f"{name} not timed: {reason}")
+    return timed, notes

@@ -1,0 +1,133 @@
+"""Results files: ``benchmarks/results/<device>-<date>[-quick].{json,md,png}``, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ledit.bench.environment import device_slug
+
+SUITE_TITLES = {"scan_attention": "scan_attention", "dwconv_modulate": "dwconv_modulate", "end_to_end": "End to end"}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def results_stem(result: dict) -> str:
+    suffix = "-quick" if result["mode"] == "quick" else ""
+    return f"{device_slug(result['device'])}-{result['date'][:10]}{suffix}"
+
+
+def write_results(result: dict, out_dir: Path) -> dict[str, Path]:
+    """Write the JSON, Markdown and plot of one run; returns their paths."""
+    from ledit.bench.plot import plot_results
+
+    stem = Path(out_dir) / results_stem(result)
+    paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
+    plot_results(result, paths["png"])
+    write_atomic(paths["md"], render_markdown(result, paths["png"].name).encode())
+    write_atomic(paths["json"], (json.dumps(result, indent=1) + "\n").encode())
+    return paths
+
+
+def _ms(entry: dict | None) -> str:
+    if entry is None:
+        return "—"
+    if "error" in entry:
+        return "failed"
+    return f"{entry['median_ms']:.3g}"
+
+
+def case_label(suite: str, case: dict) -> str:
+    if suite == "scan_attention":
+        return f"{case['grid'][0]}×{case['grid'][1]} D={case['head_dim']} {case['scan']}"
+    if suite == "dwconv_modulate":
+        return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
+    return f"{case['model']} {case['image_size']}² B={case['batch']}"
+
+
+def _rate(entry: dict | None) -> str:
+    if not entry or "median_ms" not in entry:
+        return "—"
+    for key, unit in (("tflops", "TFLOP/s"), ("gbps", "GB/s"), ("samples_per_s", "samples/s")):
+        if key in entry:
+            return f"{entry[key]:.3g} {unit}"
+    return "—"
+
+
+def suite_table(records: list[dict]) -> list[str]:
+    """One row per (shape, pass): every method's median ms, the best ledit method's rate and its speedups."""
+    methods = list(dict.fromkeys(m for r in records for m in r["methods"]))
+    baselines = list(dict.fromkeys(b for r in records for b in r["baselines"]))
+    head = ["shape", "pass", *[f"{m} ms" for m in methods], "best ledit", "rate", *[f"× vs {b}" for b in baselines]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        ours = {m: e for m, e in r["methods"].items() if e["role"] == "ledit" and "median_ms" in e}
+        best = min(ours, key=lambda m: ours[m]["median_ms"]) if ours else None
+        speedups = [f"{r['speedups'][b][best]:.2f}" if best and best in r["speedups"].get(b, {}) else "—"
+                    for b in baselines]
+        row = [case_label(r["suite"], r["case"]), r["pass"], *[_ms(r["methods"].get(m)) for m in methods],
+               best or "—", _rate(ours.get(best)), *speedups]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def targets_table(targets: list[dict]) -> list[str]:
+    lines = ["| issue | target | measured | status |", "|---|---|---|---|"]
+    for t in targets:
+        value = "—" if t["value"] is None else f"{t['value']:.3g} ({t['comparison']} {t['threshold']:g})"
+        status = t["status"] if t["status"] != "not measured" else f"not measured: {t['detail']}"
+        lines.append(f"| #{t['issue']} | {t['target']} | {value} | {status} |")
+    return lines
+
+
+def header_lines(result: dict) -> list[str]:
+    device, v = result["device"], result["versions"]
+    name = device["name"] + (f" ({device['cores']} cores, {device['torch_threads']} torch threads)"
+                             if device["kind"] == "cpu" else "")
+    load = result.get("load_average")
+    return [
+        f"- Device: **{name}**",
+        f"- Date: {result['date']}; mode: {result['mode']}; wall time {result['elapsed_s']:.0f} s",
+        (f"- torch {v['torch']}, CUDA {v['cuda'] or 'none'}, Triton {v['triton'] or 'none'}, Python {v['python']}, "
+        f"ledit {v['ledit']} ({v['git_commit'] or 'no git'}), ledit._C: {v['ledit_C']}"),
+        f"- Command: `{result['command']}`",
+        *([f"- Load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}"] if load else []),
+    ]
+
+
+def render_markdown(result: dict, plot_name: str) -> str:
+    lines = [f"# ledit benchmarks: {result['device']['name']}", "", *header_lines(result), "",
+             ("Times are medians over interleaved repeats (ms per call); × = baseline time / ledit time "
+             "(> 1: ledit faster), for the fastest ledit backend of each row."), "",
+             f"![benchmark plot]({plot_name})", "", "## Targets", "", *targets_table(result["targets"]), ""]
+    for suite, title in SUITE_TITLES.items():
+        records = [r for r in result["comparisons"] if r["suite"] == suite]
+        if not records:
+            continue
+        lines += [f"## {title}", "", *suite_table(records), ""]
+        notes = sorted({n for r in records for n in r["notes"]})
+        lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+    profile = result.get("profile")
+    if profile:
+        case = profile["case"]
+        lines += [(f"## Where one forward spends its time ({case['model']}, {case['image_size']}², "
+                  f"{profile['backend']} backends, total {profile['total_ms']:.0f} ms)"), "",
+                  "| bucket | ms | share |", "|---|---|---|"]
+        lines += [f"| {b} | {e['ms']:.1f} | {e['share']:.1%} |" for b, e in profile["buckets"].items()]
+        lines.append("")
+    if result.get("errors"):
+        lines += ["## Errors", ""] + [f"- {e}" for e in result["errors"]] + [""]
+    return "\n".join(lines)

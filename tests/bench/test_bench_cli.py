@@ -1,0 +1,122 @@
+"""Structure of ``ledit bench --quick`` output: every suite, baseline, ratio, target and file is there.
+
+The suites' plans are swapped for tiny shapes so the whole pipeline (timing, records, targets, Markdown, plot)
+runs in seconds; no assertion is about how fast anything is.
+"""
+
+import json
+
+import pytest
+import torch
+
+from ledit.bench import attention, cli, dwconv, end_to_end
+from ledit.bench.environment import device_slug
+from ledit.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS
+from ledit.cli import main as ledit_main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One tiny ``ledit bench --quick`` run shared by the tests of this module: (result JSON, files written)."""
+    fp32 = torch.float32
+    out_dir = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attention, "plan", lambda device, quick: [
+            attention.AttentionCase((3, 5), 8, "corner", 1, fp32, heads=2, flex=True),
+            attention.AttentionCase((2, 3), 8, "raster", 1, fp32, heads=2, passes=("fwd",), flex=False),
+        ])
+        patch.setattr(dwconv, "plan", lambda device, quick: [dwconv.DwconvCase(1, (3, 4), 8, fp32)])
+        patch.setattr(end_to_end, "plan", lambda device, quick: [
+            end_to_end.ModelCase(end_to_end.TRAIN_STEP, "LEDiT-S/8", 128, 1, fp32, False),
+            end_to_end.ModelCase(end_to_end.SAMPLING_STEP, "LEDiT-S/8", 128, 1, fp32, False),
+        ])
+        threads = torch.get_num_threads()
+        try:
+            ledit_main(["bench", "--quick", "--device", "cpu", "--repeats", "2", "--threads", "1",
+                        "--out-dir", str(out_dir)])
+        finally:
+            torch.set_num_threads(threads)
+    files = sorted(out_dir.iterdir())
+    result = json.loads(next(f for f in files if f.suffix == ".json").read_text())
+    return result, files
+
+
+def test_files_are_written_under_the_device_and_date(quick_run):
+    result, files = quick_run
+    stem = f"{device_slug(result['device'])}-{result['date'][:10]}-quick"
+    assert [f.name for f in files] == [f"{stem}.json", f"{stem}.md", f"{stem}.png"]
+    assert files[2].read_bytes().startswith(b"\x89PNG")
+    markdown = files[1].read_text()
+    for heading in ("## Targets", "## scan_attention", "## dwconv_modulate", "## End to end", "## Where one forward"):
+        assert heading in markdown
+    assert result["device"]["name"] in markdown
+
+
+def test_result_records_where_the_numbers_came_from(quick_run):
+    result, _ = quick_run
+    assert result["mode"] == "quick" and result["schema"] == cli.SCHEMA_VERSION
+    assert result["command"].startswith("ledit bench --quick --device cpu")
+    assert "--threads 1" in result["command"] and result["device"]["torch_threads"] == 1
+    assert result["device"]["kind"] == "cpu" and result["device"]["name"]
+    assert result["versions"]["torch"] == torch.__version__
+    assert set(result["backends"]) == {"scan_attention", "dwconv_modulate"}
+    assert result["errors"] == []
+
+
+def test_every_comparison_has_timings_and_ratios_to_each_timed_baseline(quick_run):
+    result, _ = quick_run
+    assert {r["suite"] for r in result["comparisons"]} == {"scan_attention", "dwconv_modulate", "end_to_end"}
+    for record in result["comparisons"]:
+        timed = {m for m, e in record["methods"].items() if "median_ms" in e}
+        for name, entry in record["methods"].items():
+            assert ("median_ms" in entry) != ("error" in entry), (name, entry)
+        assert set(record["speedups"]) == {b for b in record["baselines"] if b in timed}
+        ours = {m for m in timed if record["methods"][m]["role"] == "ledit"}
+        for ratios in record["speedups"].values():
+            assert set(ratios) == ours
+            assert all(r > 0 for r in ratios.values())
+
+
+def test_attention_is_compared_with_every_sdpa_flavour_and_flex(quick_run):
+    result, _ = quick_run
+    records = {(r["case"]["scan"], r["pass"]): r for r in result["comparisons"] if r["suite"] == "scan_attention"}
+    assert set(records) == {("corner", "fwd"), ("corner", "fwd+bwd"), ("raster", "fwd")}
+    corner = records[("corner", "fwd")]
+    assert {"sdpa_bool_mask", "sdpa_unmasked", "flex_attention"} <= set(corner["methods"])
+    assert "sdpa_is_causal" in records[("raster", "fwd")]["methods"]
+    assert corner["case"]["visible_pairs"] == 15 * 15 - 3 * 10  # minus (row pairs) x (col pairs) with r' > r, c' > c
+    assert all("tflops" in e for e in corner["methods"].values() if "median_ms" in e)
+    assert any("reference not timed" in note for note in corner["notes"])
+
+
+def test_dwconv_reports_bandwidth_against_clone_and_the_unfused_sequence(quick_run):
+    result, _ = quick_run
+    fwd = next(r for r in result["comparisons"] if r["suite"] == "dwconv_modulate" and r["pass"] == "fwd")
+    assert fwd["baselines"] == ["unfused_eager", "unfused_compiled", "clone"]
+    assert all("gbps" in e for e in fwd["methods"].values() if "median_ms" in e)
+
+
+def test_end_to_end_compares_ledit_with_reference_and_dit(quick_run):
+    result, _ = quick_run
+    records = [r for r in result["comparisons"] if r["suite"] == "end_to_end"]
+    assert [r["pass"] for r in records] == ["train_step", "sampling_step"]
+    for record in records:
+        assert set(record["methods"]) == {"ledit", "ledit_reference", "dit_sdpa"}
+        assert set(record["speedups"]) == {"ledit_reference", "dit_sdpa"}
+    assert result["profile"]["buckets"] and sum(b["share"] for b in result["profile"]["buckets"].values()) > 0.99
+
+
+def test_every_target_is_reported_with_a_status(quick_run):
+    result, _ = quick_run
+    assert [t["name"] for t in result["targets"]] == [t.name for t in TARGETS]
+    for target in result["targets"]:
+        assert target["status"] in (MET, MISSED, NOT_MEASURED)
+        if target["device_kind"] == "gpu":
+            assert target["status"] == NOT_MEASURED and "gpu" in target["detail"]
+    # The tiny shapes are not the targets' shapes, so no CPU target can claim a result.
+    assert all(t["value"] is None for t in result["targets"])
+
+
+def test_bad_suite_names_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--suites"):
+        ledit_main(["bench", "--suites", "attention,nope", "--out-dir", str(tmp_path)])
