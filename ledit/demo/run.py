@@ -29,14 +29,14 @@ from ledit.demo.variants import VARIANTS, parse_variants
 # The two presets; any flag given on the command line overrides its preset value.
 PRESETS = {
     "full": dict(
-        hidden_size=128, depth=6, num_heads=4, patch_size=4,
-        train_steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+        hidden_size=64, depth=4, num_heads=4, patch_size=4,
+        train_steps=1200, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.999,
         num_samples=48, sampling_steps=25, real_images=256, swd_descriptors=128, swd_projections=256,
     ),
     "quick": dict(
         hidden_size=64, depth=4, num_heads=4, patch_size=4,
-        train_steps=300, batch_size=32, lr=1e-3, warmup_steps=30, ema_decay=0.99,
-        num_samples=24, sampling_steps=10, real_images=96, swd_descriptors=64, swd_projections=128,
+        train_steps=400, batch_size=32, lr=2e-3, warmup_steps=50, ema_decay=0.995,
+        num_samples=24, sampling_steps=15, real_images=96, swd_descriptors=64, swd_projections=128,
     ),
 }
 DEFAULT_MODELS = ",".join(VARIANTS)
@@ -67,7 +67,8 @@ class DemoConfig:
     swd_projections: int
     figure_samples: int
     sample_batch_size: int
-    threads: int | None
+    threads: int
+    prediction: str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,9 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-size", type=int, default=32, help="square training resolution in pixels")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated HEIGHTxWIDTH sampling sizes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice); tiny models often run fastest on 1, "
-                             "and on a busy machine 1 avoids oversubscription")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: these tiny models gain little from more, and on a busy "
+                             "machine more threads than free cores make every step several times slower)")
     group = parser.add_argument_group("model (same for every model; defaults from the preset)")
     group.add_argument("--hidden-size", type=int)
     group.add_argument("--depth", type=int)
@@ -92,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float)
     group.add_argument("--warmup-steps", type=int)
     group.add_argument("--ema-decay", type=float)
+    group.add_argument("--prediction", choices=("x0", "eps"), default="x0",
+                       help="what the model predicts: the clean image (default; smooth images after a short "
+                            "training) or the noise (DiT's choice, needs far longer training)")
     group = parser.add_argument_group("sampling and scoring (defaults from the preset)")
     group.add_argument("--num-samples", type=int, help="samples per model and size")
     group.add_argument("--sampling-steps", type=int, help="DDIM steps")
@@ -127,7 +131,7 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
             raise ValueError(f"size {size} is not divisible by --patch-size {patch}")
     if (values["hidden_size"] // values["num_heads"]) % 8 or values["hidden_size"] % values["num_heads"]:
         raise ValueError("--hidden-size / --num-heads must be a whole multiple of 8 (the attention head dim)")
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.figure_samples > values["num_samples"]:
         raise ValueError(f"--figure-samples {args.figure_samples} exceeds --num-samples {values['num_samples']}")
@@ -135,7 +139,7 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
     return DemoConfig(
         out_dir=args.out_dir, cache_dir=cache_dir, models=args.models, train_size=args.train_size, sizes=sizes,
         seed=args.seed, figure_samples=args.figure_samples, sample_batch_size=args.sample_batch_size,
-        threads=args.threads, **values,
+        threads=args.threads, prediction=args.prediction, **values,
     )
 
 
@@ -162,6 +166,7 @@ def run_demo(config: DemoConfig, command: str) -> dict:
     training = TrainingConfig(
         image_size=config.train_size, steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
         warmup_steps=config.warmup_steps, ema_decay=config.ema_decay, seed=config.seed,
+        predict_xstart=config.prediction == "x0",
     )
 
     # 1. Train each distinct model once (variants that differ only at sampling time share weights).
@@ -199,7 +204,8 @@ def run_demo(config: DemoConfig, command: str) -> dict:
         if row["key"] != REAL_ROW:
             began = time.perf_counter()
             row["images"][name] = sample_images(
-                sampling_models[row["key"]], labels, size, config.sampling_steps, config.seed, config.sample_batch_size
+                sampling_models[row["key"]], labels, size, config.sampling_steps, config.seed,
+                config.sample_batch_size, training.predict_xstart,
             )
             sampling_seconds += time.perf_counter() - began
         began = time.perf_counter()
@@ -231,17 +237,30 @@ def run_demo(config: DemoConfig, command: str) -> dict:
     return results
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed when run as ``ledit demo ...``; otherwise (called from Python) one that repeats
+    every setting explicitly."""
+    if sys.argv[1:2] == ["demo"]:
+        return shlex.join(["ledit", *sys.argv[1:]])
+    flags = []
+    for name, value in vars(args).items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return shlex.join(["ledit", "demo", *flags])
+
+
 def main(args: argparse.Namespace) -> None:
     try:
         config = resolve_config(args)
     except ValueError as error:
         sys.exit(f"ledit demo: {error}")
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    command = "ledit demo " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["demo"] else sys.argv[1:])
+    torch.set_num_threads(config.threads)
+    command = _command_line(args)
     print(f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "
           f"{config.train_steps} steps each; sampling at {', '.join(config.sizes)}; output in {config.out_dir}/")
-    results = run_demo(config, command.strip())
+    results = run_demo(config, command)
     print()
     print(markdown_table(results["rows"], results["sizes"], results["train_size"]))
     print()

@@ -40,10 +40,13 @@ def sample_images(
     sampling_steps: int,
     seed: int,
     batch_size: int,
+    predict_xstart: bool,
 ) -> torch.Tensor:
     """uint8 samples (N, C, H, W) by deterministic DDIM. The starting noise depends only on ``seed``, the size
     and the image index, so every model starts from the same noise and the figure compares like with like."""
-    diffusion = create_diffusion(f"ddim{sampling_steps}", learn_sigma=model.config["learn_sigma"])
+    diffusion = create_diffusion(
+        f"ddim{sampling_steps}", learn_sigma=model.config["learn_sigma"], predict_xstart=predict_xstart
+    )
     generator = torch.Generator().manual_seed(derive_seed("sample-noise", seed, size))
     channels = model.config["in_channels"]
     noise = torch.randn(len(labels), channels, *size, generator=generator)

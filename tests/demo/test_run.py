@@ -53,7 +53,8 @@ def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, cap
 
     table = (out / "results.md").read_text()
     assert "| model | 32x32 (train) | 16x32 |" in table
-    assert results["conclusion"] in table and results["command"].startswith("ledit demo")
+    assert results["conclusion"] in table
+    assert results["command"].startswith("ledit demo") and "--train-steps 2" in results["command"]
 
     figure = Image.open(out / "demo.png")
     assert figure.mode == "RGB" and figure.height > 5 * 2 * 32  # five rows of 2x-enlarged 32-pixel samples
