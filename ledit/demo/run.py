@@ -26,6 +26,7 @@ from ledit.demo.scoring import parse_size, real_images, sample_images, sample_la
 from ledit.demo.train import TrainingConfig, trained_weights
 from ledit.demo.variants import VARIANTS, parse_variants
 
+SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
 # The two presets; any flag given on the command line overrides its preset value.
 PRESETS = {
     "full": dict(
@@ -115,12 +116,10 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
     sizes = tuple(size_name(parse_size(text)) for text in args.sizes.split(",") if text.strip())
     if not sizes:
         raise ValueError("--sizes is empty; give at least one HEIGHTxWIDTH")
-    positive = ["train_size", "figure_samples", "sample_batch_size"] + [
-        name for name in preset if name not in ("lr", "ema_decay", "warmup_steps")
-    ]
-    for name in positive:
-        value = values.get(name, getattr(args, name, None))
-        if value < 1:
+    settings = dict(values, train_size=args.train_size, figure_samples=args.figure_samples,
+                    sample_batch_size=args.sample_batch_size, threads=args.threads)
+    for name, value in settings.items():
+        if name not in ("lr", "ema_decay", "warmup_steps") and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not values["lr"] > 0 or not 0 <= values["ema_decay"] < 1 or values["warmup_steps"] < 0:
         raise ValueError("--lr must be > 0, --ema-decay in [0, 1) and --warmup-steps >= 0")
@@ -129,10 +128,10 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
         height, width = parse_size(size)
         if height % patch or width % patch:
             raise ValueError(f"size {size} is not divisible by --patch-size {patch}")
+        if min(height, width) < SWD_MIN_RESOLUTION:
+            raise ValueError(f"size {size} is below {SWD_MIN_RESOLUTION} pixels, the smallest size SWD scores")
     if (values["hidden_size"] // values["num_heads"]) % 8 or values["hidden_size"] % values["num_heads"]:
         raise ValueError("--hidden-size / --num-heads must be a whole multiple of 8 (the attention head dim)")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.figure_samples > values["num_samples"]:
         raise ValueError(f"--figure-samples {args.figure_samples} exceeds --num-samples {values['num_samples']}")
     cache_dir = args.cache_dir or os.path.join(args.out_dir, "checkpoints")
@@ -187,7 +186,8 @@ def run_demo(config: DemoConfig, command: str) -> dict:
     # 2. Sample every variant at every size from the same noise, and score against fresh real images.
     sizes = [parse_size(size) for size in config.sizes]
     labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
-    swd_options = dict(descriptors_per_image=config.swd_descriptors, num_projections=config.swd_projections)
+    swd_options = dict(descriptors_per_image=config.swd_descriptors, num_projections=config.swd_projections,
+                       min_resolution=SWD_MIN_RESOLUTION)
     references = {size_name(size): real_images(config.real_images, size, config.seed) for size in sizes}
     held_out = {size_name(size): real_images(config.num_samples, size, config.seed, "held-out") for size in sizes}
     rows = [dict(key=REAL_ROW, label="real images (held out)", images=held_out, swd={})]

@@ -72,6 +72,8 @@ def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, cap
         (["--models", "ledit,unet"], "--models: unknown"),
         (["--sizes", "32x30"], "not divisible by --patch-size 4"),
         (["--sizes", "big"], "bad size 'big'"),
+        (["--sizes", "32x32,8x32"], "8x32 is below 16 pixels"),
+        (["--threads", "0"], "--threads must be >= 1"),
         (["--train-steps", "0"], "--train-steps must be >= 1"),
         (["--hidden-size", "60"], "--hidden-size / --num-heads"),
         (["--figure-samples", "99"], "--figure-samples 99 exceeds"),
