@@ -20,7 +20,7 @@ import torch
 from ledit.bench import attention, dwconv, end_to_end
 from ledit.bench.breakdown import profile_forward
 from ledit.bench.environment import device_info, versions
-from ledit.bench.results import write_results
+from ledit.bench.results import case_label, write_results
 from ledit.bench.targets import check_targets
 from ledit.bench.timing import Effort
 
@@ -110,7 +110,8 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict:
     for suite_name in _suites(args.suites):
         suite = SUITES[suite_name]
         for case in suite.plan(device, args.quick):
-            label = f"{suite.SUITE} {case.describe()}"
+            described = case.describe()
+            label = f"{suite.SUITE} {case_label(suite.SUITE, described)} {described.get('task', '')}".strip()
             print(f"[{time.time() - started:6.0f}s] {device.type}: {label}", flush=True)
             try:
                 result["comparisons"] += suite.run_case(case, device, effort, info)
@@ -118,7 +119,8 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict:
                 result["errors"].append(f"{label}: {type(error).__name__}: {error}")
     if not args.no_profile and "end-to-end" in _suites(args.suites):
         case = end_to_end.plan(device, args.quick)[-1]
-        print(f"[{time.time() - started:6.0f}s] {device.type}: profile {case.describe()}", flush=True)
+        print(f"[{time.time() - started:6.0f}s] {device.type}: profile {case_label(end_to_end.SUITE, case.describe())}",
+              flush=True)
         try:
             result["profile"] = profile_forward(case, device)
         except Exception as error:  # noqa: BLE001

@@ -15,30 +15,35 @@ from ledit.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS
 from ledit.cli import main as ledit_main
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """One tiny ``ledit bench --quick`` run shared by the tests of this module: (result JSON, files written)."""
+def tiny_run(out_dir, device: str):
+    """``ledit bench --quick`` on ``device`` with the suites' plans swapped for tiny shapes: (result, files)."""
     fp32 = torch.float32
-    out_dir = tmp_path_factory.mktemp("results")
+    low = torch.bfloat16 if device == "cuda" else fp32  # the GPU kernels' dtype
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attention, "plan", lambda device, quick: [
-            attention.AttentionCase((3, 5), 8, "corner", 1, fp32, heads=2, flex=True),
-            attention.AttentionCase((2, 3), 8, "raster", 1, fp32, heads=2, passes=("fwd",), flex=False),
+            attention.AttentionCase((3, 5), 72, "corner", 1, low, heads=2, flex=True),
+            attention.AttentionCase((2, 3), 72, "raster", 1, low, heads=2, passes=("fwd",), flex=False),
         ])
-        patch.setattr(dwconv, "plan", lambda device, quick: [dwconv.DwconvCase(1, (3, 4), 8, fp32)])
+        patch.setattr(dwconv, "plan", lambda device, quick: [dwconv.DwconvCase(1, (3, 4), 8, low)])
         patch.setattr(end_to_end, "plan", lambda device, quick: [
             end_to_end.ModelCase(end_to_end.TRAIN_STEP, "LEDiT-S/8", 128, 1, fp32, False),
             end_to_end.ModelCase(end_to_end.SAMPLING_STEP, "LEDiT-S/8", 128, 1, fp32, False),
         ])
         threads = torch.get_num_threads()
         try:
-            ledit_main(["bench", "--quick", "--device", "cpu", "--repeats", "2", "--threads", "1",
+            ledit_main(["bench", "--quick", "--device", device, "--repeats", "2", "--threads", "1",
                         "--out-dir", str(out_dir)])
         finally:
             torch.set_num_threads(threads)
     files = sorted(out_dir.iterdir())
     result = json.loads(next(f for f in files if f.suffix == ".json").read_text())
     return result, files
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One tiny CPU run shared by the tests of this module."""
+    return tiny_run(tmp_path_factory.mktemp("results"), "cpu")
 
 
 def test_files_are_written_under_the_device_and_date(quick_run):
@@ -120,3 +125,16 @@ def test_every_target_is_reported_with_a_status(quick_run):
 def test_bad_suite_names_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="--suites"):
         ledit_main(["bench", "--suites", "attention,nope", "--out-dir", str(tmp_path)])
+
+
+@pytest.mark.gpu
+def test_gpu_run_times_the_gpu_backends_and_reports_fractions_of_peak(tmp_path):
+    result, files = tiny_run(tmp_path, "cuda")
+    assert result["device"]["kind"] == "gpu" and len(files) == 3 and result["errors"] == []
+    attention_fwd = next(r for r in result["comparisons"] if r["suite"] == "scan_attention" and r["pass"] == "fwd")
+    timed = [m for m, e in attention_fwd["methods"].items() if e["role"] == "ledit" and "median_ms" in e]
+    assert timed, attention_fwd["notes"]
+    if result["device"]["peak_tflops_bf16"]:
+        assert all("fraction_of_peak" in attention_fwd["methods"][m] for m in timed)
+    gpu_targets = [t for t in result["targets"] if t["device_kind"] == "gpu"]
+    assert all(t["detail"] != "needs a gpu run" for t in gpu_targets)
