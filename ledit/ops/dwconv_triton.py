@@ -11,7 +11,6 @@ dx and per-program token sums, reduced by a ``sum`` over programs. Without trito
 the backend's can_run says what is missing.
 """
 
-from typing import Optional
 
 import torch
 
@@ -39,9 +38,9 @@ def _weight_taps(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1).t().float().contiguous()
 
 
-def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: Optional[torch.Tensor],
-             shift: torch.Tensor, scale: torch.Tensor, gate: Optional[torch.Tensor],
-             residual: Optional[torch.Tensor], dilation: int, norm: bool
+def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.Tensor | None,
+             shift: torch.Tensor, scale: torch.Tensor, gate: torch.Tensor | None,
+             residual: torch.Tensor | None, dilation: int, norm: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     batch, n_tokens, channels = x.shape
@@ -60,7 +59,7 @@ def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: Option
 
 
 def _backward(grad_out: torch.Tensor, x: torch.Tensor, h: int, w: int, weight: torch.Tensor, shift: torch.Tensor,
-              scale: torch.Tensor, gate: Optional[torch.Tensor], mean: torch.Tensor, rstd: torch.Tensor,
+              scale: torch.Tensor, gate: torch.Tensor | None, mean: torch.Tensor, rstd: torch.Tensor,
               dilation: int, norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     batch, _, channels = x.shape
