@@ -56,17 +56,43 @@ def laplacian_pyramid(images: torch.Tensor, min_resolution: int = 16) -> list[to
     return levels
 
 
-def _sample_descriptors(level: torch.Tensor, count: int, size: int, seed: int) -> torch.Tensor:
-    """``count`` random ``size`` x ``size`` neighbourhoods per image, flattened: (N * count, size * size, C)."""
-    n, c, h, w = level.shape
+def _patch_corners(n: int, count: int, height: int, width: int, size: int, seed: int):
+    """Top-left corners of ``count`` random ``size`` x ``size`` patches in each of ``n`` images: (n, count, 1, 1)
+    rows and columns. They depend only on the arguments, never on the other set or on the argument order."""
     generator = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, h - size + 1, (n, count, 1, 1), generator=generator)
-    cols = torch.randint(0, w - size + 1, (n, count, 1, 1), generator=generator)
+    rows = torch.randint(0, height - size + 1, (n, count, 1, 1), generator=generator)
+    cols = torch.randint(0, width - size + 1, (n, count, 1, 1), generator=generator)
+    return rows, cols
+
+
+def _gather_patches(level: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
+    """The patches at the given corners, flattened: (N * count, size * size, C)."""
+    n, c = level.shape[:2]
     offsets = torch.arange(size)
     image_index = torch.arange(n).view(n, 1, 1, 1)
     channels_last = level.permute(0, 2, 3, 1)
     patches = channels_last[image_index, rows + offsets.view(1, 1, -1, 1), cols + offsets.view(1, 1, 1, -1)]
-    return patches.reshape(n * count, size * size, c)
+    return patches.reshape(-1, size * size, c)
+
+
+def pyramid_descriptors(
+    images: torch.Tensor, count: int, size: int, min_resolution: int, seed: int, chunk_size: int = 256
+) -> list[torch.Tensor]:
+    """Random patches of every Laplacian-pyramid level, finest first: one (N * count, size * size, C) tensor per
+    level. Images are converted to float and decomposed ``chunk_size`` at a time, so memory holds the
+    descriptors, not a float copy of the whole image set and its pyramid."""
+    corners, per_level = [], []
+    for start in range(0, images.shape[0], chunk_size):
+        chunk = images[start : start + chunk_size].detach().cpu().to(torch.float32)
+        for index, level in enumerate(laplacian_pyramid(chunk, min_resolution)):
+            if start == 0:
+                height, width = level.shape[-2:]
+                level_seed = seed + 1_000_003 * (index + 1)
+                corners.append(_patch_corners(images.shape[0], count, height, width, size, level_seed))
+                per_level.append([])
+            rows, cols = (t[start : start + chunk_size] for t in corners[index])
+            per_level[index].append(_gather_patches(level, rows, cols, size))
+    return [torch.cat(parts) for parts in per_level]
 
 
 def wasserstein_1d(a_sorted: torch.Tensor, b_sorted: torch.Tensor) -> torch.Tensor:
@@ -92,7 +118,6 @@ def sliced_wasserstein_descriptors(
     descriptors_b: torch.Tensor,
     num_projections: int = 512,
     generator: torch.Generator | None = None,
-    chunk_size: int = 64,
 ) -> torch.Tensor:
     """Mean over ``num_projections`` random unit directions of the 1D Wasserstein-1 distance between the
     projected point clouds (n, D) and (m, D). With D = 1 every direction is +-1, so this is the exact 1D W1."""
@@ -104,6 +129,8 @@ def sliced_wasserstein_descriptors(
     dim = descriptors_a.shape[1]
     directions = torch.randn(num_projections, dim, generator=generator, dtype=torch.float64)
     directions = (directions / directions.norm(dim=1, keepdim=True)).to(descriptors_a)
+    # Directions per pass: keep each (directions, n + m) intermediate around 16M values.
+    chunk_size = max(1, min(64, 2**24 // (len(descriptors_a) + len(descriptors_b))))
     total = descriptors_a.new_zeros(())
     for chunk in directions.split(chunk_size):
         projected_a = (chunk @ descriptors_a.T).sort(dim=1).values
@@ -112,7 +139,7 @@ def sliced_wasserstein_descriptors(
     return total / num_projections
 
 
-def _as_float_images(images: torch.Tensor, name: str) -> torch.Tensor:
+def _check_images(images: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
@@ -121,7 +148,7 @@ def _as_float_images(images: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{name} is empty; pass at least one image")
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise TypeError(f"{name}.dtype={images.dtype} is not supported; pass uint8 or floating-point images")
-    return images.detach().cpu().to(torch.float32)
+    return images
 
 
 def sliced_wasserstein(
@@ -140,8 +167,8 @@ def sliced_wasserstein(
     the coarsest, plus ``"mean"`` over the levels. The same ``seed`` picks the same patches and directions, so
     results are reproducible and the two arguments can be swapped.
     """
-    a = _as_float_images(images_a, "images_a")
-    b = _as_float_images(images_b, "images_b")
+    a = _check_images(images_a, "images_a")
+    b = _check_images(images_b, "images_b")
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(
             f"images_a and images_b must have the same (C, H, W); got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}"
@@ -164,20 +191,20 @@ def sliced_wasserstein(
             "pass larger images or a smaller min_resolution"
         )
 
+    # Both sets take their patch corners from the same per-level seeds, so the result does not depend on which
+    # set is passed first (and identical sets give exactly 0).
+    levels_a = pyramid_descriptors(a, descriptors_per_image, patch_size, min_resolution, seed)
+    levels_b = pyramid_descriptors(b, descriptors_per_image, patch_size, min_resolution, seed)
+    sizes = [level.shape[-2:] for level in laplacian_pyramid(a[:1].float(), min_resolution)]
     generator = torch.Generator().manual_seed(seed)
     distances = {}
-    for level_a, level_b in zip(laplacian_pyramid(a, min_resolution), laplacian_pyramid(b, min_resolution)):
-        # Both sets draw patch positions from the same per-level seed, so the result does not depend on which
-        # set is passed first (and identical sets give exactly 0).
-        level_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        desc_a = _sample_descriptors(level_a, descriptors_per_image, patch_size, level_seed)
-        desc_b = _sample_descriptors(level_b, descriptors_per_image, patch_size, level_seed)
+    for (height, width), desc_a, desc_b in zip(sizes, levels_a, levels_b):
         pooled = torch.cat([desc_a, desc_b])
         mean = pooled.mean(dim=(0, 1), keepdim=True)
         std = pooled.std(dim=(0, 1), keepdim=True).clamp_min(1e-8)
         desc_a = ((desc_a - mean) / std).flatten(1)
         desc_b = ((desc_b - mean) / std).flatten(1)
         distance = sliced_wasserstein_descriptors(desc_a, desc_b, num_projections, generator)
-        distances[f"{level_a.shape[-2]}x{level_a.shape[-1]}"] = float(distance) * SWD_SCALE
+        distances[f"{height}x{width}"] = float(distance) * SWD_SCALE
     distances["mean"] = sum(distances.values()) / len(distances)
     return distances
