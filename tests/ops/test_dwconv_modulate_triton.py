@@ -57,3 +57,21 @@ def test_triton_kernel_at_ledit_xl_512(dilation):
 def test_triton_kernel_matches_reference_on_gpu(grid, channels, k, dilation, norm, gate, residual, bias, dtype):
     assert_matches_reference("triton", 2, grid, channels, k, dilation, norm, dtype, bias, gate, residual,
                              device="cuda")
+
+
+@pytest.mark.gpu
+def test_triton_kernel_under_torch_compile_has_no_graph_break():
+    """triton_op lets torch.compile trace into the kernels (on a GPU only: the interpreter cannot run on the fake
+    and functional tensors that tracing uses)."""
+    x, weight, gate = (torch.randn(*s, device="cuda", requires_grad=True) for s in ((2, 35, 72), (72, 1, 3, 3), (2, 72)))
+    shift, scale = torch.randn(2, 72, device="cuda"), torch.randn(2, 72, device="cuda")
+
+    def step(x, weight, gate):
+        return dwconv_modulate(x, (7, 5), weight, None, shift, scale, gate, x, 2, True, backend="triton")
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    expected = torch.autograd.grad(step(x, weight, gate).square().sum(), (x, weight, gate))
+    got = torch.autograd.grad(compiled(x, weight, gate).square().sum(), (x, weight, gate))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
