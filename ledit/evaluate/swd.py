@@ -75,24 +75,24 @@ def _gather_patches(level: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     return patches.reshape(-1, size * size, c)
 
 
-def pyramid_descriptors(
-    images: torch.Tensor, count: int, size: int, min_resolution: int, seed: int, chunk_size: int = 256
-) -> list[torch.Tensor]:
-    """Random patches of every Laplacian-pyramid level, finest first: one (N * count, size * size, C) tensor per
-    level. Images are converted to float and decomposed ``chunk_size`` at a time, so memory holds the
-    descriptors, not a float copy of the whole image set and its pyramid."""
-    corners, per_level = [], []
+def level_descriptors(
+    images: torch.Tensor, level: int, count: int, size: int, min_resolution: int, seed: int, chunk_size: int = 256
+) -> torch.Tensor:
+    """Random patches of Laplacian-pyramid level ``level`` (0 = finest): (N * count, size * size, C).
+
+    Images are converted to float and decomposed ``chunk_size`` at a time, so memory holds one level's
+    descriptors, not a float copy of the whole image set and its pyramid.
+    """
+    parts, corners = [], None
     for start in range(0, images.shape[0], chunk_size):
         chunk = images[start : start + chunk_size].detach().cpu().to(torch.float32)
-        for index, level in enumerate(laplacian_pyramid(chunk, min_resolution)):
-            if start == 0:
-                height, width = level.shape[-2:]
-                level_seed = seed + 1_000_003 * (index + 1)
-                corners.append(_patch_corners(images.shape[0], count, height, width, size, level_seed))
-                per_level.append([])
-            rows, cols = (t[start : start + chunk_size] for t in corners[index])
-            per_level[index].append(_gather_patches(level, rows, cols, size))
-    return [torch.cat(parts) for parts in per_level]
+        band = laplacian_pyramid(chunk, min_resolution)[level]
+        if corners is None:
+            level_seed = seed + 1_000_003 * (level + 1)
+            corners = _patch_corners(images.shape[0], count, *band.shape[-2:], size, level_seed)
+        rows, cols = (t[start : start + chunk_size] for t in corners)
+        parts.append(_gather_patches(band, rows, cols, size))
+    return torch.cat(parts)
 
 
 def wasserstein_1d(a_sorted: torch.Tensor, b_sorted: torch.Tensor) -> torch.Tensor:
@@ -191,20 +191,23 @@ def sliced_wasserstein(
             "pass larger images or a smaller min_resolution"
         )
 
-    # Both sets take their patch corners from the same per-level seeds, so the result does not depend on which
-    # set is passed first (and identical sets give exactly 0).
-    levels_a = pyramid_descriptors(a, descriptors_per_image, patch_size, min_resolution, seed)
-    levels_b = pyramid_descriptors(b, descriptors_per_image, patch_size, min_resolution, seed)
-    sizes = [level.shape[-2:] for level in laplacian_pyramid(a[:1].float(), min_resolution)]
     generator = torch.Generator().manual_seed(seed)
     distances = {}
-    for (height, width), desc_a, desc_b in zip(sizes, levels_a, levels_b):
-        pooled = torch.cat([desc_a, desc_b])
-        mean = pooled.mean(dim=(0, 1), keepdim=True)
-        std = pooled.std(dim=(0, 1), keepdim=True).clamp_min(1e-8)
+    for level, band in enumerate(laplacian_pyramid(a[:1].float(), min_resolution)):
+        # Both sets take their patch corners from the same per-level seed, so the result does not depend on
+        # which set is passed first (and identical sets give exactly 0).
+        desc_a, desc_b = (
+            level_descriptors(images, level, descriptors_per_image, patch_size, min_resolution, seed)
+            for images in (a, b)
+        )
+        # Per-channel statistics of the pooled descriptors, without concatenating them.
+        total = desc_a.shape[0] * desc_a.shape[1] + desc_b.shape[0] * desc_b.shape[1]
+        mean = (desc_a.sum(dim=(0, 1)) + desc_b.sum(dim=(0, 1))) / total
+        square = ((desc_a - mean) ** 2).sum(dim=(0, 1)) + ((desc_b - mean) ** 2).sum(dim=(0, 1))
+        std = (square / (total - 1)).sqrt().clamp_min(1e-8)
         desc_a = ((desc_a - mean) / std).flatten(1)
         desc_b = ((desc_b - mean) / std).flatten(1)
         distance = sliced_wasserstein_descriptors(desc_a, desc_b, num_projections, generator)
-        distances[f"{height}x{width}"] = float(distance) * SWD_SCALE
+        distances[f"{band.shape[-2]}x{band.shape[-1]}"] = float(distance) * SWD_SCALE
     distances["mean"] = sum(distances.values()) / len(distances)
     return distances
