@@ -152,6 +152,54 @@ def machine_description() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
+def train_all(variants, model_size: dict, training: TrainingConfig, cache_dir: str):
+    """Train (or load from the cache) each distinct model once; variants that differ only at sampling time
+    share weights. Returns ({weights_key: EMA state dict}, {weights_key: log entry})."""
+    weights, log = {}, {}
+    for variant in variants:
+        if variant.weights_key in weights:
+            continue
+        model = variant.build(model_size)
+        began = time.perf_counter()
+        state, path, cached = trained_weights(model, training, cache_dir, f"training {variant.label}")
+        seconds = time.perf_counter() - began
+        weights[variant.weights_key] = state
+        log[variant.weights_key] = dict(checkpoint=path, cached=cached, seconds=round(seconds, 1),
+                                        parameters=sum(p.numel() for p in model.parameters()))
+        print(f"{variant.label}: {'loaded cached' if cached else f'trained in {seconds:.0f} s,'} {path}")
+    return weights, log
+
+
+def sample_and_score(config: DemoConfig, variants, weights: dict, model_size: dict, predict_xstart: bool):
+    """Rows of the table: held-out real images first, then every variant sampled at every size from the same
+    noise; each set scored against fresh real images. Returns (rows, sampling seconds, scoring seconds)."""
+    sizes = [parse_size(size) for size in config.sizes]
+    labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
+    swd_options = dict(descriptors_per_image=config.swd_descriptors, num_projections=config.swd_projections,
+                       min_resolution=SWD_MIN_RESOLUTION)
+    references = {size_name(size): real_images(config.real_images, size, config.seed) for size in sizes}
+    held_out = {size_name(size): real_images(config.num_samples, size, config.seed, "held-out") for size in sizes}
+    rows = [dict(key=REAL_ROW, label="real images (held out)", images=held_out, swd={})]
+    models = {}
+    for variant in variants:
+        models[variant.key] = variant.build(model_size, for_sampling=True)
+        models[variant.key].load_state_dict(weights[variant.weights_key])
+        rows.append(dict(key=variant.key, label=variant.label, images={}, swd={},
+                         model_config=models[variant.key].config))
+    sampling_seconds = scoring_seconds = 0.0
+    for row, size in tqdm([(row, size) for row in rows for size in sizes], desc="sampling and scoring", unit="set"):
+        name = size_name(size)
+        if row["key"] != REAL_ROW:
+            began = time.perf_counter()
+            row["images"][name] = sample_images(models[row["key"]], labels, size, config.sampling_steps,
+                                                config.seed, config.sample_batch_size, predict_xstart)
+            sampling_seconds += time.perf_counter() - began
+        began = time.perf_counter()
+        row["swd"][name] = score(row["images"][name], references[name], swd_options, config.seed)
+        scoring_seconds += time.perf_counter() - began
+    return rows, sampling_seconds, scoring_seconds
+
+
 def run_demo(config: DemoConfig, command: str) -> dict:
     """Train (or load), sample, score; write the figure and the tables; return the results dict."""
     started = time.perf_counter()
@@ -167,58 +215,17 @@ def run_demo(config: DemoConfig, command: str) -> dict:
         warmup_steps=config.warmup_steps, ema_decay=config.ema_decay, seed=config.seed,
         predict_xstart=config.prediction == "x0",
     )
-
-    # 1. Train each distinct model once (variants that differ only at sampling time share weights).
-    weights, training_log = {}, {}
-    for variant in variants:
-        if variant.weights_key in weights:
-            continue
-        model = variant.build(model_size)
-        began = time.perf_counter()
-        state, path, cached = trained_weights(model, training, config.cache_dir, f"training {variant.label}")
-        seconds = time.perf_counter() - began
-        weights[variant.weights_key] = state
-        training_log[variant.weights_key] = dict(checkpoint=path, cached=cached, seconds=round(seconds, 1),
-                                                 parameters=sum(p.numel() for p in model.parameters()))
-        print(f"{variant.label}: {'loaded cached' if cached else f'trained in {seconds:.0f} s,'} {path}")
+    weights, training_log = train_all(variants, model_size, training, config.cache_dir)
     training_seconds = time.perf_counter() - started
+    rows, sampling_seconds, scoring_seconds = sample_and_score(
+        config, variants, weights, model_size, training.predict_xstart
+    )
 
-    # 2. Sample every variant at every size from the same noise, and score against fresh real images.
-    sizes = [parse_size(size) for size in config.sizes]
-    labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
-    swd_options = dict(descriptors_per_image=config.swd_descriptors, num_projections=config.swd_projections,
-                       min_resolution=SWD_MIN_RESOLUTION)
-    references = {size_name(size): real_images(config.real_images, size, config.seed) for size in sizes}
-    held_out = {size_name(size): real_images(config.num_samples, size, config.seed, "held-out") for size in sizes}
-    rows = [dict(key=REAL_ROW, label="real images (held out)", images=held_out, swd={})]
-    sampling_models = {}
-    for variant in variants:
-        model = variant.build(model_size, for_sampling=True)
-        model.load_state_dict(weights[variant.weights_key])
-        sampling_models[variant.key] = model
-        rows.append(dict(key=variant.key, label=variant.label, images={}, swd={}, model_config=model.config))
-    sampling_seconds = scoring_seconds = 0.0
-    jobs = [(row, size) for row in rows for size in sizes]
-    for row, size in tqdm(jobs, desc="sampling and scoring", unit="set"):
-        name = size_name(size)
-        if row["key"] != REAL_ROW:
-            began = time.perf_counter()
-            row["images"][name] = sample_images(
-                sampling_models[row["key"]], labels, size, config.sampling_steps, config.seed,
-                config.sample_batch_size, training.predict_xstart,
-            )
-            sampling_seconds += time.perf_counter() - began
-        began = time.perf_counter()
-        row["swd"][name] = score(row["images"][name], references[name], swd_options, config.seed)
-        scoring_seconds += time.perf_counter() - began
-
-    # 3. Figure, tables, conclusion.
     figure_path = os.path.join(config.out_dir, "demo.png")
-    column_titles = {size_name(size): f"{size_name(size)}{' (train)' if size_name(size) == train_size else ''}"
-                     for size in sizes}
-    figure_rows = [(row["label"], {name: images[: config.figure_samples] for name, images in row["images"].items()})
-                   for row in rows]
-    save_figure(figure_path, figure_rows, column_titles)
+    column_titles = {name: f"{name} (train)" if name == train_size else name for name in config.sizes}
+    save_figure(figure_path, [(row["label"], {name: images[: config.figure_samples]
+                                             for name, images in row["images"].items()}) for row in rows],
+                column_titles)
     table_rows = [{key: value for key, value in row.items() if key != "images"} for row in rows]
     results = dict(
         command=command,
