@@ -64,7 +64,7 @@ at::Tensor transpose_tiles(const at::Tensor& rows, const Problem& p) {
 }
 
 // (B, H, N) per-query values -> (B*H, tiles*kTile) in tile order; padding entries get `pad`.
-at::Tensor pack_queries(const at::Tensor& x, const Problem& p, float scale, float pad) {
+at::Tensor pack_queries(const at::Tensor& x, const Problem& p, float pad) {
   const at::Tensor src = x.to(at::kFloat).contiguous();
   at::Tensor packed = at::empty({p.bh(), p.padded_tokens()}, src.options()).fill_(pad);
   const float* in = src.const_data_ptr<float>();
@@ -73,7 +73,7 @@ at::Tensor pack_queries(const at::Tensor& x, const Problem& p, float scale, floa
     const TileRect rect = p.grid.rect(tile);
     for (int64_t bh = 0; bh < p.bh(); ++bh)
       for (int i = 0; i < rect.size(); ++i)
-        out[bh * p.padded_tokens() + int64_t{tile} * kTile + i] = in[bh * p.tokens + p.grid.token(rect, i)] * scale;
+        out[bh * p.padded_tokens() + int64_t{tile} * kTile + i] = in[bh * p.tokens + p.grid.token(rect, i)];
   }
   return packed;
 }
@@ -138,11 +138,12 @@ LEDIT_CPU_INLINE float row_max(const float* s) {
   return result;
 }
 
-// p = 2^(s - shift) over one score row (in place is fine); returns the row sum.
-LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p) {
+// p = 2^((s - shift) - shift_low) over one score row (in place is fine); returns the row sum. shift_low carries
+// the bits of a large shift (the backward's lse) that float32 cannot hold next to it.
+LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shift_low = 0.f) {
   Vec16 sum{};
   for (int j = 0; j < kTile; j += 16) {
-    const Vec16 e = exp2_approx(load16(s + j) - shift);
+    const Vec16 e = exp2_approx((load16(s + j) - shift) - shift_low);
     store16(p + j, e);
     sum += e;
   }
@@ -187,15 +188,17 @@ void forward_query_tile(const Problem& p, int q_tile, const float* Q, const floa
   for (int i = 0; i < q.rect.size(); ++i) {
     const float inv_l = 1.f / row_l[i];
     for (int d = 0; d < D; ++d) O[i * D + d] *= inv_l;
-    lse[i] = (row_m[i] + std::log2(row_l[i])) * kLn2;
+    lse[i] = static_cast<float>((double{row_m[i]} + std::log2(double{row_l[i]})) * double{kLn2});
   }
 }
 
 // Backward for one (batch, head): accumulates dQ (all query tiles) and writes dK, dV (all key tiles), packed.
-// Q is scaled by softmax_scale*log2(e), lse2 is lse*log2(e) (+inf on padding rows), delta = rowsum(dO * O).
+// Q is scaled by softmax_scale*log2(e); lse2 + lse2_low is lse*log2(e) split into two floats (+inf on padding
+// rows), so converting lse to base 2 loses nothing; delta = rowsum(dO * O).
 LEDIT_CPU_MULTIVERSION
 void backward_head(const Problem& p, const float* Q, const float* K, const float* Kt, const float* Vt,
-                   const float* dO, const float* lse2, const float* delta, float* dQ, float* dK, float* dV,
+                   const float* dO, const float* lse2, const float* lse2_low, const float* delta, float* dQ,
+                   float* dK, float* dV,
                    float* scratch) {
   const int D = static_cast<int>(p.row_stride());  // padded row length
   const int contraction = static_cast<int>(p.dim);
@@ -216,7 +219,7 @@ void backward_head(const Problem& p, const float* Q, const float* K, const float
       gemm(M, kTile, contraction, Q + q_off * D, D, Kt + k_off * D, kTile, P, kTile, false);
       mask_scores(P, M, q, k, p.scan, p.grid.w, visibility);
       for (int i = 0; i < M; ++i) {
-        exp2_row(P + i * kTile, lse2[q_off + i], P + i * kTile);
+        exp2_row(P + i * kTile, lse2[q_off + i], P + i * kTile, lse2_low[q_off + i]);
       }
       transpose_tile(P, T);
       gemm(kTile, D, M, T, kTile, dO + q_off * D, D, dv, D, true);  // dV += P^T dO
@@ -283,8 +286,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
   const at::Tensor Vt = transpose_tiles(pack_rows(v, p, 1.f), p);
   const at::Tensor dO = pack_rows(dout, p, 1.f);
   const at::Tensor delta = (dout.to(at::kFloat) * out.to(at::kFloat)).sum(-1).transpose(1, 2);  // (B, H, N)
-  const at::Tensor delta_p = pack_queries(delta, p, 1.f, 0.f);
-  const at::Tensor lse2 = pack_queries(lse, p, kLog2e, std::numeric_limits<float>::infinity());
+  const at::Tensor delta_p = pack_queries(delta, p, 0.f);
+  const at::Tensor lse2_exact = lse.to(at::kDouble) * (1.0 / double{kLn2});
+  const at::Tensor lse2_high = lse2_exact.to(at::kFloat);
+  const at::Tensor lse2 = pack_queries(lse2_high, p, std::numeric_limits<float>::infinity());
+  const at::Tensor lse2_low = pack_queries((lse2_exact - lse2_high.to(at::kDouble)).to(at::kFloat), p, 0.f);
   at::Tensor dQ = at::zeros_like(Q), dK = at::zeros_like(Q), dV = at::zeros_like(Q);
   const int64_t head_elems = p.padded_tokens() * p.row_stride();
   at::parallel_for(0, p.bh(), 1, [&](int64_t begin, int64_t end) {
@@ -294,6 +300,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
       backward_head(p, Q.const_data_ptr<float>() + off, K.const_data_ptr<float>() + off,
                     Kt.const_data_ptr<float>() + off, Vt.const_data_ptr<float>() + off,
                     dO.const_data_ptr<float>() + off, lse2.const_data_ptr<float>() + bh * p.padded_tokens(),
+                    lse2_low.const_data_ptr<float>() + bh * p.padded_tokens(),
                     delta_p.const_data_ptr<float>() + bh * p.padded_tokens(), dQ.mutable_data_ptr<float>() + off,
                     dK.mutable_data_ptr<float>() + off, dV.mutable_data_ptr<float>() + off, scratch.data());
     }

@@ -73,10 +73,14 @@ def test_cpu_lse_is_the_masked_logsumexp():
     batch=st.integers(1, 2),
     heads=st.integers(1, 3),
     scan=st.sampled_from(SCANS),
-    scale=st.one_of(st.none(), st.floats(0.05, 2.0)),
+    scale_factor=st.one_of(st.none(), st.floats(0.1, 4.0)),
 )
-def test_cpu_fuzz_shapes(h, w, dim, batch, heads, scan, scale):
+def test_cpu_fuzz_shapes(h, w, dim, batch, heads, scan, scale_factor):
+    """Scales up to 4x the default 1/sqrt(D) (Jin et al. scaling moves it by far less). Much larger ones saturate
+    the softmax, and fp32 gradients of kernel and reference alike are then dominated by cancellation in dP - delta.
+    """
     q, k, v = make_qkv(batch, (h, w), heads, dim, torch.float32)
+    scale = None if scale_factor is None else scale_factor / math.sqrt(dim)
     assert_matches_reference("cpu", q, k, v, (h, w), scan, softmax_scale=scale)
 
 
