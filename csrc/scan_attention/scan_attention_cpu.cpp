@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <tuple>
 #include <cmath>
@@ -112,6 +113,18 @@ struct TileCoords {
 };
 
 int round_up4(int x) { return (x + 3) & ~3; }
+
+// Runs fn(task, scratch) for every task in [0, count) on at::parallel_for's threads, handing tasks out one at a
+// time: tiles near a causal mask's corner have less work than others, and on a shared machine one thread may be
+// descheduled, so a static split would wait on the slowest thread. Each thread gets its own scratch buffer.
+template <typename Fn>
+void parallel_tasks(int64_t count, size_t scratch_floats, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(count, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    std::vector<float> scratch(scratch_floats);
+    for (int64_t task = next.fetch_add(1); task < count; task = next.fetch_add(1)) fn(task, scratch.data());
+  });
+}
 
 // Sets S to -inf where the key is masked, or (for any pair) beyond the key tile's tokens.
 LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const TileCoords& k, Scan scan, int w,
@@ -247,18 +260,14 @@ std::tuple<at::Tensor, at::Tensor> scan_attention_fwd_cpu(const at::Tensor& q, c
   at::Tensor lse = at::zeros({p.bh(), p.padded_tokens()}, Q.options());
   const int tiles = p.grid.num_tiles();
   const int64_t ld = p.row_stride();
-  at::parallel_for(0, p.bh() * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(kTile * kTile);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / tiles;
-      const int q_tile = static_cast<int>(task % tiles);
-      const int64_t rows = bh * p.padded_tokens() + int64_t{q_tile} * kTile;
-      forward_query_tile(p, q_tile, Q.const_data_ptr<float>() + rows * ld,
-                         Kt.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
-                         V.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
-                         O.mutable_data_ptr<float>() + rows * ld, lse.mutable_data_ptr<float>() + rows,
-                         scores.data());
-    }
+  parallel_tasks(p.bh() * tiles, kTile * kTile, [&](int64_t task, float* scores) {
+    const int64_t bh = task / tiles;
+    const int q_tile = static_cast<int>(task % tiles);
+    const int64_t rows = bh * p.padded_tokens() + int64_t{q_tile} * kTile;
+    forward_query_tile(p, q_tile, Q.const_data_ptr<float>() + rows * ld,
+                       Kt.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
+                       V.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
+                       O.mutable_data_ptr<float>() + rows * ld, lse.mutable_data_ptr<float>() + rows, scores);
   });
   // lse back to (B, H, N) raster order: gather the tile-order entries of every token.
   at::Tensor lse_out = at::empty({p.batch, p.heads, p.tokens}, Q.options());
@@ -293,17 +302,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
   const at::Tensor lse2_low = pack_queries((lse2_exact - lse2_high.to(at::kDouble)).to(at::kFloat), p, 0.f);
   at::Tensor dQ = at::zeros_like(Q), dK = at::zeros_like(Q), dV = at::zeros_like(Q);
   const int64_t head_elems = p.padded_tokens() * p.row_stride();
-  at::parallel_for(0, p.bh(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(3 * kTile * kTile);
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t off = bh * head_elems;
-      backward_head(p, Q.const_data_ptr<float>() + off, K.const_data_ptr<float>() + off,
-                    Kt.const_data_ptr<float>() + off, Vt.const_data_ptr<float>() + off,
-                    dO.const_data_ptr<float>() + off, lse2.const_data_ptr<float>() + bh * p.padded_tokens(),
-                    lse2_low.const_data_ptr<float>() + bh * p.padded_tokens(),
-                    delta_p.const_data_ptr<float>() + bh * p.padded_tokens(), dQ.mutable_data_ptr<float>() + off,
-                    dK.mutable_data_ptr<float>() + off, dV.mutable_data_ptr<float>() + off, scratch.data());
-    }
+  parallel_tasks(p.bh(), 3 * kTile * kTile, [&](int64_t bh, float* scratch) {
+    const int64_t off = bh * head_elems, rows = bh * p.padded_tokens();
+    backward_head(p, Q.const_data_ptr<float>() + off, K.const_data_ptr<float>() + off,
+                  Kt.const_data_ptr<float>() + off, Vt.const_data_ptr<float>() + off, dO.const_data_ptr<float>() + off,
+                  lse2.const_data_ptr<float>() + rows, lse2_low.const_data_ptr<float>() + rows,
+                  delta_p.const_data_ptr<float>() + rows, dQ.mutable_data_ptr<float>() + off,
+                  dK.mutable_data_ptr<float>() + off, dV.mutable_data_ptr<float>() + off, scratch);
   });
   const at::ScalarType dtype = q.scalar_type();
   return {unpack_rows(dQ, p, scale, dtype), unpack_rows(dK, p, kLn2, dtype), unpack_rows(dV, p, 1.f, dtype)};
