@@ -29,16 +29,38 @@ from ledit.demo.variants import VARIANTS, parse_variants
 SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
 # The two presets; any flag given on the command line overrides its preset value.
 PRESETS = {
-    "full": dict(
-        hidden_size=64, depth=4, num_heads=4, patch_size=4,
-        train_steps=1200, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.999,
-        num_samples=48, sampling_steps=25, real_images=256, swd_descriptors=128, swd_projections=256,
-    ),
-    "quick": dict(
-        hidden_size=64, depth=4, num_heads=4, patch_size=4,
-        train_steps=400, batch_size=32, lr=2e-3, warmup_steps=50, ema_decay=0.995,
-        num_samples=24, sampling_steps=15, real_images=96, swd_descriptors=64, swd_projections=128,
-    ),
+    "full": {
+        "hidden_size": 64,
+        "depth": 4,
+        "num_heads": 4,
+        "patch_size": 4,
+        "train_steps": 1200,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "warmup_steps": 100,
+        "ema_decay": 0.999,
+        "num_samples": 48,
+        "sampling_steps": 25,
+        "real_images": 256,
+        "swd_descriptors": 128,
+        "swd_projections": 256,
+    },
+    "quick": {
+        "hidden_size": 64,
+        "depth": 4,
+        "num_heads": 4,
+        "patch_size": 4,
+        "train_steps": 400,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "warmup_steps": 50,
+        "ema_decay": 0.995,
+        "num_samples": 24,
+        "sampling_steps": 15,
+        "real_images": 96,
+        "swd_descriptors": 64,
+        "swd_projections": 128,
+    },
 }
 DEFAULT_MODELS = ",".join(VARIANTS)
 DEFAULT_SIZES = "32x32,48x48,64x64,32x64"
@@ -80,9 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-size", type=int, default=32, help="square training resolution in pixels")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated HEIGHTxWIDTH sampling sizes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: these tiny models gain little from more, and on a busy "
-                             "machine more threads than free cores make every step several times slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: these tiny models gain little from more, and on a busy "
+        "machine more threads than free cores make every step several times slower)",
+    )
     group = parser.add_argument_group("model (same for every model; defaults from the preset)")
     group.add_argument("--hidden-size", type=int)
     group.add_argument("--depth", type=int)
@@ -94,9 +120,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float)
     group.add_argument("--warmup-steps", type=int)
     group.add_argument("--ema-decay", type=float)
-    group.add_argument("--prediction", choices=("x0", "eps"), default="x0",
-                       help="what the model predicts: the clean image (default; smooth images after a short "
-                            "training) or the noise (DiT's choice, needs far longer training)")
+    group.add_argument(
+        "--prediction",
+        choices=("x0", "eps"),
+        default="x0",
+        help="what the model predicts: the clean image (default; smooth images after a short "
+        "training) or the noise (DiT's choice, needs far longer training)",
+    )
     group = parser.add_argument_group("sampling and scoring (defaults from the preset)")
     group.add_argument("--num-samples", type=int, help="samples per model and size")
     group.add_argument("--sampling-steps", type=int, help="DDIM steps")
@@ -110,14 +140,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace) -> DemoConfig:
     """Fill unset flags from the preset and check every value, naming the flag at fault."""
     preset = PRESETS["quick" if args.quick else "full"]
-    values = {name: getattr(args, name) if getattr(args, name) is not None else default
-              for name, default in preset.items()}
+    values = {
+        name: getattr(args, name) if getattr(args, name) is not None else default for name, default in preset.items()
+    }
     parse_variants(args.models)
     sizes = tuple(size_name(parse_size(text)) for text in args.sizes.split(",") if text.strip())
     if not sizes:
         raise ValueError("--sizes is empty; give at least one HEIGHTxWIDTH")
-    settings = dict(values, train_size=args.train_size, figure_samples=args.figure_samples,
-                    sample_batch_size=args.sample_batch_size, threads=args.threads)
+    settings = dict(
+        values,
+        train_size=args.train_size,
+        figure_samples=args.figure_samples,
+        sample_batch_size=args.sample_batch_size,
+        threads=args.threads,
+    )
     for name, value in settings.items():
         if name not in ("lr", "ema_decay", "warmup_steps") and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -136,9 +172,17 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
         raise ValueError(f"--figure-samples {args.figure_samples} exceeds --num-samples {values['num_samples']}")
     cache_dir = args.cache_dir or os.path.join(args.out_dir, "checkpoints")
     return DemoConfig(
-        out_dir=args.out_dir, cache_dir=cache_dir, models=args.models, train_size=args.train_size, sizes=sizes,
-        seed=args.seed, figure_samples=args.figure_samples, sample_batch_size=args.sample_batch_size,
-        threads=args.threads, prediction=args.prediction, **values,
+        out_dir=args.out_dir,
+        cache_dir=cache_dir,
+        models=args.models,
+        train_size=args.train_size,
+        sizes=sizes,
+        seed=args.seed,
+        figure_samples=args.figure_samples,
+        sample_batch_size=args.sample_batch_size,
+        threads=args.threads,
+        prediction=args.prediction,
+        **values,
     )
 
 
@@ -164,8 +208,12 @@ def train_all(variants, model_size: dict, training: TrainingConfig, cache_dir: s
         state, path, cached = trained_weights(model, training, cache_dir, f"training {variant.label}")
         seconds = time.perf_counter() - began
         weights[variant.weights_key] = state
-        log[variant.weights_key] = dict(checkpoint=path, cached=cached, seconds=round(seconds, 1),
-                                        parameters=sum(p.numel() for p in model.parameters()))
+        log[variant.weights_key] = {
+            "checkpoint": path,
+            "cached": cached,
+            "seconds": round(seconds, 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
         print(f"{variant.label}: {'loaded cached' if cached else f'trained in {seconds:.0f} s,'} {path}")
     return weights, log
 
@@ -175,24 +223,41 @@ def sample_and_score(config: DemoConfig, variants, weights: dict, model_size: di
     noise; each set scored against fresh real images. Returns (rows, sampling seconds, scoring seconds)."""
     sizes = [parse_size(size) for size in config.sizes]
     labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
-    swd_options = dict(descriptors_per_image=config.swd_descriptors, num_projections=config.swd_projections,
-                       min_resolution=SWD_MIN_RESOLUTION)
+    swd_options = {
+        "descriptors_per_image": config.swd_descriptors,
+        "num_projections": config.swd_projections,
+        "min_resolution": SWD_MIN_RESOLUTION,
+    }
     references = {size_name(size): real_images(config.real_images, size, config.seed) for size in sizes}
     held_out = {size_name(size): real_images(config.num_samples, size, config.seed, "held-out") for size in sizes}
-    rows = [dict(key=REAL_ROW, label="real images (held out)", images=held_out, swd={})]
+    rows = [{"key": REAL_ROW, "label": "real images (held out)", "images": held_out, "swd": {}}]
     models = {}
     for variant in variants:
         models[variant.key] = variant.build(model_size, for_sampling=True)
         models[variant.key].load_state_dict(weights[variant.weights_key])
-        rows.append(dict(key=variant.key, label=variant.label, images={}, swd={},
-                         model_config=models[variant.key].config))
+        rows.append(
+            {
+                "key": variant.key,
+                "label": variant.label,
+                "images": {},
+                "swd": {},
+                "model_config": models[variant.key].config,
+            }
+        )
     sampling_seconds = scoring_seconds = 0.0
     for row, size in tqdm([(row, size) for row in rows for size in sizes], desc="sampling and scoring", unit="set"):
         name = size_name(size)
         if row["key"] != REAL_ROW:
             began = time.perf_counter()
-            row["images"][name] = sample_images(models[row["key"]], labels, size, config.sampling_steps,
-                                                config.seed, config.sample_batch_size, predict_xstart)
+            row["images"][name] = sample_images(
+                models[row["key"]],
+                labels,
+                size,
+                config.sampling_steps,
+                config.seed,
+                config.sample_batch_size,
+                predict_xstart,
+            )
             sampling_seconds += time.perf_counter() - began
         began = time.perf_counter()
         row["swd"][name] = score(row["images"][name], references[name], swd_options, config.seed)
@@ -205,14 +270,25 @@ def run_demo(config: DemoConfig, command: str) -> dict:
     started = time.perf_counter()
     variants = parse_variants(config.models)
     train_size = size_name((config.train_size, config.train_size))
-    model_size = dict(
-        input_size=config.train_size, patch_size=config.patch_size, in_channels=3, hidden_size=config.hidden_size,
-        depth=config.depth, num_heads=config.num_heads, class_dropout_prob=0.0, num_classes=len(SHAPE_CLASSES),
-        learn_sigma=False,
-    )
+    model_size = {
+        "input_size": config.train_size,
+        "patch_size": config.patch_size,
+        "in_channels": 3,
+        "hidden_size": config.hidden_size,
+        "depth": config.depth,
+        "num_heads": config.num_heads,
+        "class_dropout_prob": 0.0,
+        "num_classes": len(SHAPE_CLASSES),
+        "learn_sigma": False,
+    }
     training = TrainingConfig(
-        image_size=config.train_size, steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
-        warmup_steps=config.warmup_steps, ema_decay=config.ema_decay, seed=config.seed,
+        image_size=config.train_size,
+        steps=config.train_steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        ema_decay=config.ema_decay,
+        seed=config.seed,
         predict_xstart=config.prediction == "x0",
     )
     weights, training_log = train_all(variants, model_size, training, config.cache_dir)
@@ -223,22 +299,31 @@ def run_demo(config: DemoConfig, command: str) -> dict:
 
     figure_path = os.path.join(config.out_dir, "demo.png")
     column_titles = {name: f"{name} (train)" if name == train_size else name for name in config.sizes}
-    save_figure(figure_path, [(row["label"], {name: images[: config.figure_samples]
-                                             for name, images in row["images"].items()}) for row in rows],
-                column_titles)
-    table_rows = [{key: value for key, value in row.items() if key != "images"} for row in rows]
-    results = dict(
-        command=command,
-        config=asdict(config),
-        machine=machine_description(),
-        train_size=train_size,
-        sizes=list(config.sizes),
-        rows=table_rows,
-        training=training_log,
-        timings_s=dict(training=round(training_seconds, 1), sampling=round(sampling_seconds, 1),
-                       scoring=round(scoring_seconds, 1), total=round(time.perf_counter() - started, 1)),
-        figure=figure_path,
+    save_figure(
+        figure_path,
+        [
+            (row["label"], {name: images[: config.figure_samples] for name, images in row["images"].items()})
+            for row in rows
+        ],
+        column_titles,
     )
+    table_rows = [{key: value for key, value in row.items() if key != "images"} for row in rows]
+    results = {
+        "command": command,
+        "config": asdict(config),
+        "machine": machine_description(),
+        "train_size": train_size,
+        "sizes": list(config.sizes),
+        "rows": table_rows,
+        "training": training_log,
+        "timings_s": {
+            "training": round(training_seconds, 1),
+            "sampling": round(sampling_seconds, 1),
+            "scoring": round(scoring_seconds, 1),
+            "total": round(time.perf_counter() - started, 1),
+        },
+        "figure": figure_path,
+    }
     results["conclusion"] = conclusion(table_rows, results["sizes"], train_size)
     write_results(os.path.join(config.out_dir, "results.json"), os.path.join(config.out_dir, "results.md"), results)
     return results
@@ -265,8 +350,10 @@ def main(args: argparse.Namespace) -> None:
         sys.exit(f"ledit demo: {error}")
     torch.set_num_threads(config.threads)
     command = _command_line(args)
-    print(f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "
-          f"{config.train_steps} steps each; sampling at {', '.join(config.sizes)}; output in {config.out_dir}/")
+    print(
+        f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "
+        f"{config.train_steps} steps each; sampling at {', '.join(config.sizes)}; output in {config.out_dir}/"
+    )
     results = run_demo(config, command)
     print()
     print(markdown_table(results["rows"], results["sizes"], results["train_size"]))

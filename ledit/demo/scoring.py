@@ -56,7 +56,7 @@ def sample_images(
         chunk = noise[start : start + batch_size]
         samples.append(
             diffusion.ddim_sample_loop(
-                model, chunk.shape, noise=chunk, model_kwargs=dict(y=labels[start : start + batch_size])
+                model, chunk.shape, noise=chunk, model_kwargs={"y": labels[start : start + batch_size]}
             )
         )
     return to_uint8(torch.cat(samples))

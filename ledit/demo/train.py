@@ -61,7 +61,7 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
             x = to_model_range(images)
             t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), generator=generator)
             noise = torch.randn(x.shape, generator=generator)
-            loss = diffusion.training_losses(model, x, t, dict(y=labels), noise=noise)["loss"].mean()
+            loss = diffusion.training_losses(model, x, t, {"y": labels}, noise=noise)["loss"].mean()
 
             for group in optimizer.param_groups:
                 group["lr"] = training.lr * min(1.0, (step + 1) / max(1, training.warmup_steps))

@@ -55,10 +55,10 @@ def test_range_conversions_round_trip():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_images=0, height=8, width=8), "num_images"),
-        (dict(num_images=2, height=8.0, width=8), "height"),
-        (dict(num_images=2, height=8, width=8, labels=torch.tensor([0, len(SHAPE_CLASSES)])), "labels"),
-        (dict(num_images=2, height=8, width=8, labels=torch.tensor([0])), "labels"),
+        ({"num_images": 0, "height": 8, "width": 8}, "num_images"),
+        ({"num_images": 2, "height": 8.0, "width": 8}, "height"),
+        ({"num_images": 2, "height": 8, "width": 8, "labels": torch.tensor([0, len(SHAPE_CLASSES)])}, "labels"),
+        ({"num_images": 2, "height": 8, "width": 8, "labels": torch.tensor([0])}, "labels"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):

@@ -11,9 +11,29 @@ from PIL import Image
 from ledit.demo import run
 
 TINY = [
-    "--quick", "--threads", "1", "--train-steps", "2", "--batch-size", "4", "--hidden-size", "32", "--depth", "2",
-    "--num-samples", "3", "--sampling-steps", "2", "--real-images", "4", "--sizes", "32x32,16x32",
-    "--swd-descriptors", "8", "--swd-projections", "8",
+    "--quick",
+    "--threads",
+    "1",
+    "--train-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--hidden-size",
+    "32",
+    "--depth",
+    "2",
+    "--num-samples",
+    "3",
+    "--sampling-steps",
+    "2",
+    "--real-images",
+    "4",
+    "--sizes",
+    "32x32,16x32",
+    "--swd-descriptors",
+    "8",
+    "--swd-projections",
+    "8",
 ]
 
 
