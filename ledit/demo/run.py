@@ -109,17 +109,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default 1: these tiny models gain little from more, and on a busy "
         "machine more threads than free cores make every step several times slower)",
     )
-    group = parser.add_argument_group("model (same for every model; defaults from the preset)")
-    group.add_argument("--hidden-size", type=int)
-    group.add_argument("--depth", type=int)
-    group.add_argument("--num-heads", type=int)
-    group.add_argument("--patch-size", type=int)
-    group = parser.add_argument_group("training (defaults from the preset)")
-    group.add_argument("--train-steps", type=int)
-    group.add_argument("--batch-size", type=int)
-    group.add_argument("--lr", type=float)
-    group.add_argument("--warmup-steps", type=int)
-    group.add_argument("--ema-decay", type=float)
+
+    def preset_flag(group, name: str, kind, text: str = "") -> None:
+        key = name[2:].replace("-", "_")
+        defaults = f"default {PRESETS['full'][key]}, with --quick {PRESETS['quick'][key]}"
+        group.add_argument(name, type=kind, help=f"{text} ({defaults})" if text else defaults)
+
+    group = parser.add_argument_group("model (the same for every model)")
+    preset_flag(group, "--hidden-size", int)
+    preset_flag(group, "--depth", int)
+    preset_flag(group, "--num-heads", int)
+    preset_flag(group, "--patch-size", int)
+    group = parser.add_argument_group("training")
+    preset_flag(group, "--train-steps", int)
+    preset_flag(group, "--batch-size", int)
+    preset_flag(group, "--lr", float)
+    preset_flag(group, "--warmup-steps", int)
+    preset_flag(group, "--ema-decay", float)
     group.add_argument(
         "--prediction",
         choices=("x0", "eps"),
@@ -127,12 +133,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the model predicts: the clean image (default; smooth images after a short "
         "training) or the noise (DiT's choice, needs far longer training)",
     )
-    group = parser.add_argument_group("sampling and scoring (defaults from the preset)")
-    group.add_argument("--num-samples", type=int, help="samples per model and size")
-    group.add_argument("--sampling-steps", type=int, help="DDIM steps")
-    group.add_argument("--real-images", type=int, help="fresh real images per size to score against")
-    group.add_argument("--swd-descriptors", type=int, help="7x7 patches per image and pyramid level")
-    group.add_argument("--swd-projections", type=int, help="random directions of the sliced distance")
+    group = parser.add_argument_group("sampling and scoring")
+    preset_flag(group, "--num-samples", int, "samples per model and size")
+    preset_flag(group, "--sampling-steps", int, "DDIM steps")
+    preset_flag(group, "--real-images", int, "fresh real images per size to score against")
+    preset_flag(group, "--swd-descriptors", int, "7x7 patches per image and pyramid level")
+    preset_flag(group, "--swd-projections", int, "random directions of the sliced distance")
     group.add_argument("--figure-samples", type=int, default=3, help="samples per model and size in the figure")
     group.add_argument("--sample-batch-size", type=int, default=64)
 
