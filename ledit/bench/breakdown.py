@@ -1,6 +1,7 @@
 """Where one end-to-end forward spends its time, by kind of work, from ``torch.profiler`` self times.
 
-Self (exclusive) CPU time per operator is summed into buckets, so nested operators are never counted twice.
+Self (exclusive) time per operator is summed into buckets, so nested operators are never counted twice; an
+operator running inside one of the fused kernels (its zero-fills, its input copies) counts as that kernel.
 The buckets separate the two fused kernels from everything around them that the model still runs unfused:
 adaLN modulation and gates (elementwise), LayerNorm, GELU/SiLU, the linears, patchify/unpatchify copies.
 """
@@ -8,6 +9,7 @@ adaLN modulation and gates (elementwise), LayerNorm, GELU/SiLU, the linears, pat
 from __future__ import annotations
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from ledit.bench.end_to_end import SAMPLING_STEP, ModelCase, _batch, _build, forced_backend
@@ -19,7 +21,8 @@ BUCKETS = (
     ("dwconv_modulate", ("dwconv",), set()),
     ("linear (matmul)", (), {"aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear"}),
     ("patchify conv", (), {"aten::conv2d", "aten::convolution", "aten::_convolution", "aten::mkldnn_convolution",
-                           "aten::_convolution_depthwise2d", "aten::thnn_conv2d"}),
+                           "aten::_convolution_depthwise2d", "aten::thnn_conv2d",
+                           "aten::_slow_conv2d_forward"}),
     ("layer_norm", (), {"aten::layer_norm", "aten::native_layer_norm"}),
     ("gelu / silu", (), {"aten::gelu", "aten::silu", "aten::tanh"}),
     ("elementwise (adaLN modulate, gates, residual)",
@@ -33,6 +36,8 @@ BUCKETS = (
           "aten::flatten", "aten::_unsafe_view", "aten::narrow", "aten::stack"}),
 )
 OTHER = "other"
+KERNEL_BUCKETS = ("scan_attention", "dwconv_modulate")
+GENERIC_BUCKETS = ("copies / reshapes (patch, unpatch, heads)", OTHER)
 
 
 def bucket_of(op_name: str) -> str:
@@ -41,6 +46,18 @@ def bucket_of(op_name: str) -> str:
         if name in exact or any(key in name for key in substrings):
             return bucket
     return OTHER
+
+
+def owning_bucket(event) -> str:
+    """The bucket an event's time belongs to: a fused kernel's when it runs inside one (the kernel's own
+    zero-fills and input copies are its cost), else that of the nearest enclosing operator doing real work
+    (``addmm``'s bias copy is the linear's), else its own."""
+    chain = []
+    while event is not None:
+        chain.append(bucket_of(event.name))
+        event = event.cpu_parent
+    return next((b for b in chain if b in KERNEL_BUCKETS), None) or next(
+        (b for b in chain if b not in GENERIC_BUCKETS), chain[0])
 
 
 def profile_forward(case: ModelCase, device: torch.device, backend=None) -> dict:
@@ -56,18 +73,20 @@ def profile_forward(case: ModelCase, device: torch.device, backend=None) -> dict
             model(*batch)
     time_attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     totals: dict[str, float] = {}
-    top_ops = []
-    for event in prof.key_averages():
+    per_op: dict[tuple[str, str, str], float] = {}
+    for event in prof.events():
         us = getattr(event, time_attr, 0.0)
-        if us <= 0:
-            continue
-        bucket = bucket_of(event.key)
+        if event.device_type != DeviceType.CPU or us <= 0:
+            continue  # device-side kernel rows: their time is already in the op that launched them
+        bucket = owning_bucket(event)
         totals[bucket] = totals.get(bucket, 0.0) + us
-        top_ops.append((us, event.key, bucket))
+        key = (event.name, event.cpu_parent.name if event.cpu_parent is not None else "", bucket)
+        per_op[key] = per_op.get(key, 0.0) + us
+    top_ops = sorted(((us, *key) for key, us in per_op.items()), reverse=True)
     total_us = sum(totals.values()) or 1.0
     buckets = {name: {"ms": round(us / 1e3, 3), "share": round(us / total_us, 4)}
                for name, us in sorted(totals.items(), key=lambda item: -item[1])}
-    top = [{"op": key, "bucket": bucket, "ms": round(us / 1e3, 3)}
-           for us, key, bucket in sorted(top_ops, reverse=True)[:15]]
+    top = [{"op": name, "called_from": parent, "bucket": bucket, "ms": round(us / 1e3, 3)}
+           for us, name, parent, bucket in top_ops[:15]]
     return {"case": case.describe(), "backend": backend or "automatic", "total_ms": round(total_us / 1e3, 3),
             "buckets": buckets, "top_ops": top}
