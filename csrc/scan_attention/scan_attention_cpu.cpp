@@ -126,18 +126,42 @@ void parallel_tasks(int64_t count, size_t scratch_floats, const Fn& fn) {
   });
 }
 
-// Sets S to -inf where the key is masked, or (for any pair) beyond the key tile's tokens.
-LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const TileCoords& k, Scan scan, int w,
-                                  TileVisibility visibility) {
+// S = -inf where the scan masks the pair. The scan is a template argument so the predicate folds into a
+// branch-free loop over the key coordinates that the compiler vectorises.
+template <Scan kScan>
+LEDIT_CPU_INLINE void mask_partial(float* S, int rows, const TileCoords& q, const TileCoords& k, int w) {
   const int keys = k.rect.size();
   for (int i = 0; i < rows; ++i) {
     float* s = S + i * kTile;
-    if (visibility == TileVisibility::kPartial && i < q.rect.size()) {
-      for (int j = 0; j < keys; ++j)
-        if (!scan_visible(scan, q.row[i], q.col[i], k.row[j], k.col[j], w)) s[j] = kNegInf;
-    }
-    for (int j = keys; j < kTile; ++j) s[j] = kNegInf;
+    const int qr = q.row[i], qc = q.col[i];
+    for (int j = 0; j < keys; ++j) s[j] = scan_visible(kScan, qr, qc, k.row[j], k.col[j], w) ? s[j] : kNegInf;
   }
+}
+
+// Sets S to -inf where the key is masked (partial tile pairs only), or (for any pair) beyond the key tile's tokens.
+LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const TileCoords& k, Scan scan, int w,
+                                  TileVisibility visibility) {
+  if (visibility == TileVisibility::kPartial) {
+    const int real_rows = std::min(rows, q.rect.size());
+    switch (scan) {
+      case Scan::kFull:
+        break;
+      case Scan::kRaster:
+        mask_partial<Scan::kRaster>(S, real_rows, q, k, w);
+        break;
+      case Scan::kLowerRight:
+        mask_partial<Scan::kLowerRight>(S, real_rows, q, k, w);
+        break;
+      case Scan::kNeighborhood:
+        mask_partial<Scan::kNeighborhood>(S, real_rows, q, k, w);
+        break;
+      case Scan::kCorner:
+        mask_partial<Scan::kCorner>(S, real_rows, q, k, w);
+        break;
+    }
+  }
+  for (int i = 0; i < rows; ++i)
+    for (int j = k.rect.size(); j < kTile; ++j) S[i * kTile + j] = kNegInf;
 }
 
 LEDIT_CPU_INLINE float row_max(const float* s) {
