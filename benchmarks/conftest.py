@@ -9,7 +9,9 @@ are for pytest-benchmark's statistics, history and ``--benchmark-compare``.
 import pytest
 import torch
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from ledit.bench.environment import default_device
+
+DEVICE = default_device()
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """dwconv_modulate (every registered backend) vs the unfused sequence, eager and compiled, and torch.clone(x)."""
 
 import pytest
-from conftest import DEVICE
 
 from ledit.bench import dwconv
+from ledit.bench.environment import default_device
 from ledit.ops import DWCONV_MODULATE_BACKENDS
+
+DEVICE = default_device()
 
 CASES = [(case, p) for case in dwconv.plan(DEVICE, quick=True) for p in (dwconv.FWD, dwconv.FWD_BWD)]
 METHODS = [*DWCONV_MODULATE_BACKENDS.names, dwconv.UNFUSED_EAGER, dwconv.UNFUSED_COMPILED, dwconv.CLONE]

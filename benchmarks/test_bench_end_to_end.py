@@ -1,9 +1,11 @@
 """LEDiT training and sampling steps vs the same model on the reference backends and DiT with SDPA."""
 
 import pytest
-from conftest import DEVICE
 
 from ledit.bench import end_to_end
+from ledit.bench.environment import default_device
+
+DEVICE = default_device()
 
 CASES = end_to_end.plan(DEVICE, quick=True)
 METHODS = [end_to_end.LEDIT, end_to_end.LEDIT_REFERENCE, end_to_end.DIT_SDPA, end_to_end.LEDIT_COMPILED,

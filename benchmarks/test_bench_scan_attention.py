@@ -1,10 +1,12 @@
 """scan_attention (every registered backend) vs SDPA bool mask / unmasked / is_causal and compiled FlexAttention."""
 
 import pytest
-from conftest import DEVICE
 
 from ledit.bench import attention
+from ledit.bench.environment import default_device
 from ledit.ops import SCAN_ATTENTION_BACKENDS
+
+DEVICE = default_device()
 
 CASES = [(case, p) for case in attention.plan(DEVICE, quick=True) for p in case.passes]
 METHODS = [*SCAN_ATTENTION_BACKENDS.names, attention.SDPA_BOOL_MASK, attention.SDPA_UNMASKED,
