@@ -30,7 +30,8 @@ HEADS = 16
 FWD, FWD_BWD = "fwd", "fwd+bwd"
 BWD_FLOP_FACTOR = 3.5
 
-SDPA_BOOL_MASK, SDPA_UNMASKED, SDPA_IS_CAUSAL, FLEX = "sdpa_bool_mask", "sdpa_unmasked", "sdpa_is_causal", "flex_attention"
+SDPA_BOOL_MASK, SDPA_UNMASKED, SDPA_IS_CAUSAL = "sdpa_bool_mask", "sdpa_unmasked", "sdpa_is_causal"
+FLEX = "flex_attention"
 # The SDPA call the reference backend makes for each scan.
 REFERENCE_IS = {"full": SDPA_UNMASKED, "raster": SDPA_IS_CAUSAL}
 

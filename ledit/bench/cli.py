@@ -102,8 +102,10 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict:
         "schema": SCHEMA_VERSION, "mode": "quick" if args.quick else "full", "command": command_line(args),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": info, "versions": versions(), "backends": backend_report(device),
-        "settings": {"repeats": effort.repeats, "min_repeats": effort.min_repeats, "budget_s_per_comparison": effort.budget_s,
-                     "timer": "CUDA events, L2 flushed" if device.type == "cuda" else "perf_counter, interleaved"},
+        "settings": {
+            "repeats": effort.repeats, "min_repeats": effort.min_repeats, "budget_s_per_comparison": effort.budget_s,
+            "timer": "CUDA events, L2 flushed" if device.type == "cuda" else "perf_counter, interleaved",
+        },
         "load_average": None, "comparisons": [], "errors": [], "profile": None,
     }
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

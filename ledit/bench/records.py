@@ -42,7 +42,8 @@ def median_ms(record: dict, method: str):
     return record["methods"].get(method, {}).get("median_ms")
 
 
-def timed_backends(op: OpBackends, device_type: str, call_args: tuple, reference_is: str) -> tuple[list[str], list[str]]:
+def timed_backends(op: OpBackends, device_type: str, call_args: tuple,
+                   reference_is: str) -> tuple[list[str], list[str]]:
     """The backends to time for one call, and a note for each other one saying why not.
 
     A backend is timed when it can run and the automatic order of ``device_type`` would try it (so Triton's

@@ -101,9 +101,9 @@ def measure(methods: dict[str, Callable[[], object]], device: torch.device, effo
     """Time every method in one interleaved loop; returns its Timing, or the error that stopped it.
 
     ``effort.repeats`` drops (not below ``effort.min_repeats``) so the loop takes about ``effort.budget_s``
-    seconds, which keeps a whole CPU run short when one shape is slow. A method that raises in warmup is reported by its error
-    message and left out of the loop, so one broken baseline (say, a torch.compile failure) never hides the
-    others.
+    seconds, which keeps a whole CPU run short when one shape is slow. A method that raises in warmup is
+    reported by its error message and left out of the loop, so one broken baseline (say, a torch.compile
+    failure) never hides the others.
     """
     if effort.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {effort.repeats}")
@@ -148,7 +148,8 @@ def _first_line(error: BaseException) -> str:
     return text[0][:300] if text else ""
 
 
-def fwd_bwd(forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor], grad_out: torch.Tensor) -> Callable[[], None]:
+def fwd_bwd(forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor],
+            grad_out: torch.Tensor) -> Callable[[], None]:
     """A zero-argument call running forward then backward, dropping the inputs' grads first (no accumulate op)."""
 
     def step():
