@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ledit.bench.results import case_label, write_atomic
+from ledit.bench.results import case_label, format_ms, write_atomic
 
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 BASELINE_NAMES = {
@@ -56,13 +56,14 @@ def _rows(record: dict) -> list[str]:
         ratios = ", ".join(f"{record['speedups'][b][method]:.2f}× vs {BASELINE_NAMES.get(b, b)}"
                            for b in record["baselines"] if method in record["speedups"].get(b, {}))
         lines.append(f"| {record['suite']} | {case_label(record['suite'], record['case'])} | {record['pass']} | "
-                     f"`{method}` {entry['median_ms']:.3g} ms | {ratios or '—'} |")
+                     f"`{method}` {format_ms(entry['median_ms'])} | {ratios or '—'} |")
     return lines
 
 
 def device_section(path: Path, result: dict, readme_dir: Path) -> list[str]:
     device, v = result["device"], result["versions"]
-    where = device["name"] + (f", {device['cores']} cores" if device["kind"] == "cpu" else "")
+    where = device["name"] + (f", {device['cores']} cores, {device.get('torch_threads', '?')} torch threads"
+                              if device["kind"] == "cpu" else "")
     link = os.path.relpath(path.with_suffix(".md"), readme_dir)
     lines = [(f"**{device['kind'].upper()}: {where}**, torch {v['torch']}, {result['date'][:10]}, "
              f"{result['mode']} run ([all numbers]({link})). × = baseline time / ledit time (> 1: ledit faster)."), "",

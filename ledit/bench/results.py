@@ -42,12 +42,17 @@ def write_results(result: dict, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def format_ms(ms: float) -> str:
+    """A duration for people: '0.412 ms', '85.3 ms', '1.19 s'."""
+    return f"{ms / 1e3:.3g} s" if ms >= 1e3 else f"{ms:.3g} ms"
+
+
 def _ms(entry: dict | None) -> str:
     if entry is None:
         return "—"
     if "error" in entry:
         return "failed"
-    return f"{entry['median_ms']:.3g}"
+    return format_ms(entry["median_ms"])
 
 
 def case_label(suite: str, case: dict) -> str:
@@ -70,7 +75,7 @@ def _rate(entry: dict | None) -> str:
 def suite_table(records: list[dict]) -> list[str]:
     """One row per (shape, pass, ledit method): the baselines' median ms, the method's ms, rate and speedups."""
     baselines = list(dict.fromkeys(b for r in records for b in r["baselines"]))
-    head = ["shape", "pass", *[f"{b} ms" for b in baselines], "ledit", "ms", "rate", *[f"× vs {b}" for b in baselines]]
+    head = ["shape", "pass", *baselines, "ledit", "time", "rate", *[f"× vs {b}" for b in baselines]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         shared = [case_label(r["suite"], r["case"]), r["pass"], *[_ms(r["methods"].get(b)) for b in baselines]]
@@ -110,7 +115,7 @@ def header_lines(result: dict) -> list[str]:
 
 def render_markdown(result: dict, plot_name: str) -> str:
     lines = [f"# ledit benchmarks: {result['device']['name']}", "", *header_lines(result), "",
-             ("Times are medians over interleaved repeats (ms per call); × = baseline time / ledit time "
+             ("Times are medians per call over interleaved repeats; × = baseline time / ledit time "
              "(> 1: ledit faster), for the fastest ledit backend of each row."), "",
              f"![benchmark plot]({plot_name})", "", "## Targets", "", *targets_table(result["targets"]), ""]
     for suite, title in SUITE_TITLES.items():
