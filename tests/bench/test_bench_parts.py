@@ -79,7 +79,8 @@ def test_a_target_whose_backend_failed_says_why():
 
 
 def _results_file(folder, kind, mode, date, records):
-    result = {"mode": mode, "date": date, "device": {"kind": kind, "name": f"Test {kind}", "cores": 2, "torch_threads": 1},
+    device = {"kind": kind, "name": f"Test {kind}", "cores": 2, "torch_threads": 1}
+    result = {"mode": mode, "date": date, "device": device,
               "versions": {"torch": "2.13.0"}, "comparisons": records, "targets": check_targets(records, kind)}
     path = folder / f"{kind}-{date}-{mode}.json"
     path.write_text(json.dumps(result))
