@@ -34,7 +34,7 @@ EFFORT = {
     ("cpu", True): Effort(5, 3, 3.0),
     ("cpu", False): Effort(15, 3, 8.0),
     ("cuda", True): Effort(30, 10, 3.0),
-    ("cuda", False): Effort(100, 30, 10.0),
+    ("cuda", False): Effort(100, 10, 10.0),
 }
 
 
