@@ -2,7 +2,7 @@
 // tensor cores, forward and FlashAttention-2-style backward (one pass for dK/dV per key tile, one for dQ per
 // query tile, both recomputing the probabilities from the saved lse; no atomics).
 //
-// One thread block per (tile, batch*head), one warp per 16 rows of the tile. Tiles, tile-pair classification and
+// One thread block per (tile, batch, head), one warp per 16 rows of the tile. Tiles, tile-pair classification and
 // the per-element mask come from scan_tiles.h / scan_mask.h, the code the CPU kernel runs and its tests exercise.
 // Matrix products use WMMA 16x16x16 fragments (mma.sync on the tensor cores, fp32 accumulation) on shared-memory
 // tiles; the head dim is padded in shared memory only to the next multiple of 16 (72 -> 80), by zero-filled
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kTile * 2) forward_kernel(const T* __restrict_
   float* row_m = o_s + kTile * p.dim_padded;
   float* row_l = row_m + kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
-  const int bh = blockIdx.y, b = bh / p.heads, head = bh % p.heads;
+  const int b = blockIdx.y, head = blockIdx.z, bh = b * p.heads + head;
   const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
   const TileRect q_rect = p.grid.rect(blockIdx.x);
 
@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(kTile * 2) backward_dkdv_kernel(
   float* lse2 = dv_s + kTile * p.dim_padded;
   float* delta = lse2 + kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
-  const int bh = blockIdx.y, b = bh / p.heads, head = bh % p.heads;
+  const int b = blockIdx.y, head = blockIdx.z, bh = b * p.heads + head;
   const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
   const TileRect k_rect = p.grid.rect(blockIdx.x);
 
@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(kTile * 2) backward_dq_kernel(
   float* lse2 = dq_s + kTile * p.dim_padded;
   float* delta = lse2 + kTile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
-  const int bh = blockIdx.y, b = bh / p.heads, head = bh % p.heads;
+  const int b = blockIdx.y, head = blockIdx.z, bh = b * p.heads + head;
   const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
   const TileRect q_rect = p.grid.rect(blockIdx.x);
 
@@ -346,19 +346,20 @@ size_t smem_bytes(int tile, int n_tiles, int n_score_blocks, int n_row_blocks, i
 }
 
 template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, int tile, size_t smem, const Params& p, int64_t batch_heads, cudaStream_t stream,
+cudaError_t launch(Kernel kernel, int tile, size_t smem, const Params& p, int64_t batch, cudaStream_t stream,
                    Args... args) {
   cudaError_t error =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (error != cudaSuccess) return error;
-  const dim3 blocks(p.grid.num_tiles(), static_cast<unsigned>(batch_heads));
+  // Tiles fastest, so blocks running together share a head's K/V in L2; batch and heads each stay under 65536.
+  const dim3 blocks(p.grid.num_tiles(), static_cast<unsigned>(batch), static_cast<unsigned>(p.heads));
   kernel<<<blocks, tile * 2, smem, stream>>>(args..., p);
   return cudaGetLastError();
 }
 
 template <typename T, int kTile>
 cudaError_t forward_typed(const ForwardArgs& a, const Params& p, cudaStream_t stream) {
-  return launch(forward_kernel<kTile, T>, kTile, smem_bytes(kTile, 3, 1, 1, 2, p.dim_padded), p, a.batch_heads,
+  return launch(forward_kernel<kTile, T>, kTile, smem_bytes(kTile, 3, 1, 1, 2, p.dim_padded), p, a.batch,
                 stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                 static_cast<T*>(a.out), a.lse);
 }
@@ -368,10 +369,10 @@ cudaError_t backward_typed(const BackwardArgs& a, const Params& p, cudaStream_t 
   const auto *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
   const auto* dout = static_cast<const T*>(a.dout);
   const cudaError_t error =
-      launch(backward_dkdv_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 2, 2, p.dim_padded), p, a.batch_heads,
+      launch(backward_dkdv_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 2, 2, p.dim_padded), p, a.batch,
              stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv));
   if (error != cudaSuccess) return error;
-  return launch(backward_dq_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 1, 2, p.dim_padded), p, a.batch_heads,
+  return launch(backward_dq_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 1, 2, p.dim_padded), p, a.batch,
                 stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dq));
 }
 

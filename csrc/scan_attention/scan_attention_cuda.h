@@ -32,14 +32,14 @@ struct ForwardArgs {
   const void *q, *k, *v;
   void* out;
   float* lse;
-  int64_t batch_heads;
+  int64_t batch;
 };
 
 struct BackwardArgs {
   const void *q, *k, *v, *dout;
   const float *lse, *delta;  // delta = rowsum(dout * out)
   void *dq, *dk, *dv;
-  int64_t batch_heads;
+  int64_t batch;
 };
 
 cudaError_t launch_forward(const ForwardArgs& args, const Params& params, DType dtype, cudaStream_t stream);

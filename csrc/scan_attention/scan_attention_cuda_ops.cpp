@@ -31,6 +31,13 @@ DType kernel_dtype(const at::Tensor& q) {
   }
 }
 
+// The launch grid is (tiles, batch, heads); CUDA allows at most 65535 blocks along y and z.
+void check_launch_limits(const at::Tensor& q) {
+  TORCH_CHECK(q.size(0) <= 65535 && q.size(2) <= 65535,
+              "scan_attention (CUDA kernel): batch and heads must each be at most 65535, got B=", q.size(0),
+              ", H=", q.size(2), "; split the batch");
+}
+
 // Contiguous and 16-byte aligned: the kernels load 8 elements per access.
 at::Tensor prepare(const at::Tensor& x) {
   at::Tensor y = x.contiguous();
@@ -48,12 +55,12 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at
                                                 double softmax_scale) {
   const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
   const DType dtype = kernel_dtype(q_in);
+  check_launch_limits(q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
-  const ForwardArgs args{q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr<float>(),
-                         q.size(0) * q.size(2)};
+  const ForwardArgs args{q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr<float>(), q.size(0)};
   C10_CUDA_CHECK(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim), dtype,
                                 c10::cuda::getCurrentCUDAStream()));
   return {out, lse};
@@ -66,6 +73,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
                                                              double softmax_scale) {
   const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
   const DType dtype = kernel_dtype(q_in);
+  check_launch_limits(q_in);
   TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out.sizes() == q_in.sizes(),
               "scan_attention_bwd: dout and out must have q's shape");
   const c10::cuda::CUDAGuard guard(q_in.device());
@@ -76,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   const BackwardArgs args{q.data_ptr(),          k.data_ptr(),  v.data_ptr(),  dout.data_ptr(),
                           lse.data_ptr<float>(), delta.data_ptr<float>(),      dq.data_ptr(),
-                          dk.data_ptr(),         dv.data_ptr(), q.size(0) * q.size(2)};
+                          dk.data_ptr(),         dv.data_ptr(), q.size(0)};
   C10_CUDA_CHECK(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim), dtype,
                                  c10::cuda::getCurrentCUDAStream()));
   return {dq, dk, dv};
