@@ -9,6 +9,7 @@ everything that changes them, so a re-run with other sampling settings only re-s
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shlex
@@ -23,7 +24,7 @@ from ledit.demo.dataset import SHAPE_CLASSES
 from ledit.demo.figure import save_figure
 from ledit.demo.report import REAL_ROW, conclusion, markdown_table, write_results
 from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name
-from ledit.demo.train import TrainingConfig, trained_weights
+from ledit.demo.train import TrainingConfig, initialised_model, trained_weights
 from ledit.demo.variants import VARIANTS, parse_variants
 
 SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
@@ -209,7 +210,7 @@ def train_all(variants, model_size: dict, training: TrainingConfig, cache_dir: s
     for variant in variants:
         if variant.weights_key in weights:
             continue
-        model = variant.build(model_size)
+        model = initialised_model(functools.partial(variant.build, model_size), training.seed)
         began = time.perf_counter()
         state, path, cached = trained_weights(model, training, cache_dir, f"training {variant.label}")
         seconds = time.perf_counter() - began

@@ -39,6 +39,14 @@ def cache_key(model_config: dict, training: TrainingConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def initialised_model(build, seed: int) -> torch.nn.Module:
+    """``build()`` under a seed of its own: the initial weights depend on ``seed`` alone, not on whatever the
+    caller's global RNG did before, so the same training config always gives the same trained weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed("init", seed))
+        return build()
+
+
 def train_model(model: torch.nn.Module, training: TrainingConfig, description: str = "training") -> dict:
     """Train ``model`` with DiT's diffusion loss on fresh procedural images every step; returns the EMA weights.
 
@@ -84,9 +92,13 @@ def trained_weights(model: torch.nn.Module, training: TrainingConfig, cache_dir:
     and training config were trained before, else trained now and cached. Returns (state_dict, path, cached)."""
     path = os.path.join(cache_dir, f"{model.config['name']}-{cache_key(model.config, training)}.pt")
     if os.path.exists(path):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if checkpoint.get("model_config") == model.config and checkpoint.get("training") == asdict(training):
-            return checkpoint["ema"], path, True
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - torch raises many types for unreadable files; all mean retrain
+            print(f"cached checkpoint {path} is unreadable ({type(error).__name__}); training again")
+        else:
+            if checkpoint.get("model_config") == model.config and checkpoint.get("training") == asdict(training):
+                return checkpoint["ema"], path, True
     state = train_model(model, training, description)
     with atomic_path(path) as temporary:  # a crash never leaves a truncated checkpoint in the cache
         torch.save({"ema": state, "model_config": model.config, "training": asdict(training)}, temporary)

@@ -1,0 +1,48 @@
+import torch
+
+from ledit.demo.train import TrainingConfig, cache_key, initialised_model, trained_weights
+from ledit.models import build_model
+
+TINY_MODEL = {
+    "input_size": 16,
+    "patch_size": 4,
+    "in_channels": 3,
+    "hidden_size": 32,
+    "depth": 2,
+    "num_heads": 4,
+    "class_dropout_prob": 0.0,
+    "num_classes": 3,
+    "learn_sigma": False,
+}
+TRAINING = TrainingConfig(image_size=16, steps=2, batch_size=3, lr=1e-3, warmup_steps=1, ema_decay=0.9, seed=0)
+
+
+def test_cache_key_follows_everything_that_changes_the_weights():
+    config = build_model("LEDiT", **TINY_MODEL).config
+    key = cache_key(config, TRAINING)
+    assert cache_key(dict(config), TRAINING) == key
+    assert cache_key({**config, "scan": "raster"}, TRAINING) != key
+    assert cache_key(config, TrainingConfig(**{**TRAINING.__dict__, "steps": 3})) != key
+    assert cache_key(config, TrainingConfig(**{**TRAINING.__dict__, "predict_xstart": False})) != key
+
+
+def _model():
+    return initialised_model(lambda: build_model("LEDiT", **TINY_MODEL), TRAINING.seed)
+
+
+def test_training_is_reproducible_cached_and_survives_a_corrupt_cache(tmp_path, capsys):
+    first, path, cached = trained_weights(_model(), TRAINING, str(tmp_path), "t")
+    assert not cached
+    again, same_path, cached = trained_weights(_model(), TRAINING, str(tmp_path), "t")
+    assert cached and same_path == path
+    for name in first:
+        torch.testing.assert_close(again[name], first[name], rtol=0, atol=0)
+
+    with open(path, "wb") as corrupt:
+        corrupt.write(b"not a checkpoint")
+    retrained, _, cached = trained_weights(_model(), TRAINING, str(tmp_path), "t")
+    assert not cached and "unreadable" in capsys.readouterr().out
+    # Same seed: same initial weights whatever the global RNG did, same data stream, same trained weights.
+    torch.randn(100)
+    for name in first:
+        torch.testing.assert_close(retrained[name], first[name], rtol=0, atol=0)
