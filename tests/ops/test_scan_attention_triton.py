@@ -43,7 +43,8 @@ def test_triton_degenerate_grids(grid, dim):
 
 @needs_triton
 def test_triton_float16():
-    """16-bit inputs, fp32 accumulation. (bfloat16 runs in the GPU tests: Triton 3.6's interpreter mis-stores it.)"""
+    """16-bit inputs, fp32 accumulation. bfloat16 runs in the GPU tests only: Triton 3.6's interpreter returns
+    garbage for a bfloat16 tl.dot."""
     q, k, v = make_qkv(1, (3, 5), 2, 72, torch.float16, device=DEVICE, layout="transposed")
     assert_matches_reference("triton", q, k, v, (3, 5), "corner")
 
