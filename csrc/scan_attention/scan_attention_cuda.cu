@@ -96,6 +96,18 @@ __device__ __forceinline__ bool needs_mask(TileVisibility visibility, const Tile
   return visibility == TileVisibility::kPartial || q.size() < kTile || k.size() < kTile;
 }
 
+// Where this thread works: its lane, the first of its warp's 16 tile rows, the (batch, head) of the block (grid is
+// (tiles, batch, heads)), and the offset of element (b, 0, head, 0) of a contiguous (B, N, H, D) tensor.
+struct BlockPlace {
+  int lane, row0, bh;
+  int64_t base;
+  __device__ explicit BlockPlace(const Params& p)
+      : lane(threadIdx.x % 32),
+        row0(threadIdx.x / 32 * kFrag),
+        bh(blockIdx.y * p.heads + blockIdx.z),
+        base(int64_t{blockIdx.y} * p.tokens * p.heads * p.dim + int64_t{blockIdx.z} * p.dim) {}
+};
+
 // Shared-memory carve-up: n_tiles 16-bit row tiles (kTile x dim_padded), one 16-bit kTile x kTile block (P, P^T
 // or dS), then the fp32 blocks. Every piece starts on a 32-byte boundary, as WMMA loads require.
 template <int kTile, typename T>
@@ -122,9 +134,9 @@ __global__ void __launch_bounds__(kTile * 2) forward_kernel(const T* __restrict_
   float* o_s = s_s + kTile * kTile;
   float* row_m = o_s + kTile * p.dim_padded;
   float* row_l = row_m + kTile;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
-  const int b = blockIdx.y, head = blockIdx.z, bh = b * p.heads + head;
-  const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
+  const BlockPlace place(p);
+  const int lane = place.lane, row0 = place.row0, bh = place.bh;
+  const int64_t base = place.base;
   const TileRect q_rect = p.grid.rect(blockIdx.x);
 
   load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
@@ -219,9 +231,9 @@ __global__ void __launch_bounds__(kTile * 2) backward_dkdv_kernel(
   float* dv_s = dk_s + kTile * p.dim_padded;
   float* lse2 = dv_s + kTile * p.dim_padded;
   float* delta = lse2 + kTile;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
-  const int b = blockIdx.y, head = blockIdx.z, bh = b * p.heads + head;
-  const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
+  const BlockPlace place(p);
+  const int lane = place.lane, row0 = place.row0, bh = place.bh;
+  const int64_t base = place.base;
   const TileRect k_rect = p.grid.rect(blockIdx.x);
 
   load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
@@ -291,9 +303,9 @@ __global__ void __launch_bounds__(kTile * 2) backward_dq_kernel(
   float* dq_s = dp_s + kTile * kTile;
   float* lse2 = dq_s + kTile * p.dim_padded;
   float* delta = lse2 + kTile;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * kFrag;
-  const int b = blockIdx.y, head = blockIdx.z, bh = b * p.heads + head;
-  const int64_t base = int64_t{b} * p.tokens * p.heads * p.dim + int64_t{head} * p.dim;
+  const BlockPlace place(p);
+  const int lane = place.lane, row0 = place.row0, bh = place.bh;
+  const int64_t base = place.base;
   const TileRect q_rect = p.grid.rect(blockIdx.x);
 
   load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
