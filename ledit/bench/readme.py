@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ledit.bench.results import case_label, format_ms, write_atomic
+from ledit.bench.results import case_label, cpu_threads_label, format_ms, write_atomic
 
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 BASELINE_NAMES = {
@@ -62,8 +62,7 @@ def _rows(record: dict) -> list[str]:
 
 def device_section(path: Path, result: dict, readme_dir: Path) -> list[str]:
     device, v = result["device"], result["versions"]
-    where = device["name"] + (f", {device['cores']} cores, {device.get('torch_threads', '?')} torch threads"
-                              if device["kind"] == "cpu" else "")
+    where = device["name"] + (f", {cpu_threads_label(device)}" if device["kind"] == "cpu" else "")
     link = os.path.relpath(path.with_suffix(".md"), readme_dir)
     lines = [(f"**{device['kind'].upper()}: {where}**, torch {v['torch']}, {result['date'][:10]}, "
              f"{result['mode']} run ([all numbers]({link})). × = baseline time / ledit time (> 1: ledit faster)."), "",

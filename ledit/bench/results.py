@@ -98,10 +98,15 @@ def targets_table(targets: list[dict]) -> list[str]:
     return lines
 
 
+def cpu_threads_label(device: dict) -> str:
+    """"2 cores, 1 torch thread": what a CPU timing ran on."""
+    threads = device.get("torch_threads", "?")
+    return f"{device['cores']} cores, {threads} torch thread{'' if threads == 1 else 's'}"
+
+
 def header_lines(result: dict) -> list[str]:
     device, v = result["device"], result["versions"]
-    name = device["name"] + (f" ({device['cores']} cores, {device['torch_threads']} torch threads)"
-                             if device["kind"] == "cpu" else "")
+    name = device["name"] + (f" ({cpu_threads_label(device)})" if device["kind"] == "cpu" else "")
     load = result.get("load_average")
     return [
         f"- Device: **{name}**",
