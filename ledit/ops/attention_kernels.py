@@ -18,7 +18,7 @@ import math
 import torch
 
 from ledit.ops.attention import SCAN_ATTENTION_BACKENDS
-from ledit.ops.extension import REBUILD_HINT, extension_unavailable_reason, load_extension
+from ledit.ops.extension import compiled_op_unavailable_reason, load_extension
 
 # The CUDA kernel runs on tensor cores (mma.sync with fp32 accumulation), which take 16-bit operands.
 CUDA_KERNEL_DTYPES = (torch.float16, torch.bfloat16)
@@ -61,11 +61,7 @@ def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
 
 def _can_run_on(device_type: str):
     def can_run(q, *args, **kwargs):
-        if q.device.type != device_type:
-            return f"this backend runs {device_type} tensors, q is on {q.device}"
-        reason = extension_unavailable_reason(device_type)
-        if reason is None and not _compiled_ops_built():
-            reason = f"ledit._C was built before scan_attention existed; {REBUILD_HINT}"
+        reason = compiled_op_unavailable_reason("scan_attention", device_type, q, "q")
         if reason is None and device_type == "cuda" and q.dtype not in CUDA_KERNEL_DTYPES:
             reason = (f"the CUDA kernel runs on tensor cores in float16/bfloat16, q is {q.dtype}; "
                       "float32 runs on the triton or reference backend")

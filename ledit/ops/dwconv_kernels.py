@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ledit.ops.dwconv import DWCONV_MODULATE_BACKENDS
-from ledit.ops.extension import REBUILD_HINT, extension_unavailable_reason, load_extension
+from ledit.ops.extension import compiled_op_unavailable_reason, load_extension
 
 
 def parameter_grads(sums, weight, bias, gate):
@@ -110,12 +110,7 @@ def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual
 
 def _can_run_on(device_type: str):
     def can_run(x, *args, **kwargs):
-        if x.device.type != device_type:
-            return f"this backend runs {device_type} tensors, x is on {x.device}"
-        reason = extension_unavailable_reason(device_type)
-        if reason is None and not _compiled_ops_built():
-            reason = f"ledit._C was built before dwconv_modulate existed; {REBUILD_HINT}"
-        return reason
+        return compiled_op_unavailable_reason("dwconv_modulate", device_type, x, "x")
 
     return can_run
 

@@ -7,6 +7,8 @@ import os
 from types import ModuleType
 from typing import Optional
 
+import torch
+
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 
 
@@ -30,6 +32,16 @@ def extension_unavailable_reason(device_type: str) -> Optional[str]:
     if device_type not in ("cpu", "cuda"):
         return f"no compiled kernels for device type {device_type!r}"
     return None
+
+
+def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argument: str) -> Optional[str]:
+    """Why ledit._C's ``op_name`` kernel for ``device_type`` cannot take ``tensor`` (the ``argument``), or None."""
+    if tensor.device.type != device_type:
+        return f"this backend runs {device_type} tensors, {argument} is on {tensor.device}"
+    reason = extension_unavailable_reason(device_type)
+    if reason is None and not hasattr(torch.ops.ledit, f"{op_name}_fwd"):
+        reason = f"ledit._C was built before {op_name} existed; {REBUILD_HINT}"
+    return reason
 
 
 @functools.lru_cache(maxsize=None)
