@@ -12,7 +12,7 @@ from __future__ import annotations
 from .gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .respace import SpacedDiffusion
-from .schedule import BETA_SCHEDULES, get_named_beta_schedule, respace_betas, space_timesteps
+from .schedule import BETA_SCHEDULES, get_named_beta_schedule, respace_betas, shift_schedule, space_timesteps
 
 __all__ = [
     "BETA_SCHEDULES",
@@ -27,6 +27,7 @@ __all__ = [
     "mean_flat",
     "normal_kl",
     "respace_betas",
+    "shift_schedule",
     "space_timesteps",
 ]
 
@@ -40,15 +41,21 @@ def create_diffusion(
     learn_sigma: bool = True,
     rescale_learned_sigmas: bool = False,
     diffusion_steps: int = 1000,
+    timestep_shift: float = 1.0,
 ) -> SpacedDiffusion:
     """DiT's diffusion: ``diffusion_steps`` steps of ``noise_schedule``, respaced by ``timestep_respacing``.
 
     ``timestep_respacing``: ``""``/``None`` keeps every step (training), ``"250"`` or ``"ddim50"`` or
     ``"10,20,30"`` pick fewer (see ``space_timesteps``). With DiT's defaults the model predicts eps and a learned
     variance range, trained with MSE(eps) + VB. ``use_kl`` trains on the rescaled bound alone,
-    ``rescale_learned_sigmas`` scales the VB term by diffusion_steps / 1000.
+    ``rescale_learned_sigmas`` scales the VB term by diffusion_steps / 1000. ``timestep_shift`` s divides the
+    schedule's signal-to-noise ratio by s^2 before respacing (SD3's resolution shift, see ``shift_schedule``;
+    s = sqrt(token-count ratio) for larger images); 1.0 leaves the process exactly as DiT's.
     """
     betas = get_named_beta_schedule(noise_schedule, diffusion_steps)
+    model_timesteps = None
+    if timestep_shift != 1.0:
+        betas, model_timesteps = shift_schedule(betas, timestep_shift)
     if use_kl:
         loss_type = LossType.RESCALED_KL
     elif rescale_learned_sigmas:
@@ -62,6 +69,7 @@ def create_diffusion(
     return SpacedDiffusion(
         space_timesteps(diffusion_steps, timestep_respacing),
         betas=betas,
+        model_timesteps=model_timesteps,
         model_mean_type=ModelMeanType.START_X if predict_xstart else ModelMeanType.EPSILON,
         model_var_type=model_var_type,
         loss_type=loss_type,

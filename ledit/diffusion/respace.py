@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 
@@ -15,13 +15,23 @@ class SpacedDiffusion(GaussianDiffusion):
 
     Internally steps are numbered 0..len(use_timesteps)-1, but the model always sees the original timestep
     (DiT's convention, without timestep rescaling), so a model trained on 1000 steps samples in 250 unchanged.
+    ``model_timesteps`` (one per original step, e.g. from ``shift_schedule``) replaces the original step numbers
+    the model sees; ``timestep_map`` then holds those (fractional) values at the kept steps.
     """
 
-    def __init__(self, use_timesteps: Iterable[int], *, betas: torch.Tensor, **kwargs):
+    def __init__(self, use_timesteps: Iterable[int], *, betas: torch.Tensor,
+                 model_timesteps: Optional[torch.Tensor] = None, **kwargs):
         betas = torch.as_tensor(betas, dtype=torch.float64)
         self.original_num_steps = len(betas)
-        spaced_betas, self.timestep_map = respace_betas(betas, use_timesteps)
-        self.use_timesteps = set(self.timestep_map.tolist())
+        spaced_betas, kept = respace_betas(betas, use_timesteps)
+        self.use_timesteps = set(kept.tolist())
+        if model_timesteps is None:
+            self.timestep_map = kept
+        else:
+            if model_timesteps.shape != betas.shape:
+                raise ValueError(f"model_timesteps needs one value per step ({len(betas)}), got "
+                                 f"{tuple(model_timesteps.shape)}")
+            self.timestep_map = model_timesteps.to(torch.float32)[kept]
         super().__init__(betas=spaced_betas, **kwargs)
 
     def p_mean_variance(self, model, *args, **kwargs):

@@ -125,6 +125,33 @@ _RESPACING_HELP = (
 )
 
 
+def shift_schedule(betas: torch.Tensor, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD3's resolution-dependent timestep shift (Esser et al. 2024, sec. 5.3.2) for a discrete DDPM schedule.
+
+    SD3 shifts flow time t in [0, 1] (x_t = (1 - t) x_0 + t eps) to t' = s t / (1 + (s - 1) t). Its
+    signal-to-noise ratio ((1 - t) / t)^2 becomes ((1 - t) / (s t))^2: the shift divides the SNR at every point
+    of the schedule by s^2 (SD3 takes s = sqrt(m) for m times the pixels, so the SNR is divided by m). For
+    alpha_bar, SNR = alpha_bar / (1 - alpha_bar), and dividing it by s^2 gives
+        alpha_bar'_t = alpha_bar_t / (s^2 - (s^2 - 1) alpha_bar_t).
+    Returns (betas of alpha_bar', model_timesteps): as in SD3 the model is told the noise level it actually sees,
+    so step t of the shifted process is shown to the model as the (fractional) step tau_t of the original
+    process with the same SNR (log-SNR interpolated linearly between steps; clamped to the last step, where
+    both are pure noise). s > 1 spends more of the sampling steps at high noise, as SD3 does for larger images.
+    """
+    if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
+        raise ValueError(f"timestep_shift must be a finite number > 0 (1.0 = no shift), got {shift!r}")
+    alpha_bar = torch.cumprod(1.0 - betas, dim=0)
+    shifted = alpha_bar / (shift**2 - (shift**2 - 1) * alpha_bar)
+    shifted_betas = 1.0 - shifted / torch.cat([shifted.new_ones(1), shifted[:-1]])
+    # -log SNR rises with t; find where each shifted -log SNR falls on the original curve.
+    neg_log_snr = (1.0 - alpha_bar).log() - alpha_bar.log()
+    target = neg_log_snr + 2 * math.log(shift)
+    upper = torch.searchsorted(neg_log_snr, target).clamp(1, len(betas) - 1)
+    low, high = neg_log_snr[upper - 1], neg_log_snr[upper]
+    model_timesteps = (upper - 1) + (target - low) / (high - low)
+    return shifted_betas, model_timesteps.clamp(0, len(betas) - 1)
+
+
 def respace_betas(betas: torch.Tensor, use_timesteps: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Betas of the shorter process that visits only ``use_timesteps``, and the map back to original steps.
 
