@@ -7,11 +7,12 @@ and the dwconv locality through ``ledit.ops.dwconv_modulate``, so the compiled a
 from ledit.models.backbone import DiffusionTransformer
 from ledit.models.checkpoint import CheckpointLoadReport, from_dit_checkpoint
 from ledit.models.dit import POS_EMBEDS, DiT
+from ledit.models.inference import INFERENCE_TEMPERATURES, ROPE_DYNAMIC, InferenceOptions
 from ledit.models.ledit import ATTENTION_SCHEDULES, LEDiT, causal_block_indices
 from ledit.models.locality import LOCALITIES, LOCALITY_PLACEMENTS
 from ledit.models.registry import DiT_models, LEDiT_models, build_model
-from ledit.models.rope import ROPE_METHODS, rope_frequencies
-from ledit.models.scaling import jin_softmax_scale
+from ledit.models.rope import ROPE_METHODS, dynamic_rope_frequencies, rope_frequencies
+from ledit.models.scaling import jin_softmax_scale, temperature_softmax_scale
 
 __all__ = [
     "ATTENTION_SCHEDULES",
@@ -19,15 +20,20 @@ __all__ = [
     "DiT",
     "DiT_models",
     "DiffusionTransformer",
+    "INFERENCE_TEMPERATURES",
+    "InferenceOptions",
     "LEDiT",
     "LEDiT_models",
     "LOCALITIES",
     "LOCALITY_PLACEMENTS",
     "POS_EMBEDS",
+    "ROPE_DYNAMIC",
     "ROPE_METHODS",
     "build_model",
     "causal_block_indices",
+    "dynamic_rope_frequencies",
     "from_dit_checkpoint",
     "jin_softmax_scale",
     "rope_frequencies",
+    "temperature_softmax_scale",
 ]

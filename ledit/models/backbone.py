@@ -4,7 +4,8 @@ Subclasses differ only in how tokens get position, through a few small overridab
 ``embed_tokens`` (after patchify: add a PE, or run the locality conv), ``rope_tables`` (2D RoPE or None),
 ``softmax_scale`` (per block, e.g. Jin et al. scaling at other token counts) and ``draw_dilation``
 (multi-dilation training). The token grid (h, w) is carried explicitly, so any H x W divisible by the patch
-size works, square or not.
+size works, square or not. Inference-only add-ons (``ledit.models.inference``) are read by those hooks from
+``model.inference_options``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from ledit.models.configs import SIZE_ARGUMENTS, name_for_dimensions
+from ledit.models.inference import (
+    NUM_TRAIN_TIMESTEPS, InferenceOptions, check_inference_options, default_inference_options, updated_options,
+)
 from ledit.models.layers import DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, SoftmaxScale, TimestepEmbedder
-from ledit.models.scaling import jin_softmax_scale
+from ledit.models.scaling import temperature_softmax_scale
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -79,6 +83,8 @@ class DiffusionTransformer(nn.Module):
         self.num_classes = num_classes
         self.train_grid = (input_hw[0] // patch_size, input_hw[1] // patch_size)
         self.attention_scaling = attention_scaling
+        # attention_scaling=True: Jin et al. on every layer at inference; False: no temperature (the defaults).
+        self.inference_options = default_inference_options(attention_scaling)
         self.grad_checkpointing = False
         self._config_kwargs = {k: _json_safe(v) for k, v in (config_kwargs or {}).items()}
 
@@ -110,8 +116,9 @@ class DiffusionTransformer(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
     # How tokens get position: overridden by the subclasses (and by later temperature / RoPE schedules).
 
-    def embed_tokens(self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int], dilation: int) -> torch.Tensor:
-        """(B, C, H, W) latents -> (B, N, D) tokens entering block 0 (c: the (B, D) condition)."""
+    def embed_tokens(self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int], dilation: int,
+                     t: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) latents -> (B, N, D) tokens entering block 0 (c: the (B, D) condition, t: (B,) steps)."""
         return self.x_embedder(x)
 
     def rope_tables(self, grid, t) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
@@ -121,18 +128,43 @@ class DiffusionTransformer(nn.Module):
     def softmax_scale(self, block_index: int, grid, t) -> SoftmaxScale:
         """Block ``block_index``'s softmax scale: None (1/sqrt(head_dim)), a float, or a (B,) tensor.
 
-        Default: Jin et al. scaling at inference when ``attention_scaling`` is on (equal to 1/sqrt(d) at the
-        training token count), None otherwise.
+        At inference, the temperature rule of ``inference_options`` for the block's kind (full or causal; equal
+        to 1/sqrt(d) at the training token count); with ``temperature_until`` > 0, a (B,) tensor holding that
+        scale for the samples with t/T >= temperature_until and 1/sqrt(d) for the others. None in training.
         """
-        if self.attention_scaling and not self.training:
-            return jin_softmax_scale(math.prod(self.train_grid), math.prod(grid), self.head_dim)
-        return None
+        if self.training:
+            return None
+        options = self.inference_options
+        full = self.blocks[block_index].attn.scan == "full"
+        rule = options.temperature_full if full else options.temperature_causal
+        scale = temperature_softmax_scale(rule, math.prod(self.train_grid), math.prod(grid), self.head_dim)
+        if scale is None or options.temperature_until <= 0:
+            return scale
+        early = t >= options.temperature_until * NUM_TRAIN_TIMESTEPS
+        plain = 1.0 / math.sqrt(self.head_dim)
+        return torch.where(early, scale, plain).to(torch.float32)
 
     def draw_dilation(self) -> int:
         """Dilation of the locality convolution for this forward (1 unless multi-dilation training)."""
         return 1
 
+    def inference_capabilities(self) -> dict:
+        """What the inference options may touch: ``rope`` (bool) and ``stem_locality`` (str or None)."""
+        return {}
+
     # ----------------------------------------------------------------------------------------------------------
+
+    def set_inference_options(self, options: Optional[InferenceOptions] = None, **fields) -> InferenceOptions:
+        """Validate and set the inference-only add-ons; returns the new ``model.inference_options``.
+
+        ``options`` (or, when None, the current options) with ``fields`` replaced, e.g.
+        ``model.set_inference_options(temperature_full="fitv2-log")`` changes one field and keeps the rest.
+        They apply in eval mode only; a training forward ignores them. Options that do not apply to this model
+        (``rope_dynamic`` without RoPE, ``stem_dilation`` > 1 without a stem locality conv) are an error.
+        """
+        new = updated_options(self.inference_options, options, fields)
+        self.inference_options = check_inference_options(new, family=self.family, **self.inference_capabilities())
+        return self.inference_options
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in backward instead of storing them (less memory, ~1/3 more time)."""
@@ -202,7 +234,7 @@ class DiffusionTransformer(nn.Module):
         grid = self.check_inputs(x, t, y)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)
         dilation = self.draw_dilation()
-        tokens = self.embed_tokens(x, c, grid, dilation)
+        tokens = self.embed_tokens(x, c, grid, dilation, t)
         rope = self.rope_tables(grid, t)
         for index, block in enumerate(self.blocks):
             args = (tokens, c, grid, self.softmax_scale(index, grid, t), rope, dilation)

@@ -10,6 +10,9 @@ encodings are the paper's baselines:
 - ``rope``: 2D RoPE on q and k, with ``rope_method`` = none / pi / ntk / yarn / riflex applied when the grid is
   larger than the training grid, per axis when ``rope_decouple`` (``ledit.models.rope``).
 - ``none``: no positional encoding at all (DiT-NoPE).
+
+At inference a RoPE model can instead use a timestep-dependent rule (``model.set_inference_options(
+rope_dynamic="dy-ntk" | "dy-yarn" | "lumina")``, see ``ledit.models.inference``).
 """
 
 from __future__ import annotations
@@ -92,11 +95,21 @@ class DiT(DiffusionTransformer):
         table = _sincos_table(self.pos_embed.shape[-1], tuple(grid), train_grid)
         return table.to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
 
-    def embed_tokens(self, x, c, grid, dilation):
+    def embed_tokens(self, x, c, grid, dilation, t):
         tokens = self.x_embedder(x)
         if self.pos_embed is not None:
             tokens = tokens + self.position_embedding(grid)
         return tokens
 
     def rope_tables(self, grid, t):
-        return None if self.rope is None else self.rope.tables(grid, self.x_embedder.proj.weight.device)
+        """The static tables of ``rope_method``, or at inference the per-timestep ones of ``rope_dynamic``."""
+        if self.rope is None:
+            return None
+        device = self.x_embedder.proj.weight.device
+        dynamic = self.inference_options.rope_dynamic
+        if dynamic == "none" or self.training:
+            return self.rope.tables(grid, device)
+        return self.rope.dynamic_tables(grid, device, dynamic, t)
+
+    def inference_capabilities(self) -> dict:
+        return {"rope": self.rope is not None}

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ledit.models.backbone import DiffusionTransformer
+from ledit.models.inference import NUM_TRAIN_TIMESTEPS
 from ledit.models.locality import LOCALITIES, LOCALITY_PLACEMENTS, ModulatedDWConv, build_locality
 from ledit.ops import SCANS
 
@@ -58,7 +59,9 @@ class LEDiT(DiffusionTransformer):
         conv_post_norm: LayerNorm after the stem locality module (App. F, for training from scratch).
         multi_dilation_prob: probability that a training forward runs the locality conv at dilation 2 (same
             weights); eval always uses dilation 1.
-        attention_scaling: Jin et al. softmax scale at inference (see ``softmax_scale``).
+        attention_scaling: Jin et al. softmax scale at inference on every layer (see ``softmax_scale``); sets
+            the default ``inference_options`` (False: no temperature). ``set_inference_options`` picks other
+            temperatures per layer kind, their timestep schedule and the re-dilated stem.
     """
 
     family = "LEDiT"
@@ -126,10 +129,36 @@ class LEDiT(DiffusionTransformer):
                 return 2
         return 1
 
-    def embed_tokens(self, x, c, grid, dilation):
+    def inference_capabilities(self) -> dict:
+        return {"stem_locality": self.locality_kind if self.locality is not None else None}
+
+    def stem_redilation(self, grid) -> int:
+        """The inference stem dilation for ``grid``: ``stem_dilation`` when every axis of the grid is at least
+        that many times its training length (the conv's receptive field grows on both axes), else 1."""
+        dilation = self.inference_options.stem_dilation
+        if self.training or dilation == 1:
+            return 1
+        return dilation if all(g >= dilation * g0 for g, g0 in zip(grid, self.train_grid)) else 1
+
+    def embed_tokens(self, x, c, grid, dilation, t):
         tokens = self.x_embedder(x)
         if self.locality is not None:
-            tokens = self.locality(tokens, c, grid, dilation)
+            tokens = self.run_stem_locality(tokens, c, grid, dilation, t)
         if self.locality_norm is not None:
             tokens = self.locality_norm(tokens)
         return tokens
+
+    def run_stem_locality(self, tokens, c, grid, dilation, t):
+        """The stem locality module at ``dilation``; at inference its conv is re-dilated (ScaleCrafter) for the
+        samples with t/T >= ``stem_dilation_until`` (a batch mixing both sides of the switch is split in two)."""
+        redilation = self.stem_redilation(grid)
+        if redilation == 1:
+            return self.locality(tokens, c, grid, dilation)
+        early = t >= self.inference_options.stem_dilation_until * NUM_TRAIN_TIMESTEPS
+        n_early = int(early.sum())  # one host sync per forward, at inference only
+        if n_early in (0, len(tokens)):
+            return self.locality(tokens, c, grid, redilation if n_early else dilation)
+        mixed = torch.empty_like(tokens)
+        mixed[early] = self.locality(tokens[early], c[early], grid, redilation)
+        mixed[~early] = self.locality(tokens[~early], c[~early], grid, dilation)
+        return mixed

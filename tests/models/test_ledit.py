@@ -164,7 +164,7 @@ def test_every_block_placement_and_post_norm_modules(tiny):
     x, c = torch.randn(1, 4, 8, 8), torch.randn(1, 32)
     raw = normed.locality(normed.x_embedder(x), c, (4, 4), 1)
     expected = F.layer_norm(raw, (32,), normed.locality_norm.weight, normed.locality_norm.bias, eps=1e-6)
-    torch.testing.assert_close(normed.embed_tokens(x, c, (4, 4), 1), expected)
+    torch.testing.assert_close(normed.embed_tokens(x, c, (4, 4), 1, torch.tensor([500.0])), expected)
 
 
 @pytest.mark.parametrize("name", ["LEDiT", "DiT"])
