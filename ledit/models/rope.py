@@ -125,6 +125,11 @@ def _axis_pairs(train_grid, test_grid, decouple):
     return (longest, longest)
 
 
+def _largest_scale(axes) -> float:
+    """YaRN's temperature uses the larger of the two axis scales."""
+    return max(max(1.0, test / train) for train, test in axes)
+
+
 def _check_head_dim(head_dim):
     if head_dim % 4 != 0 or head_dim <= 0:
         raise ValueError(f"head_dim={head_dim} must be a positive multiple of 4 for 2D RoPE")
@@ -146,8 +151,7 @@ def dynamic_rope_frequencies(head_dim, train_grid, test_grid, method, tau, decou
     freqs_h, freqs_w = (_dynamic_axis_frequencies(method, dim, base, train, test, tau).float() for train, test in axes)
     mscale = 1.0
     if method == "dy-yarn":
-        scale = max(max(1.0, test / train) for train, test in axes)
-        mscale = 1.0 + 0.1 * math.log(scale) * tau ** DYPE_LAMBDA_T
+        mscale = 1.0 + 0.1 * math.log(_largest_scale(axes)) * tau ** DYPE_LAMBDA_T
     return freqs_h, freqs_w, mscale
 
 
@@ -172,8 +176,7 @@ def rope_frequencies(head_dim, train_grid, test_grid, method="none", decouple=Tr
     freqs_h, freqs_w = (_axis_frequencies(method, dim, base, train, test).float() for train, test in axes)
     mscale = 1.0
     if method == "yarn":
-        scale = max(max(1.0, test / train) for train, test in axes)
-        mscale = 0.1 * math.log(scale) + 1.0
+        mscale = 0.1 * math.log(_largest_scale(axes)) + 1.0
     return freqs_h, freqs_w, mscale
 
 

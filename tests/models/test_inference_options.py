@@ -123,7 +123,8 @@ def test_temperature_rules_against_hand_worked_values():
 @pytest.mark.parametrize("n_train,n_test,head_dim", [(16, 64, 16), (256, 1024, 72), (256, 2304, 72), (64, 48, 64)])
 def test_lumina_proportional_attention_is_jins_formula(n_train, n_test, head_dim):
     # Lumina-Next computes sqrt(log(seqlen, base_seqlen) / head_dim): exactly Jin et al.'s rule.
-    assert temperature_softmax_scale("lumina", n_train, n_test, head_dim) == jin_softmax_scale(n_train, n_test, head_dim)
+    lumina = temperature_softmax_scale("lumina", n_train, n_test, head_dim)
+    assert lumina == jin_softmax_scale(n_train, n_test, head_dim)
 
 
 def test_full_and_causal_blocks_take_their_own_temperature(tiny):
