@@ -114,7 +114,7 @@ class DiffusionTransformer(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     # ----------------------------------------------------------------------------------------------------------
-    # How tokens get position: overridden by the subclasses (and by later temperature / RoPE schedules).
+    # How tokens get position: overridden by the subclasses; they read the inference add-ons at inference.
 
     def embed_tokens(self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int], dilation: int,
                      t: torch.Tensor) -> torch.Tensor:

@@ -38,10 +38,10 @@ import math
 
 import torch
 
-from ledit.models.inference import NUM_TRAIN_TIMESTEPS
+from ledit.models.inference import NUM_TRAIN_TIMESTEPS, ROPE_DYNAMIC
 
 ROPE_METHODS = ("none", "pi", "ntk", "yarn", "riflex")
-DYNAMIC_ROPE_METHODS = ("dy-ntk", "dy-yarn", "lumina")
+DYNAMIC_ROPE_METHODS = tuple(method for method in ROPE_DYNAMIC if method != "none")
 ROPE_BASE = 10000.0
 YARN_BETA_FAST = 32.0
 YARN_BETA_SLOW = 1.0
