@@ -50,6 +50,21 @@ TileGeometry make_tile_geometry(const Shape& s) {
           (s.w + kTileCols - 1) / kTileCols};
 }
 
+// Explicit conversions: torch's extension build defines __CUDA_NO_HALF_CONVERSIONS__ and
+// __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit float <-> __half / __nv_bfloat16 casts.
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
@@ -66,10 +81,10 @@ __global__ void __launch_bounds__(kThreads) layer_norm_stats_kernel(const scalar
   const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (token >= n_tokens) return;
   const scalar_t* row = x + token * channels;
-  const float pivot = static_cast<float>(row[0]);
+  const float pivot = to_float(row[0]);
   float sum = 0.f, squares = 0.f;
   for (int c = lane; c < channels; c += 32) {
-    const float v = static_cast<float>(row[c]) - pivot;
+    const float v = to_float(row[c]) - pivot;
     sum += v;
     squares += v * v;
   }
@@ -113,7 +128,7 @@ __device__ void stage_halo(float* tile, const scalar_t* __restrict__ src, const 
     float value = 0.f;
     if (p.ok && row >= 0 && row < g.h && col >= 0 && col < g.w) {
       const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
-      value = static_cast<float>(src[token * g.channels + p.channel]);
+      value = to_float(src[token * g.channels + p.channel]);
       if (with_modulation) {
         const float mu = mean != nullptr ? mean[token] : 0.f, inv_std = rstd != nullptr ? rstd[token] : 1.f;
         value = (value - mu) * inv_std * p.scale1p + p.shift;
@@ -160,8 +175,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
     }
     const int64_t offset = ((static_cast<int64_t>(b) * g.h + row) * g.w + col) * g.channels + p.channel;
     float value = p.gate * acc;
-    if (residual != nullptr) value += static_cast<float>(residual[offset]);
-    out[offset] = static_cast<scalar_t>(value);
+    if (residual != nullptr) value += to_float(residual[offset]);
+    out[offset] = from_float<scalar_t>(value);
   }
 }
 
@@ -210,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     }
     float u = 0.f;
     if (p.ok) {
-      u = static_cast<float>(x[token * g.channels + p.channel]);
+      u = to_float(x[token * g.channels + p.channel]);
       if (norm) u = (u - mean[token]) * rstd[token];
     }
     sums[sum_row_dout(K)] += g_here;
@@ -226,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
         token_sums[1] = sum_du_u;
       }
     } else if (p.ok) {
-      dx_out[token * g.channels + p.channel] = static_cast<scalar_t>(du);
+      dx_out[token * g.channels + p.channel] = from_float<scalar_t>(du);
     }
   }
   // Reduce the warps' token sums through shared memory (the staged tiles are no longer needed).
@@ -261,8 +276,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(
   const float mu = mean[token], inv_std = rstd[token];
   for (int c = lane; c < channels; c += 32) {
     const int64_t offset = token * channels + c;
-    const float u = (static_cast<float>(x[offset]) - mu) * inv_std;
-    dx[offset] = static_cast<scalar_t>(layer_norm_backward(du[offset], u, mean_du, mean_du_u, inv_std));
+    const float u = (to_float(x[offset]) - mu) * inv_std;
+    dx[offset] = from_float<scalar_t>(layer_norm_backward(du[offset], u, mean_du, mean_du_u, inv_std));
   }
 }
 
@@ -272,10 +287,6 @@ template <typename Kernel>
 cudaError_t allow_shared_memory(Kernel kernel, size_t bytes) {
   if (bytes <= kDefaultSharedBytes) return cudaSuccess;
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-}
-
-size_t halo_bytes(const TileGeometry& g) {
-  return static_cast<size_t>(g.halo_rows) * g.halo_cols * kTileChannels * sizeof(float);
 }
 
 unsigned blocks_for_tokens(int64_t n_tokens) { return static_cast<unsigned>((n_tokens + kWarps - 1) / kWarps); }
@@ -295,7 +306,7 @@ struct Forward {
           x, a.mean, a.rstd, n_tokens, a.shape.channels);
       if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
     }
-    const size_t shared = halo_bytes(g);
+    const size_t shared = shared_memory_bytes(a.shape.k, a.shape.dilation, false);
     if (const cudaError_t error = allow_shared_memory(forward_kernel<scalar_t, K>, shared); error != cudaSuccess) {
       return error;
     }
@@ -312,8 +323,7 @@ struct Backward {
     const TileGeometry g = make_tile_geometry(a.shape);
     const auto* x = static_cast<const scalar_t*>(a.x);
     auto* dx = static_cast<scalar_t*>(a.dx);
-    // The staged y and g tiles, later reused for the warps' token sums.
-    const size_t shared = std::max(2 * halo_bytes(g), sizeof(float) * kWarps * sum_rows(K) * kTileChannels);
+    const size_t shared = shared_memory_bytes(K, a.shape.dilation, true);
     if (const cudaError_t error = allow_shared_memory(backward_kernel<scalar_t, K>, shared); error != cudaSuccess) {
       return error;
     }
@@ -361,6 +371,13 @@ int channel_tiles(int channels) { return (channels + kTileChannels - 1) / kTileC
 
 int64_t ctas_per_sample(int h, int w) {
   return static_cast<int64_t>((h + kTileRows - 1) / kTileRows) * ((w + kTileCols - 1) / kTileCols);
+}
+
+size_t shared_memory_bytes(int k, int dilation, bool backward) {
+  const int pad = dilation * (k / 2);
+  const size_t halo = sizeof(float) * (kTileRows + 2 * pad) * (kTileCols + 2 * pad) * kTileChannels;
+  // The backward stages y and g, then reuses the space for the warps' token sums.
+  return backward ? std::max(2 * halo, sizeof(float) * kWarps * sum_rows(k) * kTileChannels) : halo;
 }
 
 cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t stream) {

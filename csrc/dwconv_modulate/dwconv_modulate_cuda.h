@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace ledit {
@@ -50,8 +51,12 @@ struct BackwardArgs {
   float* cta_sums;            // (B, ctas_per_sample, k*k + 3, C): each CTA's token sums, summed by the caller
 };
 
+// The tile kernels' launch grid is (column tiles, row tiles, batch * channel_tiles(C)).
 int channel_tiles(int channels);
 int64_t ctas_per_sample(int h, int w);
+// Dynamic shared memory of one tile CTA: up to 140 KB (backward, k = 7, dilation 2), past the 99 KB that
+// sm_86/sm_89 GPUs allow a block.
+size_t shared_memory_bytes(int k, int dilation, bool backward);
 
 cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t stream);
 cudaError_t launch_backward(const BackwardArgs& args, DType dtype, cudaStream_t stream);

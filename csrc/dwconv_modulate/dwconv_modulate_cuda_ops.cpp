@@ -35,6 +35,19 @@ cuda::Shape kernel_shape(const at::Tensor& x, int64_t h, int64_t w, int k, int64
           static_cast<int>(dilation)};
 }
 
+// Limits of the tile kernels' launch that the CUDA runtime would otherwise report as a bare "invalid argument".
+void check_launch_limits(const at::Tensor& x, int k, int64_t dilation, bool backward) {
+  const int64_t blocks_z = x.size(0) * cuda::channel_tiles(static_cast<int>(x.size(2)));
+  TORCH_CHECK(blocks_z <= 65535, "dwconv_modulate (CUDA kernel): B * ceil(C / 32) must be at most 65535 (a CUDA ",
+              "launch limit), got B=", x.size(0), ", C=", x.size(2), "; split the batch");
+  int limit = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, x.get_device()));
+  const size_t needed = cuda::shared_memory_bytes(k, static_cast<int>(dilation), backward);
+  TORCH_CHECK(needed <= static_cast<size_t>(limit), "dwconv_modulate (CUDA kernel): the ",
+              backward ? "backward" : "forward", " with k=", k, ", dilation=", dilation, " needs ", needed,
+              " bytes of shared memory per block, this GPU allows ", limit, "; use backend='triton'");
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x_in, int64_t h, int64_t w,
                                                             const at::Tensor& weight,
                                                             const std::optional<at::Tensor>& bias,
@@ -44,8 +57,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x_
                                                             int64_t dilation, bool norm) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const int k = kernel_size(weight, dilation);
+  check_launch_limits(x_in, k, dilation, false);
   const at::Tensor x = x_in.contiguous();
-  const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
+  const at::Tensor residual =
+      residual_in.has_value() ? residual_in->to(x.scalar_type()).contiguous() : at::Tensor();  // read as x's dtype
   const at::Tensor weight_taps = taps_by_channel(weight), bias_f = optional_float(bias), gate_f = optional_float(gate);
   const at::Tensor shift_f = float_contiguous(shift), scale_f = float_contiguous(scale);
   at::Tensor out = at::empty_like(x), mean = empty_stats(x, norm), rstd = empty_stats(x, norm);
@@ -60,6 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x_
                                optional_data(gate_f),
                                residual.defined() ? residual.data_ptr() : nullptr,
                                out.data_ptr()};
+  if (x.numel() == 0) return {out, mean.fill_(NAN), rstd.fill_(NAN)};  // no blocks to launch; LN of C = 0 is NaN
   C10_CUDA_CHECK(cuda::launch_forward(args, kernel_dtype(x), c10::cuda::getCurrentCUDAStream()));
   return {out, mean, rstd};
 }
@@ -71,8 +87,16 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
                                                  int64_t dilation, bool norm) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const int k = kernel_size(weight, dilation);
-  const at::Tensor x = x_in.contiguous(), grad_out = grad_out_in.contiguous();
-  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  check_launch_limits(x_in, k, dilation, true);
+  TORCH_CHECK(grad_out_in.sizes() == x_in.sizes(), "dwconv_modulate_bwd: grad_out must have x's shape ", x_in.sizes(),
+              ", got ", grad_out_in.sizes());
+  TORCH_CHECK(!norm || (mean_in.sizes() == rstd_in.sizes() && mean_in.dim() == 2 &&
+                        mean_in.size(0) == x_in.size(0) && mean_in.size(1) == x_in.size(1)),
+              "dwconv_modulate_bwd: mean and rstd must be the forward's (B, N) LayerNorm stats, got ",
+              mean_in.sizes(), " and ", rstd_in.sizes());
+  // The kernels read grad_out as x's dtype and the stats as fp32.
+  const at::Tensor x = x_in.contiguous(), grad_out = grad_out_in.to(x_in.scalar_type()).contiguous();
+  const at::Tensor mean = float_contiguous(mean_in), rstd = float_contiguous(rstd_in);
   const at::Tensor weight_taps = taps_by_channel(weight), gate_f = optional_float(gate);
   const at::Tensor shift_f = float_contiguous(shift), scale_f = float_contiguous(scale);
   const cuda::Shape shape = kernel_shape(x, h, w, k, dilation);
@@ -95,6 +119,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
                                 norm ? token_channel_sums.data_ptr<float>() : nullptr,
                                 dx.data_ptr(),
                                 cta_sums.data_ptr<float>()};
+  if (x.numel() == 0) return {dx, cta_sums.sum(1)};  // no blocks to launch
   C10_CUDA_CHECK(cuda::launch_backward(args, kernel_dtype(x), c10::cuda::getCurrentCUDAStream()));
   // The small second pass over the CTAs' token sums: a fixed-order sum, so the gradients are deterministic.
   return {dx, cta_sums.sum(1)};
