@@ -336,3 +336,10 @@ def test_add_ons_run_under_classifier_free_guidance(tiny, name, options, fields)
     out = model.forward_with_cfg(x, t, torch.tensor([1, 2, 10, 10]), cfg_scale=4.0)
     assert out.shape == (4, 8, 16, 16) and torch.isfinite(out).all()
     torch.testing.assert_close(out[:2, :3], out[2:, :3])
+
+
+def test_dynamic_rope_without_decouple_uses_the_longer_sides_scale():
+    # Train 4x4 -> test 8x4 with decouple=False: both axes take s = 2 (the longer side); Dy-NTK at tau = 1.
+    freqs_h, freqs_w, _ = dynamic_rope_frequencies(16, (4, 4), (8, 4), "dy-ntk", 1.0, decouple=False)
+    expected = [1.0, 0.1 * 4 ** (-1 / 3), 0.01 * 4 ** (-2 / 3), 0.001 / 4]
+    _close(freqs_h, expected), _close(freqs_w, expected)
