@@ -357,6 +357,13 @@ size_t smem_bytes(int tile, int n_tiles, int n_score_blocks, int n_row_blocks, i
                           static_cast<size_t>(n_row_vectors) * t);
 }
 
+// Each kernel's layout, as its comment lists it.
+size_t forward_smem(int tile, int dim_padded) { return smem_bytes(tile, 3, 1, 1, 2, dim_padded); }
+size_t dkdv_smem(int tile, int dim_padded) { return smem_bytes(tile, 4, 2, 2, 2, dim_padded); }
+size_t dq_smem(int tile, int dim_padded) { return smem_bytes(tile, 4, 2, 1, 2, dim_padded); }
+
+int padded_dim(int dim) { return (dim + 15) / 16 * 16; }
+
 template <typename Kernel, typename... Args>
 cudaError_t launch(Kernel kernel, int tile, size_t smem, const Params& p, int64_t batch, cudaStream_t stream,
                    Args... args) {
@@ -371,7 +378,7 @@ cudaError_t launch(Kernel kernel, int tile, size_t smem, const Params& p, int64_
 
 template <typename T, int kTile>
 cudaError_t forward_typed(const ForwardArgs& a, const Params& p, cudaStream_t stream) {
-  return launch(forward_kernel<kTile, T>, kTile, smem_bytes(kTile, 3, 1, 1, 2, p.dim_padded), p, a.batch,
+  return launch(forward_kernel<kTile, T>, kTile, forward_smem(kTile, p.dim_padded), p, a.batch,
                 stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                 static_cast<T*>(a.out), a.lse);
 }
@@ -381,23 +388,33 @@ cudaError_t backward_typed(const BackwardArgs& a, const Params& p, cudaStream_t 
   const auto *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
   const auto* dout = static_cast<const T*>(a.dout);
   const cudaError_t error =
-      launch(backward_dkdv_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 2, 2, p.dim_padded), p, a.batch,
+      launch(backward_dkdv_kernel<kTile, T>, kTile, dkdv_smem(kTile, p.dim_padded), p, a.batch,
              stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv));
   if (error != cudaSuccess) return error;
-  return launch(backward_dq_kernel<kTile, T>, kTile, smem_bytes(kTile, 4, 2, 1, 2, p.dim_padded), p, a.batch,
+  return launch(backward_dq_kernel<kTile, T>, kTile, dq_smem(kTile, p.dim_padded), p, a.batch,
                 stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dq));
 }
 
 }  // namespace
 
-Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, float softmax_scale) {
-  const int dim_padded = (dim + 15) / 16 * 16;
-  return {make_tile_grid(h, w, tile_for(dim_padded)), scan, tokens, heads, dim, dim_padded, softmax_scale,
+size_t shared_memory_bytes(int tile, int dim, bool backward) {
+  return backward ? dkdv_smem(tile, padded_dim(dim)) : forward_smem(tile, padded_dim(dim));
+}
+
+int choose_tile(int dim, bool backward, size_t smem_limit) {
+  for (int tile = padded_dim(dim) <= 96 ? 64 : 32; tile >= 32; tile /= 2) {
+    if (shared_memory_bytes(tile, dim, backward) <= smem_limit) return tile;
+  }
+  return 0;
+}
+
+Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, float softmax_scale, int tile) {
+  return {make_tile_grid(h, w, tile), scan, tile, tokens, heads, dim, padded_dim(dim), softmax_scale,
           softmax_scale * kLog2e};
 }
 
 cudaError_t launch_forward(const ForwardArgs& args, const Params& p, DType dtype, cudaStream_t stream) {
-  const bool big_tile = tile_for(p.dim_padded) == 64;
+  const bool big_tile = p.tile == 64;
   if (dtype == DType::kFloat16)
     return big_tile ? forward_typed<__half, 64>(args, p, stream) : forward_typed<__half, 32>(args, p, stream);
   return big_tile ? forward_typed<__nv_bfloat16, 64>(args, p, stream)
@@ -405,7 +422,7 @@ cudaError_t launch_forward(const ForwardArgs& args, const Params& p, DType dtype
 }
 
 cudaError_t launch_backward(const BackwardArgs& args, const Params& p, DType dtype, cudaStream_t stream) {
-  const bool big_tile = tile_for(p.dim_padded) == 64;
+  const bool big_tile = p.tile == 64;
   if (dtype == DType::kFloat16)
     return big_tile ? backward_typed<__half, 64>(args, p, stream) : backward_typed<__half, 32>(args, p, stream);
   return big_tile ? backward_typed<__nv_bfloat16, 64>(args, p, stream)

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "scan_attention/scan_tiles.h"
@@ -17,15 +18,20 @@ enum class DType { kFloat16, kBFloat16 };
 struct Params {
   TileGrid grid;
   Scan scan;
+  int tile;  // tokens per tile, 64 or 32: the capacity of `grid`'s tiles and the kernels' template parameter
   int tokens, heads, dim, dim_padded;
   float softmax_scale, qk_scale;  // qk_scale = softmax_scale * log2(e): scores are kept in base 2
 };
 
-// Tile capacity: 64 tokens up to a padded head dim of 96 (LEDiT-XL's 72 -> 80), else 32, so that the backward's
-// shared memory stays under the 163 KB an sm_80 block can have.
-inline int tile_for(int dim_padded) { return dim_padded <= 96 ? 64 : 32; }
+// Dynamic shared memory of one block of the forward, or of the backward's larger (dK/dV) kernel.
+size_t shared_memory_bytes(int tile, int dim, bool backward);
 
-Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, float softmax_scale);
+// Tokens per tile: 64 up to a padded head dim of 96 (LEDiT-XL's 72 -> 80), else 32; and 32 where a 64-token block
+// does not fit the `smem_limit` bytes a block may have (sm_80: 163 KB, sm_86/sm_89: 99 KB, sm_90: 227 KB).
+// 0 when neither fits.
+int choose_tile(int dim, bool backward, size_t smem_limit);
+
+Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, float softmax_scale, int tile);
 
 // Tensors are contiguous (B, N, H, D), 16-byte aligned, in `dtype`; lse and delta are (B, H, N) fp32.
 struct ForwardArgs {

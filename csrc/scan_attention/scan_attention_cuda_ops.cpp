@@ -9,7 +9,9 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
+#include <utility>
 
 #include "scan_attention/scan_attention.h"
 #include "scan_attention/scan_attention_cuda.h"
@@ -38,16 +40,31 @@ void check_launch_limits(const at::Tensor& q) {
               ", H=", q.size(2), "; split the batch");
 }
 
+// The kernels take raw pointers: every tensor must live on q's GPU.
+void check_devices(const at::Tensor& q, std::initializer_list<std::pair<const char*, const at::Tensor*>> others) {
+  for (const auto& [name, t] : others) {
+    TORCH_CHECK(t->device() == q.device(), "scan_attention (CUDA kernel): ", name, " is on ", t->device(),
+                " but q is on ", q.device());
+  }
+}
+
 // Contiguous and 16-byte aligned: the kernels load 8 elements per access.
 at::Tensor prepare(const at::Tensor& x) {
   at::Tensor y = x.contiguous();
   return reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0 ? y : y.clone();
 }
 
+// The kernels' shapes for this call, with the largest tile whose blocks fit the shared memory q's GPU allows.
 Params params_for(const at::Tensor& q, int64_t h, int64_t w, c10::string_view scan, double softmax_scale,
-                  int64_t dim) {
+                  int64_t dim, bool backward) {
+  int smem_limit = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, q.get_device()));
+  const int tile = choose_tile(static_cast<int>(dim), backward, static_cast<size_t>(smem_limit));
+  TORCH_CHECK(tile != 0, "scan_attention (CUDA kernel): the ", backward ? "backward" : "forward", " at head dim D=",
+              dim, " needs ", shared_memory_bytes(32, static_cast<int>(dim), backward),
+              " bytes of shared memory per block, this GPU allows ", smem_limit, "; use backend='triton'");
   return make_params(static_cast<int>(h), static_cast<int>(w), parse_scan(scan), static_cast<int>(q.size(1)),
-                     static_cast<int>(q.size(2)), static_cast<int>(dim), static_cast<float>(softmax_scale));
+                     static_cast<int>(q.size(2)), static_cast<int>(dim), static_cast<float>(softmax_scale), tile);
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -56,12 +73,14 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at
   const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
   const DType dtype = kernel_dtype(q_in);
   check_launch_limits(q_in);
+  check_devices(q_in, {{"k", &k_in}, {"v", &v_in}});
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  if (q.numel() == 0) return {out, lse};  // B = 0 or H = 0: no blocks to launch
   const ForwardArgs args{q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr<float>(), q.size(0)};
-  C10_CUDA_CHECK(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim), dtype,
+  C10_CUDA_CHECK(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim, false), dtype,
                                 c10::cuda::getCurrentCUDAStream()));
   return {out, lse};
 }
@@ -76,16 +95,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
   check_launch_limits(q_in);
   TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out.sizes() == q_in.sizes(),
               "scan_attention_bwd: dout and out must have q's shape");
+  TORCH_CHECK(lse_in.sizes() == at::IntArrayRef({q_in.size(0), q_in.size(2), q_in.size(1)}),
+              "scan_attention_bwd: lse must be the forward's (B, H, N) normaliser, got ", lse_in.sizes(),
+              " for q of shape ", q_in.sizes());
+  check_devices(q_in, {{"k", &k_in}, {"v", &v_in}, {"dout", &dout_in}, {"out", &out}, {"lse", &lse_in}});
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
   const at::Tensor dout = prepare(dout_in.to(q.scalar_type()));
   const at::Tensor lse = lse_in.to(at::kFloat).contiguous();
   const at::Tensor delta = (dout.to(at::kFloat) * out.to(at::kFloat)).sum(-1).transpose(1, 2).contiguous();
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  if (q.numel() == 0) return {dq, dk, dv};
   const BackwardArgs args{q.data_ptr(),          k.data_ptr(),  v.data_ptr(),  dout.data_ptr(),
                           lse.data_ptr<float>(), delta.data_ptr<float>(),      dq.data_ptr(),
                           dk.data_ptr(),         dv.data_ptr(), q.size(0)};
-  C10_CUDA_CHECK(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim), dtype,
+  C10_CUDA_CHECK(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim, true), dtype,
                                  c10::cuda::getCurrentCUDAStream()));
   return {dq, dk, dv};
 }
