@@ -15,17 +15,19 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from ledit.demo.addons import default_sizes, run_addons
 from ledit.demo.dataset import SHAPE_CLASSES
 from ledit.demo.figure import save_figure
 from ledit.demo.report import REAL_ROW, conclusion, markdown_table, write_results
 from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name
 from ledit.demo.train import TrainingConfig, initialised_model, trained_weights
 from ledit.demo.variants import VARIANTS, parse_variants
+from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, check_model_options
 
 SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
 # The two presets; any flag given on the command line overrides its preset value.
@@ -93,6 +95,7 @@ class DemoConfig:
     sample_batch_size: int
     threads: int
     prediction: str
+    addons: SamplingAddons = field(default_factory=SamplingAddons)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +104,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller models and budgets: a few minutes on a CPU")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, from: {DEFAULT_MODELS}")
     parser.add_argument("--train-size", type=int, default=32, help="square training resolution in pixels")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated HEIGHTxWIDTH sampling sizes")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help=f"comma-separated HEIGHTxWIDTH sampling sizes (default {DEFAULT_SIZES}; with --addons 2x and 3x "
+        "the training size, 64x64,96x96 for 32)",
+    )
+    parser.add_argument(
+        "--addons",
+        action="store_true",
+        help="train nothing; score each inference add-on and the best combination on the cached LEDiT and RoPE "
+        "models at --sizes (writes addons.md/.json/.png; see docs/addons.md)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads",
@@ -142,6 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     preset_flag(group, "--swd-projections", int, "random directions of the sliced distance")
     group.add_argument("--figure-samples", type=int, default=3, help="samples per model and size in the figure")
     group.add_argument("--sample-batch-size", type=int, default=64)
+    add_addon_arguments(parser)
 
 
 def resolve_config(args: argparse.Namespace) -> DemoConfig:
@@ -151,7 +166,8 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
         name: getattr(args, name) if getattr(args, name) is not None else default for name, default in preset.items()
     }
     parse_variants(args.models)
-    sizes = tuple(size_name(parse_size(text)) for text in args.sizes.split(",") if text.strip())
+    size_list = args.sizes or (",".join(default_sizes(args.train_size)) if args.addons else DEFAULT_SIZES)
+    sizes = tuple(size_name(parse_size(text)) for text in size_list.split(",") if text.strip())
     if not sizes:
         raise ValueError("--sizes is empty; give at least one HEIGHTxWIDTH")
     settings = dict(
@@ -177,6 +193,13 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
         raise ValueError("--hidden-size / --num-heads must be a whole multiple of 8 (the attention head dim)")
     if args.figure_samples > values["num_samples"]:
         raise ValueError(f"--figure-samples {args.figure_samples} exceeds --num-samples {values['num_samples']}")
+    addons = addons_from_args(args)
+    if addons.cfg_scale_per_doubling or addons.guidance_interval is not None:
+        raise ValueError("--cfg-scale-per-doubling and --guidance-interval need classifier-free guidance; the demo's "
+                         "models are trained without label dropout and have no unconditional prediction")
+    if args.addons and addons != SamplingAddons():
+        raise ValueError("--addons scores its own set of add-ons (see docs/addons.md); drop the add-on flags, or "
+                         "drop --addons to sample every model with them")
     cache_dir = args.cache_dir or os.path.join(args.out_dir, "checkpoints")
     return DemoConfig(
         out_dir=args.out_dir,
@@ -189,6 +212,7 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
         sample_batch_size=args.sample_batch_size,
         threads=args.threads,
         prediction=args.prediction,
+        addons=addons,
         **values,
     )
 
@@ -264,6 +288,7 @@ def sample_and_score(config: DemoConfig, variants, weights: dict, model_size: di
                 config.seed,
                 config.sample_batch_size,
                 predict_xstart,
+                config.addons,
             )
             sampling_seconds += time.perf_counter() - began
         began = time.perf_counter()
@@ -272,11 +297,8 @@ def sample_and_score(config: DemoConfig, variants, weights: dict, model_size: di
     return rows, sampling_seconds, scoring_seconds
 
 
-def run_demo(config: DemoConfig, command: str) -> dict:
-    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
-    started = time.perf_counter()
-    variants = parse_variants(config.models)
-    train_size = size_name((config.train_size, config.train_size))
+def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
+    """The models' constructor arguments (the same for every model) and the training config."""
     model_size = {
         "input_size": config.train_size,
         "patch_size": config.patch_size,
@@ -298,6 +320,22 @@ def run_demo(config: DemoConfig, command: str) -> dict:
         seed=config.seed,
         predict_xstart=config.prediction == "x0",
     )
+    return model_size, training
+
+
+def check_addons_apply(config: DemoConfig) -> None:
+    """Refuse model-side add-on flags that a chosen model does not take, before any training."""
+    model_size, _ = model_and_training(config)
+    for variant in parse_variants(config.models):
+        check_model_options(variant.build(model_size, for_sampling=True), config.addons)
+
+
+def run_demo(config: DemoConfig, command: str) -> dict:
+    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
+    started = time.perf_counter()
+    variants = parse_variants(config.models)
+    train_size = size_name((config.train_size, config.train_size))
+    model_size, training = model_and_training(config)
     weights, training_log = train_all(variants, model_size, training, config.cache_dir)
     training_seconds = time.perf_counter() - started
     rows, sampling_seconds, scoring_seconds = sample_and_score(
@@ -350,13 +388,35 @@ def _command_line(args: argparse.Namespace) -> str:
     return shlex.join(["ledit", "demo", *flags])
 
 
+def main_addons(config: DemoConfig, command: str) -> None:
+    print(f"ledit demo --addons: inference add-ons on the cached models (from {config.cache_dir}) at "
+          f"{', '.join(config.sizes)}; output in {config.out_dir}/")
+    model_size, training = model_and_training(config)
+    try:
+        results = run_addons(config, model_size, training, command, machine_description())
+    except FileNotFoundError as error:
+        sys.exit(f"ledit demo: {error}")
+    print()
+    print(results["table"])
+    print()
+    print(results["conclusion"])
+    print()
+    print(f"figure:  {os.path.abspath(results['figure'])}")
+    print(f"table:   {os.path.abspath(os.path.join(config.out_dir, 'addons.md'))} (and addons.json)")
+    print(f"time:    {results['timings_s']['total']:.0f} s on {results['machine']}")
+
+
 def main(args: argparse.Namespace) -> None:
     try:
         config = resolve_config(args)
+        check_addons_apply(config)
     except ValueError as error:
         sys.exit(f"ledit demo: {error}")
     torch.set_num_threads(config.threads)
     command = _command_line(args)
+    if args.addons:
+        main_addons(config, command)
+        return
     print(
         f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "
         f"{config.train_steps} steps each; sampling at {', '.join(config.sizes)}; output in {config.out_dir}/"

@@ -1,12 +1,13 @@
-"""Sample the trained models at any size with DDIM and score them against fresh real images with SWD."""
+"""Sample the trained models at any size with DDIM (and optional inference add-ons) and score them against fresh
+real images with SWD."""
 
 from __future__ import annotations
 
 import torch
 
 from ledit.demo.dataset import derive_seed, render_shapes, to_uint8
-from ledit.diffusion import create_diffusion
 from ledit.evaluate.swd import sliced_wasserstein
+from ledit.sampling.addons import SamplingAddons, sample_latents
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -41,23 +42,29 @@ def sample_images(
     seed: int,
     batch_size: int,
     predict_xstart: bool,
+    addons: SamplingAddons | None = None,
 ) -> torch.Tensor:
-    """uint8 samples (N, C, H, W) by deterministic DDIM. The starting noise depends only on ``seed``, the size
-    and the image index, so every model starts from the same noise and the figure compares like with like."""
-    diffusion = create_diffusion(
-        f"ddim{sampling_steps}", learn_sigma=model.config["learn_sigma"], predict_xstart=predict_xstart
-    )
-    generator = torch.Generator().manual_seed(derive_seed("sample-noise", seed, size))
+    """uint8 samples (N, C, H, W) by deterministic DDIM, with the inference ``addons`` (none by default). The
+    starting noise at a size depends only on ``seed``, the size and the image index, so every model starts from
+    the same noise and the figure compares like with like; the low-resolution reference starts from the
+    training size's noise (so its first stage is the plain training-size sample) and re-noises from a seed
+    stream of its own."""
     channels = model.config["in_channels"]
-    noise = torch.randn(len(labels), channels, *size, generator=generator)
+
+    def noise_at(size):
+        generator = torch.Generator().manual_seed(derive_seed("sample-noise", seed, size))
+        return torch.randn(len(labels), channels, *size, generator=generator)
+
+    renoise = torch.Generator().manual_seed(derive_seed("lowres-renoise", seed, size))
+    diffusion_kwargs = {"learn_sigma": model.config["learn_sigma"], "predict_xstart": predict_xstart}
     model.eval()
     samples = []
     for start in range(0, len(labels), batch_size):
-        chunk = noise[start : start + batch_size]
+        batch = slice(start, start + batch_size)
         samples.append(
-            diffusion.ddim_sample_loop(
-                model, chunk.shape, noise=chunk, model_kwargs={"y": labels[start : start + batch_size]}
-            )
+            sample_latents(model, labels[batch], size, respacing=f"ddim{sampling_steps}", sampler="ddim",
+                           cfg_scale=1.0, initial_noise=lambda size, batch=batch: noise_at(size)[batch], addons=addons,
+                           generator=renoise, diffusion_kwargs=diffusion_kwargs, clip_denoised=True)
         )
     return to_uint8(torch.cat(samples))
 

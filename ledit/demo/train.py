@@ -87,18 +87,33 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
     return ema.state_dict()
 
 
+def checkpoint_path(model: torch.nn.Module, training: TrainingConfig, cache_dir: str) -> str:
+    return os.path.join(cache_dir, f"{model.config['name']}-{cache_key(model.config, training)}.pt")
+
+
+def cached_weights(model: torch.nn.Module, training: TrainingConfig, cache_dir: str):
+    """The cached EMA weights of ``model`` trained with ``training``, or None when the cache has no readable
+    checkpoint of exactly this model and training config."""
+    path = checkpoint_path(model, training, cache_dir)
+    if not os.path.exists(path):
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for unreadable files; all mean retrain
+        print(f"cached checkpoint {path} is unreadable ({type(error).__name__}); ignoring it")
+        return None
+    if checkpoint.get("model_config") == model.config and checkpoint.get("training") == asdict(training):
+        return checkpoint["ema"]
+    return None
+
+
 def trained_weights(model: torch.nn.Module, training: TrainingConfig, cache_dir: str, description: str):
     """The EMA weights of ``model`` trained with ``training``: loaded from ``cache_dir`` when this exact model
     and training config were trained before, else trained now and cached. Returns (state_dict, path, cached)."""
-    path = os.path.join(cache_dir, f"{model.config['name']}-{cache_key(model.config, training)}.pt")
-    if os.path.exists(path):
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - torch raises many types for unreadable files; all mean retrain
-            print(f"cached checkpoint {path} is unreadable ({type(error).__name__}); training again")
-        else:
-            if checkpoint.get("model_config") == model.config and checkpoint.get("training") == asdict(training):
-                return checkpoint["ema"], path, True
+    path = checkpoint_path(model, training, cache_dir)
+    state = cached_weights(model, training, cache_dir)
+    if state is not None:
+        return state, path, True
     state = train_model(model, training, description)
     with atomic_path(path) as temporary:  # a crash never leaves a truncated checkpoint in the cache
         torch.save({"ema": state, "model_config": model.config, "training": asdict(training)}, temporary)

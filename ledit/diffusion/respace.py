@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 
@@ -20,7 +20,7 @@ class SpacedDiffusion(GaussianDiffusion):
     """
 
     def __init__(self, use_timesteps: Iterable[int], *, betas: torch.Tensor,
-                 model_timesteps: Optional[torch.Tensor] = None, **kwargs):
+                 model_timesteps: torch.Tensor | None = None, **kwargs):
         betas = torch.as_tensor(betas, dtype=torch.float64)
         self.original_num_steps = len(betas)
         spaced_betas, kept = respace_betas(betas, use_timesteps)

@@ -1,5 +1,5 @@
-"""What ``ledit sample`` and ``ledit sample-ddp`` share: DiT's flags, loading a checkpoint for inference, the
-size check, and one batch of classifier-free-guided DDPM/DDIM sampling."""
+"""What ``ledit sample`` and ``ledit sample-ddp`` share: DiT's flags and the inference add-ons' flags, loading a
+checkpoint for inference, the size check, and one batch of classifier-free-guided DDPM/DDIM sampling."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import torch
 
 from ledit.data.vae import VAE_HELP, decode_latents, load_vae, to_uint8, vae_downsample
+from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, sample_latents
 from ledit.training.checkpoint import CheckpointError, inference_weights, load_checkpoint, load_weights_into
 
 
@@ -27,6 +28,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, cfg_scale: float) ->
     p("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p("--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls on Ampere+ GPUs")
     p("--device", default=None, help="cuda | cpu (default: cuda if available)")
+    add_addon_arguments(parser)
 
 
 def load_model_for_sampling(args, device, vae) -> torch.nn.Module:
@@ -63,9 +65,8 @@ def sample_size(args, model, vae) -> tuple[int, int]:
 
 
 def load_sampling_setup(args, device):
-    """(model, vae, diffusion, (height, width)) for the parsed sampling flags."""
-    from ledit.diffusion import create_diffusion
-
+    """(model, vae, add-ons, (height, width)) for the parsed sampling flags; bad add-on flags fail first."""
+    addons = addons_from_args(args)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     vae = load_vae(args.vae, device)
@@ -78,26 +79,22 @@ def load_sampling_setup(args, device):
     if vae is None and model.in_channels != 3:
         raise CheckpointError(f"--vae none samples RGB pixels, but --ckpt {args.ckpt} models {model.in_channels} "
                               "latent channels: pass the VAE it was trained with (--vae ema|mse|<folder>)")
-    respacing = f"ddim{args.num_sampling_steps}" if args.sampler == "ddim" else str(args.num_sampling_steps)
-    return model, vae, create_diffusion(respacing), sample_size(args, model, vae)
+    return model, vae, addons, sample_size(args, model, vae)
 
 
 @torch.no_grad()
-def sample_images(model, vae, diffusion, labels, height, width, cfg_scale, sampler, generator, progress=False):
-    """One batch: noise -> latents (CFG as DiT's sample scripts) -> decoded uint8 NHWC images on the CPU."""
+def sample_images(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
+                  generator: torch.Generator, addons: SamplingAddons = None, progress: bool = False):
+    """One batch: noise -> latents (CFG as DiT's sample scripts, plus the add-ons) -> decoded uint8 NHWC images
+    on the CPU. The starting noise is the generator's first draw, then it draws the sampler's noise."""
     device = labels.device
     down = vae_downsample(vae)
-    z = torch.randn(len(labels), model.in_channels, height // down, width // down, generator=generator, device=device)
-    if cfg_scale > 1.0:
-        z = torch.cat([z, z])
-        null = torch.full_like(labels, model.num_classes)
-        model_kwargs = dict(y=torch.cat([labels, null]), cfg_scale=cfg_scale)
-        model_fn = model.forward_with_cfg
-    else:
-        model_kwargs, model_fn = dict(y=labels), model.forward
-    loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
-    samples = loop(model_fn, z.shape, z, clip_denoised=False, model_kwargs=model_kwargs, progress=progress,
-                   device=device, generator=generator)
-    if cfg_scale > 1.0:
-        samples, _ = samples.chunk(2)
+
+    def initial_noise(size):
+        return torch.randn(len(labels), model.in_channels, *size, generator=generator, device=device)
+
+    samples = sample_latents(model, labels, (height // down, width // down),
+                             respacing=f"ddim{num_steps}" if sampler == "ddim" else str(num_steps), sampler=sampler,
+                             cfg_scale=cfg_scale, initial_noise=initial_noise, addons=addons, generator=generator,
+                             progress=progress)
     return to_uint8(decode_latents(vae, samples))

@@ -43,14 +43,15 @@ def image_grid(images: np.ndarray, nrow: int, padding: int = 2) -> np.ndarray:
 def main(args: argparse.Namespace) -> None:
     device = default_device(args.device)
     torch.manual_seed(args.seed)
-    model, vae, diffusion, (height, width) = load_sampling_setup(args, device)
+    model, vae, addons, (height, width) = load_sampling_setup(args, device)
     num_classes = model.num_classes
     labels = args.class_labels or (DIT_CLASS_LABELS if num_classes == 1000 else [i % num_classes for i in range(8)])
     if not all(0 <= label < num_classes for label in labels):
         raise ValueError(f"--class-labels {labels} must lie in [0, {num_classes})")
     generator = torch.Generator(device).manual_seed(args.seed)
-    images = sample_images(model, vae, diffusion, torch.tensor(labels, device=device), height, width,
-                           args.cfg_scale, args.sampler, generator, progress=True)
+    images = sample_images(model, vae, torch.tensor(labels, device=device), height, width, cfg_scale=args.cfg_scale,
+                           sampler=args.sampler, num_steps=args.num_sampling_steps, generator=generator,
+                           addons=addons, progress=True)
     with atomic_path(args.output) as tmp:
         Image.fromarray(image_grid(images.numpy(), args.nrow)).save(tmp, format="PNG")
     print(f"saved {len(labels)} samples at {height}x{width} to {args.output}")

@@ -33,18 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--global-seed", type=int, default=0)
 
 
-def run_name(args, model_name: str, height: int, width: int) -> str:
-    """DiT's folder naming, plus the size and sampler."""
+def run_name(args, model_name: str, height: int, width: int, addons) -> str:
+    """DiT's folder naming, plus the size, the sampler and the add-ons that are on."""
     ckpt = Path(args.ckpt).stem
+    extra = f"-{addons.describe()}" if addons.describe() else ""
     return (f"{model_name}-{ckpt}-size-{height}x{width}-vae-{Path(args.vae).name}-cfg-{args.cfg_scale}"
-            f"-{args.sampler}{args.num_sampling_steps}-seed-{args.global_seed}").replace("/", "-")
+            f"-{args.sampler}{args.num_sampling_steps}{extra}-seed-{args.global_seed}").replace("/", "-")
 
 
 def main(args: argparse.Namespace) -> None:
     ctx = setup_distributed(args.device)
-    model, vae, diffusion, (height, width) = load_sampling_setup(args, ctx.device)
+    model, vae, addons, (height, width) = load_sampling_setup(args, ctx.device)
     num_classes = model.num_classes
-    out = Path(args.sample_dir) / f"{run_name(args, model.config['name'], height, width)}.npz"
+    out = Path(args.sample_dir) / f"{run_name(args, model.config['name'], height, width, addons)}.npz"
     parts = out.with_suffix(".parts")
     num_batches = math.ceil(args.num_fid_samples / args.per_proc_batch_size)
     done = {b for b in range(num_batches) if (parts / f"{b:06d}.npy").exists()}
@@ -57,7 +58,8 @@ def main(args: argparse.Namespace) -> None:
     for b in tqdm(mine, desc="batches (rank 0)", disable=not ctx.is_main):
         generator = torch.Generator(ctx.device).manual_seed(args.global_seed * 1_000_003 + b)
         labels = torch.randint(0, num_classes, (args.per_proc_batch_size,), generator=generator, device=ctx.device)
-        images = sample_images(model, vae, diffusion, labels, height, width, args.cfg_scale, args.sampler, generator)
+        images = sample_images(model, vae, labels, height, width, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                               num_steps=args.num_sampling_steps, generator=generator, addons=addons)
         with atomic_path(parts / f"{b:06d}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, images.numpy())
     barrier()

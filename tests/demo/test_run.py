@@ -1,11 +1,9 @@
 """End-to-end `ledit demo` on a configuration far too small to mean anything: checks the files, the table's
 structure, the cache and reproducibility, never the quality."""
 
-import argparse
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from ledit.demo import run
@@ -37,22 +35,9 @@ TINY = [
 ]
 
 
-def _args(*argv):
-    parser = argparse.ArgumentParser()
-    run.add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, capsys):
+def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, capsys, demo_args):
     out = tmp_path / "demo"
-    run.main(_args(*TINY, "--out-dir", str(out)))
+    run.main(demo_args(*TINY, "--out-dir", str(out)))
     printed = capsys.readouterr().out
     assert str(out / "demo.png") in printed and str(out / "results.md") in printed
 
@@ -80,7 +65,7 @@ def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, cap
     assert figure.mode == "RGB" and figure.height > 5 * 2 * 32  # five rows of 2x-enlarged 32-pixel samples
 
     # A re-run loads every checkpoint from the cache and reproduces the numbers exactly.
-    run.main(_args(*TINY, "--out-dir", str(out)))
+    run.main(demo_args(*TINY, "--out-dir", str(out)))
     again = json.loads((out / "results.json").read_text())
     assert all(entry["cached"] for entry in again["training"].values())
     assert [row["swd"] for row in again["rows"]] == [row["swd"] for row in results["rows"]]
@@ -97,9 +82,13 @@ def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, cap
         (["--train-steps", "0"], "--train-steps must be >= 1"),
         (["--hidden-size", "60"], "--hidden-size / --num-heads"),
         (["--figure-samples", "99"], "--figure-samples 99 exceeds"),
+        (["--timestep-shift", "-1"], "--timestep-shift must be 'auto'"),
+        (["--guidance-interval", "0.1,0.5"], "need classifier-free guidance"),
+        (["--models", "ledit", "--rope-dynamic", "dy-ntk"], "--rope-dynamic dy-ntk: rope_dynamic='dy-ntk' needs a RoPE"),
+        (["--models", "dit-rope", "--stem-dilation", "2"], "--stem-dilation 2: stem_dilation=2 re-dilates"),
     ],
 )
-def test_bad_flags_exit_with_the_flag_named(argv, message, tmp_path):
+def test_bad_flags_exit_with_the_flag_named(argv, message, tmp_path, demo_args):
     with pytest.raises(SystemExit, match=message):
-        run.main(_args("--out-dir", str(tmp_path), *argv))
+        run.main(demo_args("--out-dir", str(tmp_path), *argv))
     assert not any(tmp_path.iterdir())  # nothing written
