@@ -9,7 +9,13 @@ import json
 import torch
 
 from ledit.data.vae import VAE_HELP, decode_latents, load_vae, to_uint8, vae_downsample
-from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, sample_latents
+from ledit.sampling.addons import (
+    SamplingAddons,
+    add_addon_arguments,
+    addons_from_args,
+    check_model_options,
+    sample_latents,
+)
 from ledit.training.checkpoint import CheckpointError, inference_weights, load_checkpoint, load_weights_into
 
 
@@ -79,12 +85,13 @@ def load_sampling_setup(args, device):
     if vae is None and model.in_channels != 3:
         raise CheckpointError(f"--vae none samples RGB pixels, but --ckpt {args.ckpt} models {model.in_channels} "
                               "latent channels: pass the VAE it was trained with (--vae ema|mse|<folder>)")
+    check_model_options(model, addons)
     return model, vae, addons, sample_size(args, model, vae)
 
 
 @torch.no_grad()
 def sample_images(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
-                  generator: torch.Generator, addons: SamplingAddons = None, progress: bool = False):
+                  generator: torch.Generator, addons: SamplingAddons | None = None, progress: bool = False):
     """One batch: noise -> latents (CFG as DiT's sample scripts, plus the add-ons) -> decoded uint8 NHWC images
     on the CPU. The starting noise is the generator's first draw, then it draws the sampler's noise."""
     device = labels.device
