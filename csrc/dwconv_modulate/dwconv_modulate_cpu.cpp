@@ -3,29 +3,34 @@
 // Work is split into tasks of (sample, block of grid rows), run with at::parallel_for. A task streams its rows
 // top to bottom through a ring of 2 * pad + 1 rows of y = LN(x) * (1 + scale) + shift in fp32, so each x row is
 // read and normalised once; only the pad rows above a block are recomputed by the task below (the halo). The
-// inner loops run over channels (contiguous in the token layout) in fp32 and are compiled twice, for AVX2+FMA
-// and for baseline x86-64, with the CPU choosing at load time.
+// inner loops run over channels (contiguous in the token layout) in fp32 and are compiled for AVX-512, AVX2+FMA
+// and baseline x86-64 with the CPU choosing at load time (LEDIT_CPU_MULTIVERSION, shared with scan_attention).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "dwconv_modulate/dwconv_modulate.h"
 #include "dwconv_modulate/tensor_prep.h"
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define LEDIT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define LEDIT_VECTOR_CLONES
-#endif
+#include "scan_attention/cpu_tile_math.h"
 
 namespace ledit {
 namespace dwconv {
 namespace {
+
+using cpu::Vec16;  // 16 floats: one AVX-512 register, two AVX2 ones
+
+LEDIT_CPU_INLINE Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+LEDIT_CPU_INLINE void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
 
 constexpr int kMaxTaps = 49;  // k = 7
 
@@ -54,29 +59,21 @@ inline void multiply_add(const float* __restrict__ a, const float* __restrict__ 
   for (int64_t c = 0; c < channels; ++c) acc[c] += a[c] * b[c];
 }
 
-// Mean and 1/std of one token, two passes over its channels for accuracy.
-LEDIT_VECTOR_CLONES void token_stats(const float* __restrict__ x, int64_t channels, float* mean, float* rstd) {
-  const float mu = channel_sum(channels, [&](int64_t c) { return x[c]; }) / channels;
-  const float variance = channel_sum(channels, [&](int64_t c) { return (x[c] - mu) * (x[c] - mu); }) / channels;
-  *mean = mu;
-  *rstd = layer_norm_rstd(variance);
-}
-
 // u = (x - mean) * rstd (mean 0 and rstd 1 without LN).
-LEDIT_VECTOR_CLONES void normalize(const float* __restrict__ x, float mean, float rstd, int64_t channels,
+LEDIT_CPU_MULTIVERSION void normalize(const float* __restrict__ x, float mean, float rstd, int64_t channels,
                                    float* __restrict__ u) {
   for (int64_t c = 0; c < channels; ++c) u[c] = (x[c] - mean) * rstd;
 }
 
 // y = (x - mean) * rstd * (1 + scale) + shift.
-LEDIT_VECTOR_CLONES void modulate(const float* __restrict__ x, float mean, float rstd,
+LEDIT_CPU_MULTIVERSION void modulate(const float* __restrict__ x, float mean, float rstd,
                                   const float* __restrict__ scale1p, const float* __restrict__ shift,
                                   int64_t channels, float* __restrict__ y) {
   for (int64_t c = 0; c < channels; ++c) y[c] = (x[c] - mean) * rstd * scale1p[c] + shift[c];
 }
 
 // acc = bias + sum_i weights[i] * sources[i], channel-wise.
-LEDIT_VECTOR_CLONES void sum_taps(const float* const* weights, const float* const* sources, int taps,
+LEDIT_CPU_MULTIVERSION void sum_taps(const float* const* weights, const float* const* sources, int taps,
                                   const float* bias, int64_t channels, float* __restrict__ acc) {
   if (bias != nullptr) {
     std::copy(bias, bias + channels, acc);
@@ -86,30 +83,15 @@ LEDIT_VECTOR_CLONES void sum_taps(const float* const* weights, const float* cons
   for (int i = 0; i < taps; ++i) multiply_add(weights[i], sources[i], channels, acc);
 }
 
-// out = residual + gate * z (gate and residual optional).
-LEDIT_VECTOR_CLONES void gate_residual(const float* __restrict__ z, const float* __restrict__ gate,
-                                       const float* __restrict__ residual, int64_t channels,
-                                       float* __restrict__ out) {
-  if (gate != nullptr && residual != nullptr) {
-    for (int64_t c = 0; c < channels; ++c) out[c] = residual[c] + gate[c] * z[c];
-  } else if (gate != nullptr) {
-    for (int64_t c = 0; c < channels; ++c) out[c] = gate[c] * z[c];
-  } else if (residual != nullptr) {
-    for (int64_t c = 0; c < channels; ++c) out[c] = residual[c] + z[c];
-  } else {
-    std::copy(z, z + channels, out);
-  }
-}
-
 // sums[i] += g * sources[i] for each tap i (the per-tap products behind dweight and dgate).
-LEDIT_VECTOR_CLONES void accumulate_products(float* const* sums, const float* g, const float* const* sources,
+LEDIT_CPU_MULTIVERSION void accumulate_products(float* const* sums, const float* g, const float* const* sources,
                                              int taps, int64_t channels) {
   for (int i = 0; i < taps; ++i) multiply_add(g, sources[i], channels, sums[i]);
 }
 
 // From e = sum_t w_t * g[n - offset(t)] and u at one token: accumulate sum(g), sum(e), sum(e * u), and write
 // dx = LN backward of du = e * gate * (1 + scale) (or du itself without LN).
-LEDIT_VECTOR_CLONES void token_backward(const float* __restrict__ e, const float* __restrict__ u,
+LEDIT_CPU_MULTIVERSION void token_backward(const float* __restrict__ e, const float* __restrict__ u,
                                         const float* __restrict__ g, const float* __restrict__ gate_scale1p,
                                         float rstd, bool norm, int64_t channels, float* __restrict__ sum_g,
                                         float* __restrict__ sum_e, float* __restrict__ sum_e_u,
@@ -200,59 +182,183 @@ int gather_taps(const Geometry& g, int64_t row, int64_t col, const float* weight
 }
 
 // ---- forward ----------------------------------------------------------------------------------------------------
+// The forward's ring keeps its rows padded: pad zero tokens left and right of the w grid tokens, and channels padded
+// to a multiple of 16 with zeros, so the tap loop below runs in whole 16-float vectors with no bounds checks. Grid
+// rows above and below the grid are one shared zero row.
+
+int64_t padded_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
+
+// One sample's per-channel vectors (padded to padded_channels with zeros) and the conv weights as (k*k, padded).
+struct ForwardParams {
+  const float* weight_blocks;  // (padded / 16, k*k, 16): each 16-channel block's taps together
+  const float* bias;  // zeros without bias
+  const float* shift;
+  const float* scale1p;
+  const float* gate;  // nullptr without gate
+};
+
+// Sum over the channels of term(c), for c a multiple of 16: four independent vector sums hide the add latency.
+template <typename Term>
+LEDIT_CPU_INLINE float vector_sum(int64_t channels, Term term) {
+  Vec16 sums[4] = {};
+  int64_t c = 0;
+  for (; c + 64 <= channels; c += 64) {
+    for (int v = 0; v < 4; ++v) sums[v] += term(c + 16 * v);
+  }
+  for (; c < channels; c += 16) sums[0] += term(c);
+  const Vec16 sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+  float total = 0.f;
+  for (int i = 0; i < 16; ++i) total += sum[i];
+  return total;
+}
+
+// y = LN(x) * (1 + scale) + shift of one token into its ring slot (LN stats also returned), or x * (1 + scale)
+// + shift without LN. Two passes for the stats, the second from L1: the mean, then the centred sum of squares.
+LEDIT_CPU_MULTIVERSION
+void modulate_token(const float* __restrict__ x, int64_t channels, bool norm, const float* __restrict__ scale1p,
+                    const float* __restrict__ shift, float* __restrict__ y, float* mean_out, float* rstd_out) {
+  const int64_t vector_end = channels / 16 * 16;
+  float mean = 0.f, rstd = 1.f;
+  if (norm) {
+    float total = vector_sum(vector_end, [&](int64_t c) { return load16(x + c); });
+    for (int64_t c = vector_end; c < channels; ++c) total += x[c];
+    mean = total / channels;
+    float variance = vector_sum(vector_end, [&](int64_t c) {
+      const Vec16 d = load16(x + c) - mean;
+      return d * d;
+    });
+    for (int64_t c = vector_end; c < channels; ++c) variance += (x[c] - mean) * (x[c] - mean);
+    rstd = layer_norm_rstd(variance / channels);
+  }
+  for (int64_t c = 0; c < vector_end; c += 16) {
+    store16(y + c, (load16(x + c) - mean) * rstd * load16(scale1p + c) + load16(shift + c));
+  }
+  for (int64_t c = vector_end; c < channels; ++c) y[c] = (x[c] - mean) * rstd * scale1p[c] + shift[c];
+  *mean_out = mean;
+  *rstd_out = rstd;
+}
+
+// Stores out = residual + acc for `lanes` channels (acc is already gated); a full vector when lanes == 16.
+LEDIT_CPU_INLINE void store_output(Vec16 acc, const float* residual, int lanes, float* out) {
+  if (lanes == 16) {
+    store16(out, residual != nullptr ? load16(residual) + acc : acc);
+    return;
+  }
+  float values[16];
+  store16(values, acc);
+  for (int l = 0; l < lanes; ++l) out[l] = (residual != nullptr ? residual[l] : 0.f) + values[l];
+}
+
+// kCols consecutive output tokens of one row, starting at column col: out = residual + gate * (bias +
+// sum_taps w_t * y[. + offset(t)]). `rows` are the k ring rows the kernel rows read (padded: token j of a ring row
+// is grid column j - pad). The sweep runs over 16-channel blocks, so every stream (y, weights, residual, out) is
+// read in address order; within a block, each tap's weight vector feeds kCols independent accumulators.
+template <int K, int kCols>
+LEDIT_CPU_INLINE void conv_columns(const float* const* rows, const ForwardParams& p, int dilation, int64_t col,
+                                   int64_t channels, const float* residual, float* out) {
+  const int64_t stride = padded_channels(channels);
+  for (int64_t c0 = 0; c0 < stride; c0 += 16) {
+    const float* weight = p.weight_blocks + c0 * K * K;  // this block's (k*k, 16) weights
+    Vec16 acc[kCols];
+    for (int q = 0; q < kCols; ++q) acc[q] = load16(p.bias + c0);
+    for (int i = 0; i < K; ++i) {
+      const float* src = rows[i] + col * stride + c0;
+      for (int j = 0; j < K; ++j) {
+        const Vec16 tap = load16(weight + (i * K + j) * 16);
+        for (int q = 0; q < kCols; ++q) acc[q] += tap * load16(src + (q + j * dilation) * stride);
+      }
+    }
+    const Vec16 gate = p.gate != nullptr ? load16(p.gate + c0) : Vec16{} + 1.f;
+    const int lanes = static_cast<int>(std::min<int64_t>(16, channels - c0));
+    for (int q = 0; q < kCols; ++q) {
+      const int64_t offset = (col + q) * channels + c0;
+      store_output(acc[q] * gate, residual != nullptr ? residual + offset : nullptr, lanes, out + offset);
+    }
+  }
+}
+
+// One output row of w tokens, kCols columns at a time.
+template <int K>
+LEDIT_CPU_INLINE void conv_row_k(const float* const* rows, const ForwardParams& p, int dilation, int64_t w,
+                                 int64_t channels, const float* residual, float* out) {
+  constexpr int kCols = 4;
+  int64_t col = 0;
+  for (; col + kCols <= w; col += kCols) conv_columns<K, kCols>(rows, p, dilation, col, channels, residual, out);
+  for (; col < w; ++col) conv_columns<K, 1>(rows, p, dilation, col, channels, residual, out);
+}
+
+LEDIT_CPU_MULTIVERSION
+void conv_row(const float* const* rows, const ForwardParams& p, int k, int dilation, int64_t w, int64_t channels,
+              const float* residual, float* out) {
+  switch (k) {
+    case 3: return conv_row_k<3>(rows, p, dilation, w, channels, residual, out);
+    case 5: return conv_row_k<5>(rows, p, dilation, w, channels, residual, out);
+    default: return conv_row_k<7>(rows, p, dilation, w, channels, residual, out);
+  }
+}
 
 template <typename scalar_t>
-void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const float* weight_taps, const float* bias,
-                    const float* shift, const float* scale1p, const float* gate, const scalar_t* residual,
-                    scalar_t* out, float* mean, float* rstd) {
+void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const ForwardParams& params,
+                    const scalar_t* residual, scalar_t* out, float* mean, float* rstd) {
   const int rows_per_block = rows_per_task(g);
   const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
-  const int64_t n_tokens = g.h * g.w, C = g.channels;
+  const int64_t n_tokens = g.h * g.w, C = g.channels, stride = padded_channels(C);
+  const int64_t ring_row = (g.w + 2 * g.pad()) * stride;
+  constexpr bool kFloat = std::is_same_v<scalar_t, float>;
   at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    RowRing ring(g.ring_rows(), g.w, C);
-    std::vector<float> x_scratch(C), acc(C), out_scratch(C), residual_scratch(C);
-    const float* weights[kMaxTaps];
-    const float* sources[kMaxTaps];
+    // ring_rows() slots, then the zero row; zero-initialised, and the padding is never written.
+    std::vector<float> ring((g.ring_rows() + 1) * ring_row, 0.f);
+    const float* zero_row = ring.data() + g.ring_rows() * ring_row;
+    std::vector<float> x_scratch(kFloat ? 0 : C), residual_scratch(kFloat ? 0 : g.w * C),
+        out_scratch(kFloat ? 0 : g.w * C);
+    const float* rows[7];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const RowBlock block = row_block(static_cast<int>(task % blocks), rows_per_block, static_cast<int>(g.h));
-      const float* shift_b = shift + b * C;
-      const float* scale1p_b = scale1p + b * C;
-      const float* gate_b = gate != nullptr ? gate + b * C : nullptr;
+      ForwardParams p = params;
+      p.shift += b * stride;
+      p.scale1p += b * stride;
+      if (p.gate != nullptr) p.gate += b * stride;
+      auto slot = [&](int64_t r) { return ring.data() + (r % g.ring_rows()) * ring_row; };
       // Normalises and modulates grid row r into the ring; the stats of the block's own rows are outputs.
       auto load_row = [&](int64_t r) {
+        const bool own_row = r >= block.first && r < block.last;
         for (int64_t col = 0; col < g.w; ++col) {
           const int64_t token = b * n_tokens + r * g.w + col;
           const float* xt = token_as_float(x + token * C, C, x_scratch.data());
-          float mu = 0.f, inv_std = 1.f;
-          if (norm) token_stats(xt, C, &mu, &inv_std);
-          if (norm && r >= block.first && r < block.last) {
+          float mu, inv_std;
+          modulate_token(xt, C, norm, p.scale1p, p.shift, slot(r) + (col + g.pad()) * stride, &mu, &inv_std);
+          if (norm && own_row) {
             mean[token] = mu;
             rstd[token] = inv_std;
           }
-          modulate(xt, mu, inv_std, scale1p_b, shift_b, C, ring.token(r, col));
         }
       };
       int64_t next_row = std::max<int64_t>(0, block.first - g.pad());
       for (int64_t r = block.first; r < block.last; ++r) {
         for (; next_row <= std::min<int64_t>(g.h - 1, r + g.pad()); ++next_row) load_row(next_row);
-        for (int64_t col = 0; col < g.w; ++col) {
-          const int64_t token = b * n_tokens + r * g.w + col;
-          const int taps = gather_taps<false>(g, r, col, weight_taps, ring, weights, sources);
-          sum_taps(weights, sources, taps, bias, C, acc.data());
-          const float* res = residual != nullptr
-                                 ? token_as_float(residual + token * C, C, residual_scratch.data())
-                                 : nullptr;
-          if constexpr (std::is_same_v<scalar_t, float>) {
-            gate_residual(acc.data(), gate_b, res, C, out + token * C);
-          } else {
-            gate_residual(acc.data(), gate_b, res, C, out_scratch.data());
-            store_token(out_scratch.data(), C, out + token * C);
-          }
+        for (int i = 0; i < g.k; ++i) {
+          const int64_t source = r + tap_offset(i, g.k, g.dilation);
+          rows[i] = source >= 0 && source < g.h ? slot(source) : zero_row;
+        }
+        const int64_t first_token = b * n_tokens + r * g.w;
+        const scalar_t* res = residual != nullptr ? residual + first_token * C : nullptr;
+        if constexpr (kFloat) {
+          conv_row(rows, p, g.k, g.dilation, g.w, C, res, out + first_token * C);
+        } else {
+          if (res != nullptr) load_token(res, g.w * C, residual_scratch.data());
+          conv_row(rows, p, g.k, g.dilation, g.w, C, res != nullptr ? residual_scratch.data() : nullptr,
+                   out_scratch.data());
+          store_token(out_scratch.data(), g.w * C, out + first_token * C);
         }
       }
     }
   });
+}
+
+// A (..., C) tensor as fp32 with its last dimension zero-padded to `padded` channels.
+at::Tensor float_padded(const at::Tensor& t, int64_t padded) {
+  return at::constant_pad_nd(t.to(at::kFloat), {0, padded - t.size(-1)}).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, int64_t h, int64_t w,
@@ -263,18 +369,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_i
                                                            const std::optional<at::Tensor>& residual_in,
                                                            int64_t dilation, bool norm) {
   const Geometry g = make_geometry(x_in, h, w, weight, dilation);
+  const int64_t stride = padded_channels(g.channels);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
-  const at::Tensor weight_taps = taps_by_channel(weight);
-  const at::Tensor bias_f = optional_float(bias);
-  const at::Tensor shift_f = float_contiguous(shift);
-  const at::Tensor scale1p = float_contiguous(scale) + 1;
-  const at::Tensor gate_f = optional_float(gate);
+  const at::Tensor weight_blocks =
+      float_padded(taps_by_channel(weight), stride).view({-1, stride / 16, 16}).transpose(0, 1).contiguous();
+  const at::Tensor bias_f =
+      bias.has_value() ? float_padded(*bias, stride) : at::zeros({stride}, x.options().dtype(at::kFloat));
+  const at::Tensor shift_f = float_padded(shift, stride);
+  const at::Tensor scale1p = float_padded(scale.to(at::kFloat) + 1, stride);
+  const at::Tensor gate_f = gate.has_value() ? float_padded(*gate, stride) : at::Tensor();
+  const ForwardParams params{weight_blocks.data_ptr<float>(), bias_f.data_ptr<float>(), shift_f.data_ptr<float>(),
+                             scale1p.data_ptr<float>(), optional_data(gate_f)};
   at::Tensor out = at::empty_like(x), mean = empty_stats(x, norm), rstd = empty_stats(x, norm);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dwconv_modulate_fwd_cpu", [&] {
-    forward_kernel<scalar_t>(g, norm, x.data_ptr<scalar_t>(), weight_taps.data_ptr<float>(),
-                             optional_data(bias_f), shift_f.data_ptr<float>(), scale1p.data_ptr<float>(),
-                             optional_data(gate_f),
+    forward_kernel<scalar_t>(g, norm, x.data_ptr<scalar_t>(), params,
                              residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
                              norm ? mean.data_ptr<float>() : nullptr, norm ? rstd.data_ptr<float>() : nullptr);
   });
