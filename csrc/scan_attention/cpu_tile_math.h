@@ -30,40 +30,56 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 typedef float Vec16 __attribute__((vector_size(64)));
 typedef int32_t Int16 __attribute__((vector_size(64)));
 
-LEDIT_CPU_INLINE Vec16 load16(const float* p) {
-  Vec16 v;
+// 8 floats: the tail of a row whose length is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
+typedef float Vec8 __attribute__((vector_size(32)));
+
+template <typename V>
+LEDIT_CPU_INLINE V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-LEDIT_CPU_INLINE void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
+template <typename V>
+LEDIT_CPU_INLINE void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
 
-// C[kRows x 16*kVecs] (+)= A[kRows x K] * B[K x 16*kVecs] with the C block held in registers across the K loop.
-template <int kRows, int kVecs>
+// C[kRows x kVecs vectors] (+)= A[kRows x K] * B[K x kVecs vectors] with the C block held in registers across the
+// K loop. A is row-major (A[r][k] = A[r * lda + k]), or with kTransA its transpose is (A[r][k] = A[k * lda + r]),
+// which gives the backward's P^T dO and dS^T Q without transposing P or dS.
+template <int kRows, int kVecs, typename V, bool kTransA>
 LEDIT_CPU_INLINE void gemm_block(int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                                  bool accumulate) {
-  Vec16 acc[kRows][kVecs];
+  constexpr int kWidth = sizeof(V) / sizeof(float);
+  V acc[kRows][kVecs];
   for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kVecs; ++v) acc[r][v] = accumulate ? load16(C + r * ldc + 16 * v) : Vec16{};
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = accumulate ? load<V>(C + r * ldc + kWidth * v) : V{};
   for (int k = 0; k < K; ++k) {
-    Vec16 b[kVecs];
-    for (int v = 0; v < kVecs; ++v) b[v] = load16(B + k * ldb + 16 * v);
+    V b[kVecs];
+    for (int v = 0; v < kVecs; ++v) b[v] = load<V>(B + k * ldb + kWidth * v);
     for (int r = 0; r < kRows; ++r) {
-      const float a = A[r * lda + k];
+      const float a = kTransA ? A[k * lda + r] : A[r * lda + k];
       for (int v = 0; v < kVecs; ++v) acc[r][v] += a * b[v];
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kVecs; ++v) store16(C + r * ldc + 16 * v, acc[r][v]);
+    for (int v = 0; v < kVecs; ++v) store<V>(C + r * ldc + kWidth * v, acc[r][v]);
 }
 
-// C[M x N] (+)= A[M x K] * B[K x N], row-major; M a multiple of 4, N a multiple of 16.
+// C[M x N] (+)= A[M x K] * B[K x N] (A transposed with kTransA, see gemm_block); M a multiple of 4, N of 8.
+template <bool kTransA = false>
 LEDIT_CPU_INLINE void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                            bool accumulate) {
   for (int m = 0; m < M; m += 4) {
+    const float* a = kTransA ? A + m : A + m * lda;
+    float* c = C + m * ldc;
     int n = 0;
-    for (; n + 32 <= N; n += 32)
-      gemm_block<4, 2>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, accumulate);
-    if (n < N) gemm_block<4, 1>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, accumulate);
+    for (; n + 32 <= N; n += 32) gemm_block<4, 2, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+    if (n + 16 <= N) {
+      gemm_block<4, 1, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+      n += 16;
+    }
+    if (n < N) gemm_block<4, 1, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
   }
 }
 
@@ -86,12 +102,6 @@ LEDIT_CPU_INLINE Vec16 exp2_approx(Vec16 x) {
 }
 
 LEDIT_CPU_INLINE float exp2_approx(float x) { return exp2_approx(Vec16{} + x)[0]; }
-
-// Transpose a kTile x kTile tile (used for P^T and dS^T in the backward pass).
-LEDIT_CPU_INLINE void transpose_tile(const float* src, float* dst) {
-  for (int i = 0; i < kTile; ++i)
-    for (int j = 0; j < kTile; ++j) dst[j * kTile + i] = src[i * kTile + j];
-}
 
 }  // namespace cpu
 }  // namespace ledit

@@ -1,20 +1,27 @@
 // CPU kernel of scan_attention: tiled online-softmax attention under a 2D scan mask, forward and backward.
 //
-// q, k, v are first packed per (batch, head) into fp32 tiles in the order of scan_tiles.h (each 2D tile of the
-// grid becomes kTile contiguous rows, zero-padded), so every tile product is a fixed-size, vectorisable loop.
-// Forward: one task per (batch, head, query tile); fully masked key tiles are skipped, fully visible ones run
-// without mask tests. Backward: one task per (batch, head), which owns its dq, so dq, dk and dv come out of a
-// single pass (5 tile products per visible tile pair) with no atomics. Scores are kept in base 2 (q is scaled by
+// Operands are packed into fp32 tiles in the order of scan_tiles.h (each 2D tile of the grid becomes kTile
+// contiguous rows, zero-padded), so every tile product is a fixed-size, vectorisable loop. The packing reads the
+// (B, N, H, D) inputs in place (any dtype, any strides with a unit last stride) and goes to per-thread buffers
+// kept between calls: freshly allocated packing tensors cost a page fault per 4 KB on first touch, which at
+// LEDiT's 16 x 16 grids took as long as the attention itself (docs/kernels-attention.md).
+// Forward: one task per (batch, head, query tile); the thread packs its head's K and V once and reuses them for
+// every query tile of that head it runs. Fully masked key tiles are skipped, fully visible ones run without mask
+// tests. Backward: one task per (batch, head), which owns its dq, so dq, dk and dv come out of a single pass
+// (5 tile products per visible tile pair) with no atomics. Scores are kept in base 2 (q is scaled by
 // softmax_scale * log2(e)); the saved lse is in natural-log units.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <limits>
 #include <tuple>
-#include <cmath>
+#include <utility>
 #include <vector>
 
 #include "scan_attention/cpu_tile_math.h"
@@ -25,7 +32,6 @@ namespace ledit {
 namespace cpu {
 namespace {
 
-
 // Shapes of one call, shared by the packing helpers and the kernels.
 struct Problem {
   int64_t batch, tokens, heads, dim;
@@ -33,71 +39,132 @@ struct Problem {
   Scan scan;
   int64_t bh() const { return batch * heads; }
   int64_t padded_tokens() const { return int64_t{grid.num_tiles()} * kTile; }
-  // Packed rows are padded to a multiple of 16 floats so every product over D runs in full 16-wide vectors.
+  // Packed rows are padded to a multiple of 16 floats so every row starts on a 64-byte boundary.
   int64_t row_stride() const { return (dim + 15) / 16 * 16; }
+  int64_t head_floats() const { return padded_tokens() * row_stride(); }
 };
 
-// (B, N, H, D) -> (B*H, tiles*kTile, row_stride) fp32 in tile order, times `scale`; padding is zero.
-at::Tensor pack_rows(const at::Tensor& x, const Problem& p, float scale) {
-  const at::Tensor src = x.to(at::kFloat).transpose(1, 2).contiguous();  // (B, H, N, D)
-  at::Tensor packed = at::zeros({p.bh(), p.padded_tokens(), p.row_stride()}, src.options());
-  const float* in = src.const_data_ptr<float>();
-  float* out = packed.mutable_data_ptr<float>();
-  const int tiles = p.grid.num_tiles();
-  at::parallel_for(0, p.bh() * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / tiles;
-      const int tile = static_cast<int>(task % tiles);
-      const TileRect rect = p.grid.rect(tile);
-      for (int i = 0; i < rect.size(); ++i) {
-        const float* row = in + (bh * p.tokens + p.grid.token(rect, i)) * p.dim;
-        float* dst = out + (bh * p.padded_tokens() + int64_t{tile} * kTile + i) * p.row_stride();
-        for (int64_t d = 0; d < p.dim; ++d) dst[d] = row[d] * scale;
-      }
+// Per-thread scratch kept between calls, so packing touches warm pages instead of fresh ones. A buffer above
+// kRetainedBytes (a 64 x 64 grid's backward) is released when the thread's tasks of the call are done: at
+// those sizes the O(N^2) work dwarfs the page faults, and an idle process should not hold it.
+class Workspace {
+ public:
+  static constexpr size_t kRetainedBytes = size_t{8} << 20;
+
+  using Key = std::pair<int64_t, int64_t>;  // (call id, batch * heads index): what the buffer was packed with
+
+  // A buffer of at least `count` floats, 64-byte aligned, to be filled for `key`. Returns whether it already
+  // holds `key`'s packed operands from this thread's previous task (then they need not be packed again).
+  bool acquire(size_t count, Key key, float** data) {
+    if (lines_.size() * kLineFloats < count) lines_ = std::vector<Line>((count + kLineFloats - 1) / kLineFloats);
+    else if (packed_ == key) {
+      *data = lines_.front().f;
+      return true;
     }
-  });
-  return packed;
-}
-
-// Packed rows -> (B*H, tiles, row_stride, kTile): each tile transposed, so score rows are vector loops over keys.
-at::Tensor transpose_tiles(const at::Tensor& rows, const Problem& p) {
-  return rows.view({p.bh(), p.grid.num_tiles(), kTile, p.row_stride()}).transpose(2, 3).contiguous();
-}
-
-// (B, H, N) per-query values -> (B*H, tiles*kTile) in tile order; padding entries get `pad`.
-at::Tensor pack_queries(const at::Tensor& x, const Problem& p, float pad) {
-  const at::Tensor src = x.to(at::kFloat).contiguous();
-  at::Tensor packed = at::empty({p.bh(), p.padded_tokens()}, src.options()).fill_(pad);
-  const float* in = src.const_data_ptr<float>();
-  float* out = packed.mutable_data_ptr<float>();
-  for (int tile = 0; tile < p.grid.num_tiles(); ++tile) {
-    const TileRect rect = p.grid.rect(tile);
-    for (int64_t bh = 0; bh < p.bh(); ++bh)
-      for (int i = 0; i < rect.size(); ++i)
-        out[bh * p.padded_tokens() + int64_t{tile} * kTile + i] = in[bh * p.tokens + p.grid.token(rect, i)];
+    packed_ = key;
+    *data = lines_.front().f;
+    return false;
   }
-  return packed;
+  void release_if_large() {
+    if (lines_.size() * sizeof(Line) > kRetainedBytes) {
+      lines_ = std::vector<Line>();
+      packed_ = kNothing;
+    }
+  }
+
+ private:
+  static constexpr size_t kLineFloats = 16;
+  struct alignas(64) Line {
+    float f[kLineFloats];
+  };
+  std::vector<Line> lines_;
+  static constexpr Key kNothing{-1, -1};
+  Key packed_ = kNothing;
+};
+
+Workspace& thread_workspace() {
+  thread_local Workspace workspace;
+  return workspace;
 }
 
-// Inverse of pack_rows: (B*H, tiles*kTile, row_stride) fp32 -> (B, N, H, D) in `dtype`, times `scale`.
-at::Tensor unpack_rows(const at::Tensor& packed, const Problem& p, float scale, at::ScalarType dtype) {
-  at::Tensor out = at::empty({p.batch, p.tokens, p.heads, p.dim}, packed.options());
-  const float* in = packed.const_data_ptr<float>();
-  float* dst_base = out.mutable_data_ptr<float>();
-  const int tiles = p.grid.num_tiles();
-  at::parallel_for(0, p.bh() * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / tiles, b = bh / p.heads, h = bh % p.heads;
-      const int tile = static_cast<int>(task % tiles);
-      const TileRect rect = p.grid.rect(tile);
-      for (int i = 0; i < rect.size(); ++i) {
-        const float* src = in + (bh * p.padded_tokens() + int64_t{tile} * kTile + i) * p.row_stride();
-        float* dst = dst_base + ((b * p.tokens + p.grid.token(rect, i)) * p.heads + h) * p.dim;
-        for (int64_t d = 0; d < p.dim; ++d) dst[d] = src[d] * scale;
-      }
-    }
+// Distinguishes calls, so a thread's packed K/V of one call is never mistaken for another call's.
+int64_t next_call_id() {
+  static std::atomic<int64_t> calls{0};
+  return calls.fetch_add(1);
+}
+
+// Runs fn(task, workspace) for every task in [0, count) on at::parallel_for's threads, handing tasks out one at a
+// time in order: tiles near a causal mask's corner have less work than others, and on a shared machine one thread
+// may be descheduled, so a static split would wait on the slowest thread.
+template <typename Fn>
+void parallel_tasks(int64_t count, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(count, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    Workspace& workspace = thread_workspace();
+    for (int64_t task = next.fetch_add(1); task < count; task = next.fetch_add(1)) fn(task, workspace);
+    workspace.release_if_large();
   });
-  return out.to(dtype);
+}
+
+// One (batch, head) of a (B, N, H, D) tensor read in place: row(n) is token n's D values (unit stride).
+template <typename T>
+struct HeadRows {
+  const T* base;
+  int64_t token_stride;
+  const T* row(int64_t token) const { return base + token * token_stride; }
+};
+
+template <typename T>
+HeadRows<T> head_rows(const at::Tensor& x, int64_t bh, int64_t heads) {
+  return {x.const_data_ptr<T>() + (bh / heads) * x.stride(0) + (bh % heads) * x.stride(2), x.stride(1)};
+}
+
+// A (B, N, H, D) tensor with a unit last stride (the kernels read and write whole rows).
+at::Tensor unit_last_stride(const at::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); }
+
+// One tile of rows, times `scale`, into dst (kTile x row_stride; padding rows and columns zero). With kTransposed
+// the tile is stored transposed (row_stride x kTile), so score rows are vector loops over keys. The tile's rows
+// (64 x D floats) stay in L1 while the transposed copy gathers from them.
+template <bool kTransposed, typename T>
+void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, float* dst) {
+  const TileRect rect = p.grid.rect(tile);
+  const int ld = static_cast<int>(p.row_stride()), dim = static_cast<int>(p.dim), rows = rect.size();
+  std::fill(dst, dst + kTile * ld, 0.f);
+  const T* row[kTile];
+  for (int i = 0; i < rows; ++i) row[i] = src.row(p.grid.token(rect, i));
+  if (kTransposed) {
+    for (int d = 0; d < dim; ++d) {
+      float* __restrict out = dst + d * kTile;
+      for (int i = 0; i < rows; ++i) out[i] = static_cast<float>(row[i][d]) * scale;
+    }
+  } else {
+    for (int i = 0; i < rows; ++i) {
+      const T* __restrict in = row[i];
+      float* __restrict out = dst + i * ld;
+      for (int d = 0; d < dim; ++d) out[d] = static_cast<float>(in[d]) * scale;
+    }
+  }
+}
+
+// Every tile of one head, packed (kTransposed: each tile transposed) into dst (padded_tokens x row_stride).
+template <bool kTransposed, typename T>
+void pack_head(const HeadRows<T>& src, const Problem& p, float scale, float* dst) {
+  for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
+    pack_tile<kTransposed>(src, p, tile, scale, dst + int64_t{tile} * kTile * p.row_stride());
+}
+
+// Inverse of pack_tile: row i of the tile (times row_scale[i] * scale) to its token's row of one head of out.
+template <typename T>
+void unpack_tile(const float* src, const Problem& p, int tile, const float* row_scale, float scale, T* out_head,
+                 int64_t token_stride) {
+  const TileRect rect = p.grid.rect(tile);
+  const int64_t ld = p.row_stride();
+  for (int i = 0; i < rect.size(); ++i) {
+    const float* __restrict in = src + i * ld;
+    T* __restrict out = out_head + p.grid.token(rect, i) * token_stride;
+    const float s = (row_scale ? row_scale[i] : 1.f) * scale;
+    for (int64_t d = 0; d < p.dim; ++d) out[d] = static_cast<T>(in[d] * s);
+  }
 }
 
 // Grid coordinates of the tokens of one tile, so mask tests need no divisions.
@@ -113,18 +180,6 @@ struct TileCoords {
 };
 
 int round_up4(int x) { return (x + 3) & ~3; }
-
-// Runs fn(task, scratch) for every task in [0, count) on at::parallel_for's threads, handing tasks out one at a
-// time: tiles near a causal mask's corner have less work than others, and on a shared machine one thread may be
-// descheduled, so a static split would wait on the slowest thread. Each thread gets its own scratch buffer.
-template <typename Fn>
-void parallel_tasks(int64_t count, size_t scratch_floats, const Fn& fn) {
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, std::min<int64_t>(count, at::get_num_threads()), 1, [&](int64_t, int64_t) {
-    std::vector<float> scratch(scratch_floats);
-    for (int64_t task = next.fetch_add(1); task < count; task = next.fetch_add(1)) fn(task, scratch.data());
-  });
-}
 
 // S = -inf where the scan masks the pair. The scan is a template argument so the predicate folds into a
 // branch-free loop over the key coordinates that the compiler vectorises.
@@ -165,9 +220,9 @@ LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const
 }
 
 LEDIT_CPU_INLINE float row_max(const float* s) {
-  Vec16 m = load16(s);
+  Vec16 m = load<Vec16>(s);
   for (int j = 16; j < kTile; j += 16) {
-    const Vec16 x = load16(s + j);
+    const Vec16 x = load<Vec16>(s + j);
     m = x > m ? x : m;
   }
   float result = m[0];
@@ -180,8 +235,8 @@ LEDIT_CPU_INLINE float row_max(const float* s) {
 LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shift_low = 0.f) {
   Vec16 sum{};
   for (int j = 0; j < kTile; j += 16) {
-    const Vec16 e = exp2_approx((load16(s + j) - shift) - shift_low);
-    store16(p + j, e);
+    const Vec16 e = exp2_approx((load<Vec16>(s + j) - shift) - shift_low);
+    store<Vec16>(p + j, e);
     sum += e;
   }
   float result = 0.f;
@@ -189,23 +244,23 @@ LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shi
   return result;
 }
 
-// Forward for one (batch, head, query tile): O and lse of its rows (O is kTile x D, lse kTile).
+// Forward for one (batch, head, query tile): O (kTile x row_stride, unnormalised) and per-row max m and sum l,
+// in base 2. Q is the packed query tile, Kt and V the packed head, S a kTile x kTile score buffer.
 LEDIT_CPU_MULTIVERSION
 void forward_query_tile(const Problem& p, int q_tile, const float* Q, const float* Kt, const float* V, float* O,
-                        float* lse, float* S) {
-  const int D = static_cast<int>(p.row_stride());  // padded row length
-  const int contraction = static_cast<int>(p.dim);
+                        float* row_m, float* row_l, float* S) {
+  const int ld = static_cast<int>(p.row_stride());
+  const int dim = static_cast<int>(p.dim);
   const TileCoords q(p.grid, q_tile);
   const int M = round_up4(q.rect.size());
-  float row_m[kTile], row_l[kTile];
   std::fill(row_m, row_m + kTile, kNegInf);
   std::fill(row_l, row_l + kTile, 0.f);
-  std::fill(O, O + kTile * D, 0.f);
+  std::fill(O, O + kTile * ld, 0.f);
   for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
     const TileVisibility visibility = classify_tiles(p.scan, q.rect, p.grid.rect(k_tile), p.grid.w);
     if (visibility == TileVisibility::kMasked) continue;
     const TileCoords k(p.grid, k_tile);
-    gemm(M, kTile, contraction, Q, D, Kt + int64_t{k_tile} * D * kTile, kTile, S, kTile, false);
+    gemm(M, kTile, dim, Q, ld, Kt + int64_t{k_tile} * ld * kTile, kTile, S, kTile, false);
     mask_scores(S, M, q, k, p.scan, p.grid.w, visibility);
     for (int i = 0; i < M; ++i) {
       float* s = S + i * kTile;
@@ -214,62 +269,141 @@ void forward_query_tile(const Problem& p, int q_tile, const float* Q, const floa
         std::fill(s, s + kTile, 0.f);
         continue;
       }
-      const float alpha = exp2_approx(row_m[i] - m_new);
+      const float alpha = exp2_approx(row_m[i] - m_new);  // 0 for the first visible tile (row_m = -inf)
       row_l[i] = row_l[i] * alpha + exp2_row(s, m_new, s);
       row_m[i] = m_new;
-      float* o = O + i * D;
-      for (int d = 0; d < D; ++d) o[d] *= alpha;
+      if (alpha != 1.f) {
+        float* o = O + i * ld;
+        for (int d = 0; d < dim; ++d) o[d] *= alpha;
+      }
     }
-    gemm(M, D, kTile, S, kTile, V + int64_t{k_tile} * kTile * D, D, O, D, true);
-  }
-  for (int i = 0; i < q.rect.size(); ++i) {
-    const float inv_l = 1.f / row_l[i];
-    for (int d = 0; d < D; ++d) O[i * D + d] *= inv_l;
-    lse[i] = static_cast<float>((double{row_m[i]} + std::log2(double{row_l[i]})) * double{kLn2});
+    gemm(M, dim, kTile, S, kTile, V + int64_t{k_tile} * kTile * ld, ld, O, ld, true);
   }
 }
 
-// Backward for one (batch, head): accumulates dQ (all query tiles) and writes dK, dV (all key tiles), packed.
+// Backward for one (batch, head): accumulates dQ (all query tiles), dK and dV (all key tiles), packed.
 // Q is scaled by softmax_scale*log2(e); lse2 + lse2_low is lse*log2(e) split into two floats (+inf on padding
-// rows), so converting lse to base 2 loses nothing; delta = rowsum(dO * O).
+// rows), so converting lse to base 2 loses nothing; delta = rowsum(dO * O). P and dP are kTile x kTile scratch.
 LEDIT_CPU_MULTIVERSION
 void backward_head(const Problem& p, const float* Q, const float* K, const float* Kt, const float* Vt,
                    const float* dO, const float* lse2, const float* lse2_low, const float* delta, float* dQ,
-                   float* dK, float* dV,
-                   float* scratch) {
-  const int D = static_cast<int>(p.row_stride());  // padded row length
-  const int contraction = static_cast<int>(p.dim);
-  float* P = scratch;                  // kTile x kTile probabilities, then dS
-  float* dP = P + kTile * kTile;       // kTile x kTile
-  float* T = dP + kTile * kTile;       // kTile x kTile transpose of P or dS
+                   float* dK, float* dV, float* P, float* dP) {
+  const int ld = static_cast<int>(p.row_stride());
+  const int dim = static_cast<int>(p.dim);
   for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
     const TileCoords k(p.grid, k_tile);
-    const int64_t k_off = int64_t{k_tile} * kTile;
-    float* dk = dK + k_off * D;
-    float* dv = dV + k_off * D;
+    const int64_t k_off = int64_t{k_tile} * kTile * ld;
+    float* dk = dK + k_off;
+    float* dv = dV + k_off;
     for (int q_tile = 0; q_tile < p.grid.num_tiles(); ++q_tile) {
       const TileVisibility visibility = classify_tiles(p.scan, p.grid.rect(q_tile), k.rect, p.grid.w);
       if (visibility == TileVisibility::kMasked) continue;
       const TileCoords q(p.grid, q_tile);
       const int M = round_up4(q.rect.size());
-      const int64_t q_off = int64_t{q_tile} * kTile;
-      gemm(M, kTile, contraction, Q + q_off * D, D, Kt + k_off * D, kTile, P, kTile, false);
+      const int64_t q_row = int64_t{q_tile} * kTile, q_off = q_row * ld;
+      gemm(M, kTile, dim, Q + q_off, ld, Kt + k_off, kTile, P, kTile, false);
       mask_scores(P, M, q, k, p.scan, p.grid.w, visibility);
+      for (int i = 0; i < M; ++i) exp2_row(P + i * kTile, lse2[q_row + i], P + i * kTile, lse2_low[q_row + i]);
+      gemm<true>(kTile, dim, M, P, kTile, dO + q_off, ld, dv, ld, true);  // dV += P^T dO
+      gemm(M, kTile, dim, dO + q_off, ld, Vt + k_off, kTile, dP, kTile, false);  // dP = dO V^T
       for (int i = 0; i < M; ++i) {
-        exp2_row(P + i * kTile, lse2[q_off + i], P + i * kTile, lse2_low[q_off + i]);
-      }
-      transpose_tile(P, T);
-      gemm(kTile, D, M, T, kTile, dO + q_off * D, D, dv, D, true);  // dV += P^T dO
-      gemm(M, kTile, contraction, dO + q_off * D, D, Vt + k_off * D, kTile, dP, kTile, false);  // dP = dO V^T
-      for (int i = 0; i < M; ++i) {
-        const float delta_i = delta[q_off + i];
+        const float delta_i = delta[q_row + i];
         for (int j = 0; j < kTile; ++j) P[i * kTile + j] *= dP[i * kTile + j] - delta_i;  // dS
       }
-      gemm(M, D, kTile, P, kTile, K + k_off * D, D, dQ + q_off * D, D, true);  // dQ += dS K
-      transpose_tile(P, T);
-      gemm(kTile, D, M, T, kTile, Q + q_off * D, D, dk, D, true);  // dK += dS^T Q
+      gemm(M, dim, kTile, P, kTile, K + k_off, ld, dQ + q_off, ld, true);  // dQ += dS K
+      gemm<true>(kTile, dim, M, P, kTile, Q + q_off, ld, dk, ld, true);    // dK += dS^T Q
     }
   }
+}
+
+template <typename T>
+void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Problem& p, float softmax_scale,
+             at::Tensor& out, at::Tensor& lse) {
+  const int tiles = p.grid.num_tiles();
+  const int64_t ld = p.row_stride(), head = p.head_floats();
+  const int64_t call = next_call_id();
+  // Per thread: Kt, V (the head), then Q, O (one tile), S (scores), row max and row sum.
+  const size_t floats = 2 * head + 2 * kTile * ld + kTile * kTile + 2 * kTile;
+  parallel_tasks(p.bh() * tiles, [&](int64_t task, Workspace& workspace) {
+    const int64_t bh = task / tiles;
+    const int q_tile = static_cast<int>(task % tiles);
+    float* Kt;
+    if (!workspace.acquire(floats, {call, bh}, &Kt)) {
+      pack_head<true>(head_rows<T>(k, bh, p.heads), p, 1.f, Kt);
+      pack_head<false>(head_rows<T>(v, bh, p.heads), p, 1.f, Kt + head);
+    }
+    float* V = Kt + head;
+    float* Q = V + head;
+    float* O = Q + kTile * ld;
+    float* S = O + kTile * ld;
+    float* row_m = S + kTile * kTile;
+    float* row_l = row_m + kTile;
+    pack_tile<false>(head_rows<T>(q, bh, p.heads), p, q_tile, softmax_scale * kLog2e, Q);
+    forward_query_tile(p, q_tile, Q, Kt, V, O, row_m, row_l, S);
+    const TileRect rect = p.grid.rect(q_tile);
+    float* lse_head = lse.mutable_data_ptr<float>() + bh * p.tokens;
+    for (int i = 0; i < rect.size(); ++i) {
+      lse_head[p.grid.token(rect, i)] =
+          static_cast<float>((double{row_m[i]} + std::log2(double{row_l[i]})) * double{kLn2});
+      row_l[i] = 1.f / row_l[i];
+    }
+    T* out_head = out.mutable_data_ptr<T>() + (bh / p.heads) * out.stride(0) + (bh % p.heads) * out.stride(2);
+    unpack_tile(O, p, q_tile, row_l, 1.f, out_head, out.stride(1));
+  });
+}
+
+template <typename T>
+void backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+              const at::Tensor& out, const at::Tensor& lse, const Problem& p, float softmax_scale,
+              std::array<at::Tensor, 3>& grads) {
+  const int64_t head = p.head_floats(), padded = p.padded_tokens();
+  const int64_t call = next_call_id();
+  // Per thread: Q, K, Kt, Vt, dO, dQ, dK, dV (the head), lse2, lse2_low, delta (per row), P, dP (scratch).
+  const size_t floats = 8 * head + 3 * padded + 2 * kTile * kTile;
+  parallel_tasks(p.bh(), [&](int64_t bh, Workspace& workspace) {
+    float* Q;
+    workspace.acquire(floats, {call, bh}, &Q);
+    float *K = Q + head, *Kt = K + head, *Vt = Kt + head, *dO = Vt + head;
+    float *dQ = dO + head, *dK = dQ + head, *dV = dK + head;
+    float *lse2 = dV + head, *lse2_low = lse2 + padded, *delta = lse2_low + padded, *P = delta + padded;
+    pack_head<false>(head_rows<T>(q, bh, p.heads), p, softmax_scale * kLog2e, Q);
+    pack_head<false>(head_rows<T>(k, bh, p.heads), p, 1.f, K);
+    pack_head<true>(head_rows<T>(k, bh, p.heads), p, 1.f, Kt);
+    pack_head<true>(head_rows<T>(v, bh, p.heads), p, 1.f, Vt);
+    const HeadRows<T> dout_rows = head_rows<T>(dout, bh, p.heads), out_rows = head_rows<T>(out, bh, p.heads);
+    pack_head<false>(dout_rows, p, 1.f, dO);
+    std::fill(dQ, dQ + 3 * head, 0.f);
+    const float* lse_head = lse.const_data_ptr<float>() + bh * p.tokens;
+    for (int tile = 0; tile < p.grid.num_tiles(); ++tile) {
+      const TileRect rect = p.grid.rect(tile);
+      for (int i = 0; i < kTile; ++i) {
+        const int64_t row = int64_t{tile} * kTile + i;
+        if (i >= rect.size()) {  // padding row: P = 2^(s - inf) = 0
+          lse2[row] = std::numeric_limits<float>::infinity();
+          lse2_low[row] = delta[row] = 0.f;
+          continue;
+        }
+        const int token = p.grid.token(rect, i);
+        const double exact = double{lse_head[token]} / double{kLn2};
+        lse2[row] = static_cast<float>(exact);
+        lse2_low[row] = static_cast<float>(exact - double{lse2[row]});
+        const T *g = dout_rows.row(token), *o = out_rows.row(token);
+        float sum = 0.f;
+        for (int64_t d = 0; d < p.dim; ++d) sum += static_cast<float>(g[d]) * static_cast<float>(o[d]);
+        delta[row] = sum;
+      }
+    }
+    backward_head(p, Q, K, Kt, Vt, dO, lse2, lse2_low, delta, dQ, dK, dV, P, P + kTile * kTile);
+    const float scales[3] = {softmax_scale, kLn2, 1.f};  // dQ: Q was scaled; dK: scores were in base 2
+    const float* packed[3] = {dQ, dK, dV};
+    for (int g = 0; g < 3; ++g) {
+      at::Tensor& grad = grads[g];
+      T* grad_head = grad.mutable_data_ptr<T>() + (bh / p.heads) * grad.stride(0) + (bh % p.heads) * grad.stride(2);
+      for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
+        unpack_tile(packed[g] + int64_t{tile} * kTile * p.row_stride(), p, tile, nullptr, scales[g], grad_head,
+                    grad.stride(1));
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> scan_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
@@ -277,33 +411,13 @@ std::tuple<at::Tensor, at::Tensor> scan_attention_fwd_cpu(const at::Tensor& q, c
                                                           c10::string_view scan, double softmax_scale) {
   const int64_t dim = check_qkv(q, k, v, h, w);
   const Problem p{q.size(0), q.size(1), q.size(2), dim, make_tile_grid(h, w, kTile), parse_scan(scan)};
-  const at::Tensor Q = pack_rows(q, p, static_cast<float>(softmax_scale) * kLog2e);
-  const at::Tensor Kt = transpose_tiles(pack_rows(k, p, 1.f), p);
-  const at::Tensor V = pack_rows(v, p, 1.f);
-  at::Tensor O = at::zeros_like(Q);
-  at::Tensor lse = at::zeros({p.bh(), p.padded_tokens()}, Q.options());
-  const int tiles = p.grid.num_tiles();
-  const int64_t ld = p.row_stride();
-  parallel_tasks(p.bh() * tiles, kTile * kTile, [&](int64_t task, float* scores) {
-    const int64_t bh = task / tiles;
-    const int q_tile = static_cast<int>(task % tiles);
-    const int64_t rows = bh * p.padded_tokens() + int64_t{q_tile} * kTile;
-    forward_query_tile(p, q_tile, Q.const_data_ptr<float>() + rows * ld,
-                       Kt.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
-                       V.const_data_ptr<float>() + bh * p.padded_tokens() * ld,
-                       O.mutable_data_ptr<float>() + rows * ld, lse.mutable_data_ptr<float>() + rows, scores);
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = at::empty({p.batch, p.heads, p.tokens}, q.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "scan_attention_fwd_cpu", [&] {
+    forward<scalar_t>(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), p,
+                      static_cast<float>(softmax_scale), out, lse);
   });
-  // lse back to (B, H, N) raster order: gather the tile-order entries of every token.
-  at::Tensor lse_out = at::empty({p.batch, p.heads, p.tokens}, Q.options());
-  const float* lse_in = lse.const_data_ptr<float>();
-  float* lse_dst = lse_out.mutable_data_ptr<float>();
-  for (int tile = 0; tile < tiles; ++tile) {
-    const TileRect rect = p.grid.rect(tile);
-    for (int64_t bh = 0; bh < p.bh(); ++bh)
-      for (int i = 0; i < rect.size(); ++i)
-        lse_dst[bh * p.tokens + p.grid.token(rect, i)] = lse_in[bh * p.padded_tokens() + int64_t{tile} * kTile + i];
-  }
-  return {unpack_rows(O, p, 1.f, q.scalar_type()), lse_out};
+  return {out, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
@@ -311,31 +425,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
     const at::Tensor& lse, int64_t h, int64_t w, c10::string_view scan, double softmax_scale) {
   const int64_t dim = check_qkv(q, k, v, h, w);
   TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(), "scan_attention_bwd: dout/out shape mismatch");
+  TORCH_CHECK(dout.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
+              "scan_attention_bwd: dout/out dtype differs from q's");
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef({q.size(0), q.size(2), q.size(1)}),
+              "scan_attention_bwd: lse must be (B, H, N), got ", lse.sizes());
   const Problem p{q.size(0), q.size(1), q.size(2), dim, make_tile_grid(h, w, kTile), parse_scan(scan)};
-  const float scale = static_cast<float>(softmax_scale);
-  const at::Tensor Q = pack_rows(q, p, scale * kLog2e);
-  const at::Tensor K = pack_rows(k, p, 1.f);
-  const at::Tensor Kt = transpose_tiles(K, p);
-  const at::Tensor Vt = transpose_tiles(pack_rows(v, p, 1.f), p);
-  const at::Tensor dO = pack_rows(dout, p, 1.f);
-  const at::Tensor delta = (dout.to(at::kFloat) * out.to(at::kFloat)).sum(-1).transpose(1, 2);  // (B, H, N)
-  const at::Tensor delta_p = pack_queries(delta, p, 0.f);
-  const at::Tensor lse2_exact = lse.to(at::kDouble) * (1.0 / double{kLn2});
-  const at::Tensor lse2_high = lse2_exact.to(at::kFloat);
-  const at::Tensor lse2 = pack_queries(lse2_high, p, std::numeric_limits<float>::infinity());
-  const at::Tensor lse2_low = pack_queries((lse2_exact - lse2_high.to(at::kDouble)).to(at::kFloat), p, 0.f);
-  at::Tensor dQ = at::zeros_like(Q), dK = at::zeros_like(Q), dV = at::zeros_like(Q);
-  const int64_t head_elems = p.padded_tokens() * p.row_stride();
-  parallel_tasks(p.bh(), 3 * kTile * kTile, [&](int64_t bh, float* scratch) {
-    const int64_t off = bh * head_elems, rows = bh * p.padded_tokens();
-    backward_head(p, Q.const_data_ptr<float>() + off, K.const_data_ptr<float>() + off,
-                  Kt.const_data_ptr<float>() + off, Vt.const_data_ptr<float>() + off, dO.const_data_ptr<float>() + off,
-                  lse2.const_data_ptr<float>() + rows, lse2_low.const_data_ptr<float>() + rows,
-                  delta_p.const_data_ptr<float>() + rows, dQ.mutable_data_ptr<float>() + off,
-                  dK.mutable_data_ptr<float>() + off, dV.mutable_data_ptr<float>() + off, scratch);
+  std::array<at::Tensor, 3> grads{at::empty(q.sizes(), q.options()), at::empty(q.sizes(), q.options()),
+                                  at::empty(q.sizes(), q.options())};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "scan_attention_bwd_cpu", [&] {
+    backward<scalar_t>(unit_last_stride(dout), unit_last_stride(q), unit_last_stride(k), unit_last_stride(v),
+                       unit_last_stride(out), lse.to(at::kFloat).contiguous(), p, static_cast<float>(softmax_scale),
+                       grads);
   });
-  const at::ScalarType dtype = q.scalar_type();
-  return {unpack_rows(dQ, p, scale, dtype), unpack_rows(dK, p, kLn2, dtype), unpack_rows(dV, p, 1.f, dtype)};
+  return {grads[0], grads[1], grads[2]};
 }
 
 }  // namespace
