@@ -50,13 +50,12 @@ COMMON_TRIALS = (
     # 0.7: the best of 0.3 / 0.5 / 0.7 for LEDiT at 96x96 in a scan (334 / 248 / 118; 94 without); see docs.
     Trial("lowres", "low-res reference, re-noise t/T = 0.7", "lowres", SamplingAddons(lowres_renoise=0.7)),
 )
+# Lumina-Next's proportional attention is not scored: it equals Jin et al.'s scale exactly (docs/addons.md).
 LEDIT_TRIALS = COMMON_TRIALS + (
     Trial("temp-none", "temperature: none (Jin off)", "temperature",
           _model_options(temperature_full="none", temperature_causal="none")),
     Trial("temp-fitv2", "temperature: FiTv2 log", "temperature",
           _model_options(temperature_full="fitv2-log", temperature_causal="fitv2-log")),
-    Trial("temp-lumina", "temperature: Lumina-Next", "temperature",
-          _model_options(temperature_full="lumina", temperature_causal="lumina")),
     Trial("temp-jin-early", "temperature: Jin for t/T >= 0.5 only", "temperature",
           _model_options(temperature_until=0.5)),
     Trial("stem-dilation", "stem dilation 2 for t/T >= 0.5", "stem", _model_options(stem_dilation=2)),
@@ -184,18 +183,18 @@ def study(config, model_size: dict, training: TrainingConfig):
             if len(chosen) < 2:  # nothing to combine: the best single add-on (or none) is the combination
                 best = chosen[0].key if chosen else NO_ADDON
                 combination_images[size], swd = results[best][size]
-                rows.append({"model": label, "trial": f"best@{size}", "label": f"best at {size}: {best} (alone)",
+                rows.append({"model": label, "trial": f"best@{size}", "label": f"combined at {size}: {best} (alone)",
                              "combination": [best], "swd": {size: swd}})
                 continue
             addons = combine(chosen)
             combination_images[size], swd = scorer(models[model_key], size, addons)
             rows.append({"model": label, "trial": f"best@{size}",
-                         "label": f"best at {size}: " + " + ".join(trial.key for trial in chosen),
+                         "label": f"combined at {size}: " + " + ".join(trial.key for trial in chosen),
                          "combination": [trial.key for trial in chosen], "addons": asdict(addons),
                          "swd": {size: swd}})
         n = config.figure_samples
         figure.append((f"{label}: no add-on", {size: results[NO_ADDON][size][0][:n] for size in config.sizes}))
-        figure.append((f"{label}: best combination",
+        figure.append((f"{label}: add-ons that helped, combined",
                        {size: images[:n] for size, images in combination_images.items()}))
     other = next(key for key in ROPE_BASELINES if key != rope_key)
     rows.append({"model": VARIANTS[other].label, "trial": NO_ADDON, "label": "no add-on (the weaker RoPE form)",
@@ -246,7 +245,10 @@ def _reading(model: str, mine: list[dict], singles: list[dict], reference: float
     text += ("helped: " + ", ".join(change(row) for row in helped)) if helped else "no add-on helped"
     if hurt:
         text += "; did not help: " + ", ".join(change(row) for row in hurt)
-    return text + f"; best combination ({' + '.join(combo['combination'])}) {mean(combo):.1f}."
+    text += f"; the helpful ones combined ({' + '.join(combo['combination'])}): {mean(combo):.1f}"
+    if helped and mean(combo) > mean(helped[0]):
+        text += f", worse than {helped[0]['trial']} alone"
+    return text + "."
 
 
 def conclusion(rows: list[dict], sizes: list[str]) -> str:

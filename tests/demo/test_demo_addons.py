@@ -17,12 +17,11 @@ TINY = ["--threads", "1", "--train-size", "16", "--train-steps", "2", "--batch-s
 def test_combine_and_best_combination():
     trials = LEDIT_TRIALS
     scores = {trial.key: 100.0 for trial in trials}
-    scores.update({"shift": 90.0, "temp-fitv2": 95.0, "temp-lumina": 92.0, "stem-dilation": 101.0})
+    scores.update({"shift": 90.0, "temp-fitv2": 95.0, "temp-none": 92.0, "stem-dilation": 101.0})
     chosen = best_combination(trials, scores)
-    assert [trial.key for trial in chosen] == ["shift", "temp-lumina"]  # one per group, only if it helped
+    assert [trial.key for trial in chosen] == ["shift", "temp-none"]  # one per group, only if it helped
     assert combine(chosen) == SamplingAddons(timestep_shift="auto",
-                                             model_options={"temperature_full": "lumina",
-                                                            "temperature_causal": "lumina"})
+                                             model_options={"temperature_full": "none", "temperature_causal": "none"})
     assert best_combination(trials, {trial.key: 100.0 for trial in trials}) == []
     both = [Trial("a", "", "x", SamplingAddons(model_options={"stem_dilation": 2})),
             Trial("b", "", "y", SamplingAddons(model_options={"temperature_until": 0.5}, lowres_renoise=0.7))]
@@ -80,3 +79,17 @@ def test_addon_flags_in_the_demo(demo_args):
     assert config.sizes == tuple(run.DEFAULT_SIZES.split(","))
     assert addons.default_sizes(32) == ("64x64", "96x96")
     assert NO_ADDON == LEDIT_TRIALS[0].key == ROPE_TRIALS[0].key
+
+
+def test_reading_names_what_helped_what_did_not_and_a_combination_that_loses():
+    def row(trial, value, **extra):
+        return {"model": "M", "trial": trial, "label": trial, "swd": {"64x64": {"mean": value}}, **extra}
+
+    rows = [row(NO_ADDON, 100.0), row("shift", 99.0), row("lowres", 80.0), row("stem-dilation", 120.0),
+            row("best@64x64", 85.0, combination=["shift", "lowres"])]
+    text = addons.conclusion(rows, ["64x64"])
+    assert text.startswith("M at 64x64: no add-on 100.0; helped: lowres 80.0 (-20.0%), shift 99.0 (-1.0%); "
+                           "did not help: stem-dilation 120.0 (+20.0%); the helpful ones combined (shift + lowres): "
+                           "85.0, worse than lowres alone.")
+    table = addons.markdown_table(rows, ["64x64"])
+    assert "| M | lowres | **80.0 (-20.0%)** |" in table and "| M | none | 100.0 |" in table
