@@ -111,20 +111,31 @@ template <typename T>
 struct HeadRows {
   const T* base;
   int64_t token_stride;
+  int64_t dim;
   const T* row(int64_t token) const { return base + token * token_stride; }
+  // Consecutive tokens are H * D values apart, each row on its own page, so the hardware prefetcher does not see
+  // them coming and every row would stall on a cache miss: the packing loops request rows ahead of their use.
+  void prefetch(const T* row) const {
+    const char* bytes = reinterpret_cast<const char*>(row);
+    for (int64_t offset = 0; offset < dim * int64_t{sizeof(T)}; offset += 64) __builtin_prefetch(bytes + offset);
+  }
 };
 
 template <typename T>
 HeadRows<T> head_rows(const at::Tensor& x, int64_t bh, int64_t heads) {
-  return {x.const_data_ptr<T>() + (bh / heads) * x.stride(0) + (bh % heads) * x.stride(2), x.stride(1)};
+  return {x.const_data_ptr<T>() + (bh / heads) * x.stride(0) + (bh % heads) * x.stride(2), x.stride(1), x.size(3)};
 }
 
 // A (B, N, H, D) tensor with a unit last stride (the kernels read and write whole rows).
 at::Tensor unit_last_stride(const at::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); }
 
+// Rows requested ahead of the one being copied: enough misses in flight to hide their latency, few enough for
+// the core's miss buffers.
+constexpr int kPrefetchRows = 8;
+
 // One tile of rows, times `scale`, into dst (kTile x row_stride; padding rows and columns zero). With kTransposed
 // the tile is stored transposed (row_stride x kTile), so score rows are vector loops over keys. The tile's rows
-// (64 x D floats) stay in L1 while the transposed copy gathers from them.
+// (64 x D values) stay in L1 while the transposed copy gathers from them.
 template <bool kTransposed, typename T>
 void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, float* dst) {
   const TileRect rect = p.grid.rect(tile);
@@ -132,13 +143,16 @@ void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, 
   std::fill(dst, dst + kTile * ld, 0.f);
   const T* row[kTile];
   for (int i = 0; i < rows; ++i) row[i] = src.row(p.grid.token(rect, i));
-  if (kTransposed) {
+  if (kTransposed) {  // gathers from every row at once: all of them are requested first
+    for (int i = 0; i < rows; ++i) src.prefetch(row[i]);
     for (int d = 0; d < dim; ++d) {
       float* __restrict out = dst + d * kTile;
       for (int i = 0; i < rows; ++i) out[i] = static_cast<float>(row[i][d]) * scale;
     }
   } else {
+    for (int i = 0; i < std::min(rows, kPrefetchRows); ++i) src.prefetch(row[i]);
     for (int i = 0; i < rows; ++i) {
+      if (i + kPrefetchRows < rows) src.prefetch(row[i + kPrefetchRows]);
       const T* __restrict in = row[i];
       float* __restrict out = dst + i * ld;
       for (int d = 0; d < dim; ++d) out[d] = static_cast<float>(in[d]) * scale;
@@ -194,11 +208,14 @@ LEDIT_CPU_INLINE void mask_partial(float* S, int rows, const TileCoords& q, cons
 }
 
 // Sets S to -inf where the key is masked (partial tile pairs only), or (for any pair) beyond the key tile's tokens.
-LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const TileCoords& k, Scan scan, int w,
+// Token coordinates are built only for partial pairs: the other pairs need none.
+LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const Problem& p, int q_tile, int k_tile,
                                   TileVisibility visibility) {
+  const TileRect k_rect = p.grid.rect(k_tile);
   if (visibility == TileVisibility::kPartial) {
-    const int real_rows = std::min(rows, q.rect.size());
-    switch (scan) {
+    const TileCoords q(p.grid, q_tile), k(p.grid, k_tile);
+    const int real_rows = std::min(rows, q.rect.size()), w = p.grid.w;
+    switch (p.scan) {
       case Scan::kFull:
         break;
       case Scan::kRaster:
@@ -216,18 +233,13 @@ LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const TileCoords& q, const
     }
   }
   for (int i = 0; i < rows; ++i)
-    for (int j = k.rect.size(); j < kTile; ++j) S[i * kTile + j] = kNegInf;
+    for (int j = k_rect.size(); j < kTile; ++j) S[i * kTile + j] = kNegInf;
 }
 
 LEDIT_CPU_INLINE float row_max(const float* s) {
   Vec16 m = load<Vec16>(s);
-  for (int j = 16; j < kTile; j += 16) {
-    const Vec16 x = load<Vec16>(s + j);
-    m = x > m ? x : m;
-  }
-  float result = m[0];
-  for (int l = 1; l < 16; ++l) result = std::max(result, m[l]);
-  return result;
+  for (int j = 16; j < kTile; j += 16) m = max16(m, load<Vec16>(s + j));
+  return reduce_max(m);
 }
 
 // p = 2^((s - shift) - shift_low) over one score row (in place is fine); returns the row sum. shift_low carries
@@ -239,9 +251,7 @@ LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shi
     store<Vec16>(p + j, e);
     sum += e;
   }
-  float result = 0.f;
-  for (int l = 0; l < 16; ++l) result += sum[l];
-  return result;
+  return reduce_sum(sum);
 }
 
 // Forward for one (batch, head, query tile): O (kTile x row_stride, unnormalised) and per-row max m and sum l,
@@ -251,17 +261,16 @@ void forward_query_tile(const Problem& p, int q_tile, const float* Q, const floa
                         float* row_m, float* row_l, float* S) {
   const int ld = static_cast<int>(p.row_stride());
   const int dim = static_cast<int>(p.dim);
-  const TileCoords q(p.grid, q_tile);
-  const int M = round_up4(q.rect.size());
+  const TileRect q_rect = p.grid.rect(q_tile);
+  const int M = round_up4(q_rect.size());
   std::fill(row_m, row_m + kTile, kNegInf);
   std::fill(row_l, row_l + kTile, 0.f);
   std::fill(O, O + kTile * ld, 0.f);
   for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
-    const TileVisibility visibility = classify_tiles(p.scan, q.rect, p.grid.rect(k_tile), p.grid.w);
+    const TileVisibility visibility = classify_tiles(p.scan, q_rect, p.grid.rect(k_tile), p.grid.w);
     if (visibility == TileVisibility::kMasked) continue;
-    const TileCoords k(p.grid, k_tile);
     gemm(M, kTile, dim, Q, ld, Kt + int64_t{k_tile} * ld * kTile, kTile, S, kTile, false);
-    mask_scores(S, M, q, k, p.scan, p.grid.w, visibility);
+    mask_scores(S, M, p, q_tile, k_tile, visibility);
     for (int i = 0; i < M; ++i) {
       float* s = S + i * kTile;
       const float m_new = std::max(row_m[i], row_max(s));
@@ -269,13 +278,14 @@ void forward_query_tile(const Problem& p, int q_tile, const float* Q, const floa
         std::fill(s, s + kTile, 0.f);
         continue;
       }
-      const float alpha = exp2_approx(row_m[i] - m_new);  // 0 for the first visible tile (row_m = -inf)
-      row_l[i] = row_l[i] * alpha + exp2_row(s, m_new, s);
-      row_m[i] = m_new;
-      if (alpha != 1.f) {
+      if (m_new != row_m[i]) {  // rescale what the row holds so far (nothing yet while row_m = -inf)
+        const float alpha = exp2_approx(row_m[i] - m_new);
+        row_l[i] *= alpha;
         float* o = O + i * ld;
         for (int d = 0; d < dim; ++d) o[d] *= alpha;
+        row_m[i] = m_new;
       }
+      row_l[i] += exp2_row(s, m_new, s);
     }
     gemm(M, dim, kTile, S, kTile, V + int64_t{k_tile} * kTile * ld, ld, O, ld, true);
   }
@@ -291,18 +301,18 @@ void backward_head(const Problem& p, const float* Q, const float* K, const float
   const int ld = static_cast<int>(p.row_stride());
   const int dim = static_cast<int>(p.dim);
   for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
-    const TileCoords k(p.grid, k_tile);
+    const TileRect k_rect = p.grid.rect(k_tile);
     const int64_t k_off = int64_t{k_tile} * kTile * ld;
     float* dk = dK + k_off;
     float* dv = dV + k_off;
     for (int q_tile = 0; q_tile < p.grid.num_tiles(); ++q_tile) {
-      const TileVisibility visibility = classify_tiles(p.scan, p.grid.rect(q_tile), k.rect, p.grid.w);
+      const TileRect q_rect = p.grid.rect(q_tile);
+      const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
       if (visibility == TileVisibility::kMasked) continue;
-      const TileCoords q(p.grid, q_tile);
-      const int M = round_up4(q.rect.size());
+      const int M = round_up4(q_rect.size());
       const int64_t q_row = int64_t{q_tile} * kTile, q_off = q_row * ld;
       gemm(M, kTile, dim, Q + q_off, ld, Kt + k_off, kTile, P, kTile, false);
-      mask_scores(P, M, q, k, p.scan, p.grid.w, visibility);
+      mask_scores(P, M, p, q_tile, k_tile, visibility);
       for (int i = 0; i < M; ++i) exp2_row(P + i * kTile, lse2[q_row + i], P + i * kTile, lse2_low[q_row + i]);
       gemm<true>(kTile, dim, M, P, kTile, dO + q_off, ld, dv, ld, true);  // dV += P^T dO
       gemm(M, kTile, dim, dO + q_off, ld, Vt + k_off, kTile, dP, kTile, false);  // dP = dO V^T
@@ -352,6 +362,34 @@ void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, cons
   });
 }
 
+// The backward's per-row inputs in tile order: lse * log2(e) split into a float and its remainder (+inf on padding
+// rows, so their probabilities are 0), and delta = rowsum(dO * O) from the packed dO and the forward's output.
+template <typename T>
+void row_stats(const HeadRows<T>& out, const float* lse_head, const float* dO, const Problem& p, float* lse2,
+               float* lse2_low, float* delta) {
+  const int64_t ld = p.row_stride();
+  for (int tile = 0; tile < p.grid.num_tiles(); ++tile) {
+    const TileRect rect = p.grid.rect(tile);
+    const T* out_row[kTile];
+    for (int i = 0; i < rect.size(); ++i) out.prefetch(out_row[i] = out.row(p.grid.token(rect, i)));
+    for (int i = 0; i < kTile; ++i) {
+      const int64_t row = int64_t{tile} * kTile + i;
+      if (i >= rect.size()) {
+        lse2[row] = std::numeric_limits<float>::infinity();
+        lse2_low[row] = delta[row] = 0.f;
+        continue;
+      }
+      const double exact = double{lse_head[p.grid.token(rect, i)]} / double{kLn2};
+      lse2[row] = static_cast<float>(exact);
+      lse2_low[row] = static_cast<float>(exact - double{lse2[row]});
+      const float* g = dO + row * ld;
+      float sum = 0.f;
+      for (int64_t d = 0; d < p.dim; ++d) sum += g[d] * static_cast<float>(out_row[i][d]);
+      delta[row] = sum;
+    }
+  }
+}
+
 template <typename T>
 void backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
               const at::Tensor& out, const at::Tensor& lse, const Problem& p, float softmax_scale,
@@ -370,29 +408,10 @@ void backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, 
     pack_head<false>(head_rows<T>(k, bh, p.heads), p, 1.f, K);
     pack_head<true>(head_rows<T>(k, bh, p.heads), p, 1.f, Kt);
     pack_head<true>(head_rows<T>(v, bh, p.heads), p, 1.f, Vt);
-    const HeadRows<T> dout_rows = head_rows<T>(dout, bh, p.heads), out_rows = head_rows<T>(out, bh, p.heads);
-    pack_head<false>(dout_rows, p, 1.f, dO);
+    pack_head<false>(head_rows<T>(dout, bh, p.heads), p, 1.f, dO);
     std::fill(dQ, dQ + 3 * head, 0.f);
-    const float* lse_head = lse.const_data_ptr<float>() + bh * p.tokens;
-    for (int tile = 0; tile < p.grid.num_tiles(); ++tile) {
-      const TileRect rect = p.grid.rect(tile);
-      for (int i = 0; i < kTile; ++i) {
-        const int64_t row = int64_t{tile} * kTile + i;
-        if (i >= rect.size()) {  // padding row: P = 2^(s - inf) = 0
-          lse2[row] = std::numeric_limits<float>::infinity();
-          lse2_low[row] = delta[row] = 0.f;
-          continue;
-        }
-        const int token = p.grid.token(rect, i);
-        const double exact = double{lse_head[token]} / double{kLn2};
-        lse2[row] = static_cast<float>(exact);
-        lse2_low[row] = static_cast<float>(exact - double{lse2[row]});
-        const T *g = dout_rows.row(token), *o = out_rows.row(token);
-        float sum = 0.f;
-        for (int64_t d = 0; d < p.dim; ++d) sum += static_cast<float>(g[d]) * static_cast<float>(o[d]);
-        delta[row] = sum;
-      }
-    }
+    row_stats(head_rows<T>(out, bh, p.heads), lse.const_data_ptr<float>() + bh * p.tokens, dO, p, lse2, lse2_low,
+              delta);
     backward_head(p, Q, K, Kt, Vt, dO, lse2, lse2_low, delta, dQ, dK, dV, P, P + kTile * kTile);
     const float scales[3] = {softmax_scale, kLn2, 1.f};  // dQ: Q was scaled; dK: scores were in base 2
     const float* packed[3] = {dQ, dK, dV};
