@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -54,11 +55,13 @@ LEDIT_CPU_INLINE void gemm_block(int K, const float* A, int lda, const float* B,
   V acc[kRows][kVecs];
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVecs; ++v) acc[r][v] = accumulate ? load<V>(C + r * ldc + kWidth * v) : V{};
-  for (int k = 0; k < K; ++k) {
+  // Operands advance by pointer: A one column (row-major) or one row (transposed) per k, B one row.
+  const ptrdiff_t a_row = kTransA ? 1 : lda, a_step = kTransA ? lda : 1;
+  for (int k = 0; k < K; ++k, A += a_step, B += ldb) {
     V b[kVecs];
-    for (int v = 0; v < kVecs; ++v) b[v] = load<V>(B + k * ldb + kWidth * v);
+    for (int v = 0; v < kVecs; ++v) b[v] = load<V>(B + kWidth * v);
     for (int r = 0; r < kRows; ++r) {
-      const float a = kTransA ? A[k * lda + r] : A[r * lda + k];
+      const float a = A[r * a_row];
       for (int v = 0; v < kVecs; ++v) acc[r][v] += a * b[v];
     }
   }

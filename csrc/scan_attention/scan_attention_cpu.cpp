@@ -39,8 +39,10 @@ struct Problem {
   Scan scan;
   int64_t bh() const { return batch * heads; }
   int64_t padded_tokens() const { return int64_t{grid.num_tiles()} * kTile; }
-  // Packed rows are padded to a multiple of 16 floats so every row starts on a 64-byte boundary.
-  int64_t row_stride() const { return (dim + 15) / 16 * 16; }
+  // Packed rows are padded to an odd number of 64-byte cache lines: every row starts on a line, and rows (of one
+  // array or of the head's several arrays) do not all map to the same few L1 sets, as 256- or 512-byte rows
+  // (D = 64, 128) would.
+  int64_t row_stride() const { return ((dim + 15) / 16 | 1) * 16; }
   int64_t head_floats() const { return padded_tokens() * row_stride(); }
 };
 
@@ -133,38 +135,44 @@ at::Tensor unit_last_stride(const at::Tensor& x) { return x.stride(3) == 1 ? x :
 // the core's miss buffers.
 constexpr int kPrefetchRows = 8;
 
-// One tile of rows, times `scale`, into dst (kTile x row_stride; padding rows and columns zero). With kTransposed
-// the tile is stored transposed (row_stride x kTile), so score rows are vector loops over keys. The tile's rows
-// (64 x D values) stay in L1 while the transposed copy gathers from them.
-template <bool kTransposed, typename T>
+// One tile of rows, times `scale`, into dst (kTile x row_stride; padding rows and columns zero).
+template <typename T>
 void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, float* dst) {
   const TileRect rect = p.grid.rect(tile);
   const int ld = static_cast<int>(p.row_stride()), dim = static_cast<int>(p.dim), rows = rect.size();
   std::fill(dst, dst + kTile * ld, 0.f);
   const T* row[kTile];
   for (int i = 0; i < rows; ++i) row[i] = src.row(p.grid.token(rect, i));
-  if (kTransposed) {  // gathers from every row at once: all of them are requested first
-    for (int i = 0; i < rows; ++i) src.prefetch(row[i]);
-    for (int d = 0; d < dim; ++d) {
-      float* __restrict out = dst + d * kTile;
-      for (int i = 0; i < rows; ++i) out[i] = static_cast<float>(row[i][d]) * scale;
-    }
-  } else {
-    for (int i = 0; i < std::min(rows, kPrefetchRows); ++i) src.prefetch(row[i]);
-    for (int i = 0; i < rows; ++i) {
-      if (i + kPrefetchRows < rows) src.prefetch(row[i + kPrefetchRows]);
-      const T* __restrict in = row[i];
-      float* __restrict out = dst + i * ld;
-      for (int d = 0; d < dim; ++d) out[d] = static_cast<float>(in[d]) * scale;
-    }
+  for (int i = 0; i < std::min(rows, kPrefetchRows); ++i) src.prefetch(row[i]);
+  for (int i = 0; i < rows; ++i) {
+    if (i + kPrefetchRows < rows) src.prefetch(row[i + kPrefetchRows]);
+    const T* __restrict in = row[i];
+    float* __restrict out = dst + i * ld;
+    for (int d = 0; d < dim; ++d) out[d] = static_cast<float>(in[d]) * scale;
   }
 }
 
-// Every tile of one head, packed (kTransposed: each tile transposed) into dst (padded_tokens x row_stride).
-template <bool kTransposed, typename T>
+// A packed tile (kTile x ld) transposed into dst (ld x kTile), so score rows are vector loops over keys. Going
+// through the row-major tile keeps the gather in L1: gathering straight from the input would touch 64 rows at once,
+// and with H * D a power of two (D = 64, 128 at H = 16) every row sits at the same page offset, in the same few
+// L1 sets.
+void transpose_tile(const float* __restrict src, int ld, float* __restrict dst) {
+  for (int d = 0; d < ld; ++d)
+    for (int i = 0; i < kTile; ++i) dst[d * kTile + i] = src[i * ld + d];
+}
+
+// Every tile of one head, packed into dst (padded_tokens x row_stride).
+template <typename T>
 void pack_head(const HeadRows<T>& src, const Problem& p, float scale, float* dst) {
   for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
-    pack_tile<kTransposed>(src, p, tile, scale, dst + int64_t{tile} * kTile * p.row_stride());
+    pack_tile(src, p, tile, scale, dst + int64_t{tile} * kTile * p.row_stride());
+}
+
+// Every tile of a packed head (padded_tokens x row_stride) transposed into dst.
+void transpose_head(const float* packed, const Problem& p, float* dst) {
+  const int64_t tile_floats = kTile * p.row_stride();
+  for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
+    transpose_tile(packed + tile * tile_floats, static_cast<int>(p.row_stride()), dst + tile * tile_floats);
 }
 
 // Inverse of pack_tile: row i of the tile (times row_scale[i] * scale) to its token's row of one head of out.
@@ -316,9 +324,12 @@ void backward_head(const Problem& p, const float* Q, const float* K, const float
       for (int i = 0; i < M; ++i) exp2_row(P + i * kTile, lse2[q_row + i], P + i * kTile, lse2_low[q_row + i]);
       gemm<true>(kTile, dim, M, P, kTile, dO + q_off, ld, dv, ld, true);  // dV += P^T dO
       gemm(M, kTile, dim, dO + q_off, ld, Vt + k_off, kTile, dP, kTile, false);  // dP = dO V^T
-      for (int i = 0; i < M; ++i) {
+      for (int i = 0; i < M; ++i) {  // dS = P * (dP - delta)
         const float delta_i = delta[q_row + i];
-        for (int j = 0; j < kTile; ++j) P[i * kTile + j] *= dP[i * kTile + j] - delta_i;  // dS
+        for (int j = 0; j < kTile; j += 16) {
+          float* ds = P + i * kTile + j;
+          store<Vec16>(ds, load<Vec16>(ds) * (load<Vec16>(dP + i * kTile + j) - delta_i));
+        }
       }
       gemm(M, dim, kTile, P, kTile, K + k_off, ld, dQ + q_off, ld, true);  // dQ += dS K
       gemm<true>(kTile, dim, M, P, kTile, Q + q_off, ld, dk, ld, true);    // dK += dS^T Q
@@ -339,8 +350,9 @@ void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, cons
     const int q_tile = static_cast<int>(task % tiles);
     float* Kt;
     if (!workspace.acquire(floats, {call, bh}, &Kt)) {
-      pack_head<true>(head_rows<T>(k, bh, p.heads), p, 1.f, Kt);
-      pack_head<false>(head_rows<T>(v, bh, p.heads), p, 1.f, Kt + head);
+      pack_head(head_rows<T>(k, bh, p.heads), p, 1.f, Kt + head);  // V's place holds K until transposed
+      transpose_head(Kt + head, p, Kt);
+      pack_head(head_rows<T>(v, bh, p.heads), p, 1.f, Kt + head);
     }
     float* V = Kt + head;
     float* Q = V + head;
@@ -348,7 +360,7 @@ void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, cons
     float* S = O + kTile * ld;
     float* row_m = S + kTile * kTile;
     float* row_l = row_m + kTile;
-    pack_tile<false>(head_rows<T>(q, bh, p.heads), p, q_tile, softmax_scale * kLog2e, Q);
+    pack_tile(head_rows<T>(q, bh, p.heads), p, q_tile, softmax_scale * kLog2e, Q);
     forward_query_tile(p, q_tile, Q, Kt, V, O, row_m, row_l, S);
     const TileRect rect = p.grid.rect(q_tile);
     float* lse_head = lse.mutable_data_ptr<float>() + bh * p.tokens;
@@ -404,11 +416,12 @@ void backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, 
     float *K = Q + head, *Kt = K + head, *Vt = Kt + head, *dO = Vt + head;
     float *dQ = dO + head, *dK = dQ + head, *dV = dK + head;
     float *lse2 = dV + head, *lse2_low = lse2 + padded, *delta = lse2_low + padded, *P = delta + padded;
-    pack_head<false>(head_rows<T>(q, bh, p.heads), p, softmax_scale * kLog2e, Q);
-    pack_head<false>(head_rows<T>(k, bh, p.heads), p, 1.f, K);
-    pack_head<true>(head_rows<T>(k, bh, p.heads), p, 1.f, Kt);
-    pack_head<true>(head_rows<T>(v, bh, p.heads), p, 1.f, Vt);
-    pack_head<false>(head_rows<T>(dout, bh, p.heads), p, 1.f, dO);
+    pack_head(head_rows<T>(q, bh, p.heads), p, softmax_scale * kLog2e, Q);
+    pack_head(head_rows<T>(k, bh, p.heads), p, 1.f, K);
+    transpose_head(K, p, Kt);
+    pack_head(head_rows<T>(v, bh, p.heads), p, 1.f, dV);  // dV's place holds V until transposed (zeroed below)
+    transpose_head(dV, p, Vt);
+    pack_head(head_rows<T>(dout, bh, p.heads), p, 1.f, dO);
     std::fill(dQ, dQ + 3 * head, 0.f);
     row_stats(head_rows<T>(out, bh, p.heads), lse.const_data_ptr<float>() + bh * p.tokens, dO, p, lse2, lse2_low,
               delta);
