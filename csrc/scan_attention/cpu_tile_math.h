@@ -106,6 +106,22 @@ LEDIT_CPU_INLINE Vec16 exp2_approx(Vec16 x) {
 
 LEDIT_CPU_INLINE float exp2_approx(float x) { return exp2_approx(Vec16{} + x)[0]; }
 
+// dst (16 rows, stride ldd) = the transpose of src (16 rows, stride lds): four rounds of interleaving row i with
+// row i + 8 (a perfect shuffle) turn rows into columns, 64 two-register permutes per 256 values.
+LEDIT_CPU_INLINE void transpose16x16(const float* src, int lds, float* dst, int ldd) {
+  Vec16 v[16], next[16];
+  for (int i = 0; i < 16; ++i) v[i] = load<Vec16>(src + i * lds);
+  for (int round = 0; round < 4; ++round) {
+    for (int i = 0; i < 8; ++i) {
+      next[2 * i] = __builtin_shufflevector(v[i], v[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      next[2 * i + 1] =
+          __builtin_shufflevector(v[i], v[i + 8], 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    }
+    for (int i = 0; i < 16; ++i) v[i] = next[i];
+  }
+  for (int i = 0; i < 16; ++i) store<Vec16>(dst + i * ldd, v[i]);
+}
+
 LEDIT_CPU_INLINE Vec16 max16(Vec16 a, Vec16 b) { return a > b ? a : b; }
 
 // Horizontal max and sum as trees of shuffles (4 steps instead of a 15-step scalar dependency chain).

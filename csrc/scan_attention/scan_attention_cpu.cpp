@@ -140,7 +140,6 @@ template <typename T>
 void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, float* dst) {
   const TileRect rect = p.grid.rect(tile);
   const int ld = static_cast<int>(p.row_stride()), dim = static_cast<int>(p.dim), rows = rect.size();
-  std::fill(dst, dst + kTile * ld, 0.f);
   const T* row[kTile];
   for (int i = 0; i < rows; ++i) row[i] = src.row(p.grid.token(rect, i));
   for (int i = 0; i < std::min(rows, kPrefetchRows); ++i) src.prefetch(row[i]);
@@ -149,16 +148,18 @@ void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, 
     const T* __restrict in = row[i];
     float* __restrict out = dst + i * ld;
     for (int d = 0; d < dim; ++d) out[d] = static_cast<float>(in[d]) * scale;
+    std::fill(out + dim, out + ld, 0.f);
   }
+  std::fill(dst + rows * ld, dst + kTile * ld, 0.f);
 }
 
 // A packed tile (kTile x ld) transposed into dst (ld x kTile), so score rows are vector loops over keys. Going
 // through the row-major tile keeps the gather in L1: gathering straight from the input would touch 64 rows at once,
 // and with H * D a power of two (D = 64, 128 at H = 16) every row sits at the same page offset, in the same few
 // L1 sets.
-void transpose_tile(const float* __restrict src, int ld, float* __restrict dst) {
-  for (int d = 0; d < ld; ++d)
-    for (int i = 0; i < kTile; ++i) dst[d * kTile + i] = src[i * ld + d];
+LEDIT_CPU_INLINE void transpose_tile(const float* src, int ld, float* dst) {
+  for (int i = 0; i < kTile; i += 16)
+    for (int d = 0; d < ld; d += 16) transpose16x16(src + i * ld + d, ld, dst + d * kTile + i, kTile);
 }
 
 // Every tile of one head, packed into dst (padded_tokens x row_stride).
@@ -169,6 +170,7 @@ void pack_head(const HeadRows<T>& src, const Problem& p, float scale, float* dst
 }
 
 // Every tile of a packed head (padded_tokens x row_stride) transposed into dst.
+LEDIT_CPU_MULTIVERSION
 void transpose_head(const float* packed, const Problem& p, float* dst) {
   const int64_t tile_floats = kTile * p.row_stride();
   for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
