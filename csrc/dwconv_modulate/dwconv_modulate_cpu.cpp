@@ -1,10 +1,14 @@
 // Schemas of ledit::dwconv_modulate_fwd / _bwd and their CPU kernels.
 //
 // Work is split into tasks of (sample, block of grid rows), run with at::parallel_for. A task streams its rows
-// top to bottom through a ring of 2 * pad + 1 rows of y = LN(x) * (1 + scale) + shift in fp32, so each x row is
-// read and normalised once; only the pad rows above a block are recomputed by the task below (the halo). The
-// inner loops run over channels (contiguous in the token layout) in fp32 and are compiled for AVX-512, AVX2+FMA
-// and baseline x86-64 with the CPU choosing at load time (LEDIT_CPU_MULTIVERSION, shared with scan_attention).
+// top to bottom through a ring of 2 * pad + 1 rows of y = LN(x) * (1 + scale) + shift in fp32 (the backward keeps
+// a second ring of the output gradient), so each x row is read and normalised once; only the pad rows above a
+// block are recomputed by the task below (the halo). Ring rows are padded with zero tokens left and right and
+// with zero channels up to a multiple of 16, so the tap loops run in whole 16-float vectors with no bounds checks.
+// The tap loops sweep 16-channel blocks of a few neighbouring tokens at a time: every stream is read in address
+// order and each weight vector feeds several independent accumulators. The hot functions are compiled for
+// AVX-512, AVX2+FMA and baseline x86-64, and the CPU picks one at load time (LEDIT_CPU_MULTIVERSION, shared with
+// scan_attention).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -25,6 +29,10 @@ namespace {
 
 using cpu::Vec16;  // 16 floats: one AVX-512 register, two AVX2 ones
 
+// Lambdas in the hot loops must be inlined into the cloned function that calls them: an out-of-line lambda would
+// be compiled for baseline x86-64 only.
+#define LEDIT_LAMBDA_INLINE __attribute__((always_inline))
+
 LEDIT_CPU_INLINE Vec16 load16(const float* p) {
   Vec16 v;
   std::memcpy(&v, p, sizeof(v));
@@ -32,80 +40,309 @@ LEDIT_CPU_INLINE Vec16 load16(const float* p) {
 }
 LEDIT_CPU_INLINE void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
 
-constexpr int kMaxTaps = 49;  // k = 7
+// Output tokens per tap sweep: kCols accumulators per weight vector hide the FMA latency, and each loaded source
+// vector feeds up to k of them. 8 measured ~20% faster than 4 with AVX-512 (32 registers); with AVX2 the
+// accumulators and window spill partly to L1.
+constexpr int kCols = 8;
 
-// ---- fp32 channel loops (the hot part) --------------------------------------------------------------------------
-// Small restrict-qualified helpers so the compiler vectorises without aliasing checks; they are inlined into the
-// cloned functions below and so get each clone's instruction set.
+int64_t padded_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
 
-// Independent partial sums let the reductions vectorise without reassociating floating point (-ffast-math).
-constexpr int kLanes = 16;
+// ---- per-token channel loops ------------------------------------------------------------------------------------
 
+// Sum over channels [0, end) of term(c) (a Vec16 of channels c .. c + 15), end a multiple of 16: four independent
+// vector sums hide the add latency without reassociating floating point (no -ffast-math).
 template <typename Term>
-inline float channel_sum(int64_t channels, Term term) {
-  float lanes[kLanes] = {};
+LEDIT_CPU_INLINE float vector_sum(int64_t end, Term term) {
+  Vec16 sums[4] = {};
   int64_t c = 0;
-  for (; c + kLanes <= channels; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += term(c + l);
+  for (; c + 64 <= end; c += 64) {
+    for (int v = 0; v < 4; ++v) sums[v] += term(c + 16 * v);
   }
+  for (; c < end; c += 16) sums[0] += term(c);
+  const Vec16 sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
   float total = 0.f;
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  for (; c < channels; ++c) total += term(c);
+  for (int i = 0; i < 16; ++i) total += sum[i];
   return total;
 }
 
-inline void multiply_add(const float* __restrict__ a, const float* __restrict__ b, int64_t channels,
-                         float* __restrict__ acc) {
-  for (int64_t c = 0; c < channels; ++c) acc[c] += a[c] * b[c];
+// Mean and 1/std of one token; two passes (the second from L1) for accuracy.
+LEDIT_CPU_MULTIVERSION
+void token_stats(const float* __restrict__ x, int64_t channels, float* mean_out, float* rstd_out) {
+  const int64_t vector_end = channels / 16 * 16;
+  float total = vector_sum(vector_end, [&](int64_t c) { return load16(x + c); });
+  for (int64_t c = vector_end; c < channels; ++c) total += x[c];
+  const float mean = total / channels;
+  float variance = vector_sum(vector_end, [&](int64_t c) {
+    const Vec16 d = load16(x + c) - mean;
+    return d * d;
+  });
+  for (int64_t c = vector_end; c < channels; ++c) variance += (x[c] - mean) * (x[c] - mean);
+  *mean_out = mean;
+  *rstd_out = layer_norm_rstd(variance / channels);
 }
 
-// u = (x - mean) * rstd (mean 0 and rstd 1 without LN).
-LEDIT_CPU_MULTIVERSION void normalize(const float* __restrict__ x, float mean, float rstd, int64_t channels,
-                                   float* __restrict__ u) {
-  for (int64_t c = 0; c < channels; ++c) u[c] = (x[c] - mean) * rstd;
-}
-
-// y = (x - mean) * rstd * (1 + scale) + shift.
-LEDIT_CPU_MULTIVERSION void modulate(const float* __restrict__ x, float mean, float rstd,
-                                  const float* __restrict__ scale1p, const float* __restrict__ shift,
-                                  int64_t channels, float* __restrict__ y) {
+// y = (x - mean) * rstd * (1 + scale) + shift (mean 0 and rstd 1 without LN).
+LEDIT_CPU_MULTIVERSION
+void modulate(const float* __restrict__ x, float mean, float rstd, const float* __restrict__ scale1p,
+              const float* __restrict__ shift, int64_t channels, float* __restrict__ y) {
   for (int64_t c = 0; c < channels; ++c) y[c] = (x[c] - mean) * rstd * scale1p[c] + shift[c];
 }
 
-// acc = bias + sum_i weights[i] * sources[i], channel-wise.
-LEDIT_CPU_MULTIVERSION void sum_taps(const float* const* weights, const float* const* sources, int taps,
-                                  const float* bias, int64_t channels, float* __restrict__ acc) {
-  if (bias != nullptr) {
-    std::copy(bias, bias + channels, acc);
-  } else {
-    std::fill(acc, acc + channels, 0.f);
+// ---- tap sweeps over a row --------------------------------------------------------------------------------------
+// `rows[i]` is the padded ring row that kernel row i reads (the shared zero row outside the grid); in a padded row,
+// token j is grid column j - pad, so the tap (i, j) of output column col reads rows[i] token col + j * dilation.
+
+// The weights of a conv in 16-channel blocks: (padded / 16, k*k, 16), each block's taps together.
+struct ConvWeights {
+  const float* blocks;
+  const float* bias;  // padded; zeros without bias
+  const float* gate;  // padded; nullptr without gate
+};
+
+// Calls body(K, D) with K and D std::integral_constants holding the runtime kernel size and dilation, so the tap
+// loops below are fully unrolled and their source windows fixed in size.
+template <typename Body>
+LEDIT_CPU_INLINE void with_kernel_shape(int k, int dilation, Body body) {
+  using std::integral_constant;
+  if (dilation == 1) {
+    if (k == 3) return body(integral_constant<int, 3>{}, integral_constant<int, 1>{});
+    if (k == 5) return body(integral_constant<int, 5>{}, integral_constant<int, 1>{});
+    return body(integral_constant<int, 7>{}, integral_constant<int, 1>{});
   }
-  for (int i = 0; i < taps; ++i) multiply_add(weights[i], sources[i], channels, acc);
+  if (k == 3) return body(integral_constant<int, 3>{}, integral_constant<int, 2>{});
+  if (k == 5) return body(integral_constant<int, 5>{}, integral_constant<int, 2>{});
+  return body(integral_constant<int, 7>{}, integral_constant<int, 2>{});
 }
 
-// sums[i] += g * sources[i] for each tap i (the per-tap products behind dweight and dgate).
-LEDIT_CPU_MULTIVERSION void accumulate_products(float* const* sums, const float* g, const float* const* sources,
-                                             int taps, int64_t channels) {
-  for (int i = 0; i < taps; ++i) multiply_add(g, sources[i], channels, sums[i]);
+// Runs block(c0, lanes) over the 16-channel blocks of `channels`: lanes is std::integral_constant<int, 16> for the
+// whole blocks (so their bodies compile without tail checks) and an int for a last, partial block.
+template <typename Block>
+LEDIT_CPU_INLINE void for_channel_blocks(int64_t channels, Block block) {
+  const int64_t whole_end = channels / 16 * 16;
+  for (int64_t c0 = 0; c0 < whole_end; c0 += 16) block(c0, std::integral_constant<int, 16>{});
+  if (whole_end < channels) block(whole_end, static_cast<int>(channels - whole_end));
 }
 
-// From e = sum_t w_t * g[n - offset(t)] and u at one token: accumulate sum(g), sum(e), sum(e * u), and write
-// dx = LN backward of du = e * gate * (1 + scale) (or du itself without LN).
-LEDIT_CPU_MULTIVERSION void token_backward(const float* __restrict__ e, const float* __restrict__ u,
-                                        const float* __restrict__ g, const float* __restrict__ gate_scale1p,
-                                        float rstd, bool norm, int64_t channels, float* __restrict__ sum_g,
-                                        float* __restrict__ sum_e, float* __restrict__ sum_e_u,
-                                        float* __restrict__ dx) {
-  for (int64_t c = 0; c < channels; ++c) {
-    sum_g[c] += g[c];
-    sum_e[c] += e[c];
-    sum_e_u[c] += e[c] * u[c];
-    dx[c] = e[c] * gate_scale1p[c];
+// Loads `lanes` floats (the rest zero): the channel tail of an unpadded token.
+template <typename Lanes>
+LEDIT_CPU_INLINE Vec16 load_lanes(const float* p, Lanes lanes) {
+  if (lanes == 16) return load16(p);
+  float values[16] = {};
+  std::copy(p, p + lanes, values);
+  return load16(values);
+}
+
+template <typename Lanes>
+LEDIT_CPU_INLINE void store_lanes(float* p, Vec16 v, Lanes lanes) {
+  if (lanes == 16) return store16(p, v);
+  float values[16];
+  store16(values, v);
+  std::copy(values, values + lanes, p);
+}
+
+LEDIT_CPU_INLINE float horizontal_sum(Vec16 v) {
+  float total = 0.f;
+  for (int i = 0; i < 16; ++i) total += v[i];
+  return total;
+}
+
+// The source vectors that kernel row i of kTokens neighbouring tokens reads, each loaded once: token q's tap j is
+// window[q + j * D]. src points at the first one (token col's tap 0).
+template <int K, int D, int kTokens>
+struct TapWindow {
+  static constexpr int kSize = kTokens + (K - 1) * D;
+  Vec16 v[kSize];
+  LEDIT_CPU_INLINE TapWindow(const float* src, int64_t stride) {
+    for (int s = 0; s < kSize; ++s) v[s] = load16(src + s * stride);
   }
-  if (!norm) return;
-  const float mean_du = channel_sum(channels, [&](int64_t c) { return dx[c]; }) / channels;
-  const float mean_du_u = channel_sum(channels, [&](int64_t c) { return dx[c] * u[c]; }) / channels;
-  for (int64_t c = 0; c < channels; ++c) dx[c] = layer_norm_backward(dx[c], u[c], mean_du, mean_du_u, rstd);
+};
+
+// Software prefetch of the next x row into L2, a few lines per channel block of the current row's tap sweep: the
+// sweep is compute-bound, so the next row's DRAM reads overlap it instead of stalling the LN pass that reads them
+// (which otherwise took half the forward's time, at a third of the bandwidth a plain read reaches).
+struct RowPrefetch {
+  const char* next;
+  const char* end;
+  int64_t lines_per_step;
+  RowPrefetch(const void* row, int64_t bytes, int64_t steps)
+      : next(static_cast<const char*>(row)),
+        end(row != nullptr ? next + bytes : nullptr),
+        lines_per_step((bytes / 64 + steps - 1) / steps) {}
+  LEDIT_CPU_INLINE void step() {
+    for (int64_t i = 0; i < lines_per_step && next < end; ++i, next += 64) __builtin_prefetch(next, 0, 2);
+  }
+};
+
+// Output tokens col .. col + kTokens - 1 of one row: out = residual + gate * (bias + sum_t w_t * y[. + offset(t)]),
+// all channels, one 16-channel block at a time. out and residual are (w, channels) rows. `p` is taken by value so
+// the compiler knows the stores cannot change its pointers.
+template <int K, int D, int kTokens>
+LEDIT_CPU_INLINE void conv_tokens(const float* const* rows, const ConvWeights p, int64_t col, int64_t channels,
+                                  const float* residual, float* out, RowPrefetch& prefetch) {
+  const int64_t stride = padded_channels(channels);
+  for_channel_blocks(channels, [&](int64_t c0, auto lanes) LEDIT_LAMBDA_INLINE {
+    prefetch.step();
+    const float* weight = p.blocks + c0 * K * K;
+    Vec16 acc[kTokens];
+    for (int q = 0; q < kTokens; ++q) acc[q] = load16(p.bias + c0);
+    for (int i = 0; i < K; ++i) {
+      const TapWindow<K, D, kTokens> window(rows[i] + col * stride + c0, stride);
+      for (int j = 0; j < K; ++j) {
+        const Vec16 tap = load16(weight + (i * K + j) * 16);
+        for (int q = 0; q < kTokens; ++q) acc[q] += tap * window.v[q + j * D];
+      }
+    }
+    const Vec16 gate = p.gate != nullptr ? load16(p.gate + c0) : Vec16{} + 1.f;
+    for (int q = 0; q < kTokens; ++q) {
+      const int64_t offset = (col + q) * channels + c0;
+      const Vec16 value = acc[q] * gate;
+      store_lanes(out + offset, residual != nullptr ? load_lanes(residual + offset, lanes) + value : value, lanes);
+    }
+  });
+}
+
+// One output row of w tokens (residual may be nullptr), prefetching `prefetch_bytes` from prefetch_row (nullptr:
+// none) on the way.
+LEDIT_CPU_MULTIVERSION
+void conv_row(const float* const* rows, const ConvWeights& p, int k, int dilation, int64_t w, int64_t channels,
+              const float* residual, float* out, const void* prefetch_row = nullptr, int64_t prefetch_bytes = 0) {
+  const int64_t sweeps = w / kCols + w % kCols;
+  RowPrefetch prefetch(prefetch_row, prefetch_bytes, sweeps * ((channels + 15) / 16));
+  with_kernel_shape(k, dilation, [&](auto K, auto D) LEDIT_LAMBDA_INLINE {
+    int64_t col = 0;
+    for (; col + kCols <= w; col += kCols) {
+      conv_tokens<K.value, D.value, kCols>(rows, p, col, channels, residual, out, prefetch);
+    }
+    for (; col < w; ++col) conv_tokens<K.value, D.value, 1>(rows, p, col, channels, residual, out, prefetch);
+  });
+}
+
+// sums[t] += sum over tokens col .. col + kTokens - 1 of g[col'] * y_rows[i][col' + j * D], t = i * K + j.
+// g is the padded ring row of the gradient at this row (token pad is column 0); sums is (K*K, padded channels).
+template <int K, int D, int kTokens>
+LEDIT_CPU_INLINE void tap_sums_tokens(const float* g, const float* const* rows, int64_t col, int64_t stride,
+                                      float* sums, RowPrefetch& prefetch) {
+  constexpr int kPad = D * (K / 2);
+  for (int64_t c0 = 0; c0 < stride; c0 += 16) {
+    prefetch.step();
+    Vec16 grad[kTokens];
+    for (int q = 0; q < kTokens; ++q) grad[q] = load16(g + (col + q + kPad) * stride + c0);
+    for (int i = 0; i < K; ++i) {
+      const TapWindow<K, D, kTokens> window(rows[i] + col * stride + c0, stride);
+      for (int j = 0; j < K; ++j) {
+        float* sum = sums + (i * K + j) * stride + c0;
+        Vec16 acc = load16(sum);
+        for (int q = 0; q < kTokens; ++q) acc += grad[q] * window.v[q + j * D];
+        store16(sum, acc);
+      }
+    }
+  }
+}
+
+// The per-tap products G_t of one row (the sums behind dweight and dgate), accumulated into sums, prefetching
+// as conv_row does.
+LEDIT_CPU_MULTIVERSION
+void tap_sums_row(const float* g, const float* const* rows, int k, int dilation, int64_t w, int64_t stride,
+                  float* sums, const void* prefetch_row, int64_t prefetch_bytes) {
+  RowPrefetch prefetch(prefetch_row, prefetch_bytes, (w / kCols + w % kCols) * (stride / 16));
+  with_kernel_shape(k, dilation, [&](auto K, auto D) LEDIT_LAMBDA_INLINE {
+    int64_t col = 0;
+    for (; col + kCols <= w; col += kCols) {
+      tap_sums_tokens<K.value, D.value, kCols>(g, rows, col, stride, sums, prefetch);
+    }
+    for (; col < w; ++col) tap_sums_tokens<K.value, D.value, 1>(g, rows, col, stride, sums, prefetch);
+  });
+}
+
+// One backward row's per-token data: x and dx as (w, channels) fp32 rows, the saved stats of its tokens (nullptr
+// without LN), the padded g ring row, and the sums S, sum e and sum e * u (padded rows of the task's sums).
+struct BackwardRow {
+  const float* x;
+  const float* mean;
+  const float* rstd;
+  const float* g;  // padded: token pad is column 0
+  const float* gate_scale1p;  // padded gate * (1 + scale)
+  float* sum_g;
+  float* sum_e;
+  float* sum_e_u;
+  float* e;  // scratch: kCols padded tokens
+  float* dx;
+};
+
+// Tokens col .. col + kTokens - 1: e = sum_t w_t * g[n - offset(t)] (the conv of the g rows with the flipped
+// kernel), du = e * gate * (1 + scale), dx = LN backward of du, and the token sums. Two sweeps over the channel
+// blocks: the first forms e and the channel sums of du and du * u that the LN backward needs, the second writes dx.
+template <int K, int D, int kTokens>
+LEDIT_CPU_INLINE void backward_tokens(const float* const* g_rows, const float* flipped_blocks, int64_t col,
+                                      int64_t channels, const BackwardRow row, RowPrefetch& prefetch) {
+  constexpr int kPad = D * (K / 2);
+  const int64_t stride = padded_channels(channels);
+  float mean[kTokens], rstd[kTokens];
+  for (int q = 0; q < kTokens; ++q) {
+    mean[q] = row.mean != nullptr ? row.mean[col + q] : 0.f;
+    rstd[q] = row.rstd != nullptr ? row.rstd[col + q] : 1.f;
+  }
+  auto u_at = [&](int q, int64_t c0, auto lanes) LEDIT_LAMBDA_INLINE {
+    return (load_lanes(row.x + (col + q) * channels + c0, lanes) - mean[q]) * rstd[q];
+  };
+  Vec16 du_sums[kTokens] = {}, du_u_sums[kTokens] = {};
+  for_channel_blocks(channels, [&](int64_t c0, auto lanes) LEDIT_LAMBDA_INLINE {
+    prefetch.step();
+    const float* weight = flipped_blocks + c0 * K * K;
+    Vec16 e[kTokens] = {};
+    for (int i = 0; i < K; ++i) {
+      const TapWindow<K, D, kTokens> window(g_rows[i] + col * stride + c0, stride);
+      for (int j = 0; j < K; ++j) {
+        const Vec16 tap = load16(weight + (i * K + j) * 16);
+        for (int q = 0; q < kTokens; ++q) e[q] += tap * window.v[q + j * D];
+      }
+    }
+    const Vec16 gate_scale1p = load16(row.gate_scale1p + c0);
+    Vec16 sum_g = load16(row.sum_g + c0), sum_e = load16(row.sum_e + c0), sum_e_u = load16(row.sum_e_u + c0);
+    for (int q = 0; q < kTokens; ++q) {
+      // Channels past C have g = 0, so e = du = 0 there and they add nothing.
+      const Vec16 u = u_at(q, c0, lanes), du = e[q] * gate_scale1p;
+      sum_g += load16(row.g + (col + q + kPad) * stride + c0);
+      sum_e += e[q];
+      sum_e_u += e[q] * u;
+      du_sums[q] += du;
+      du_u_sums[q] += du * u;
+      store16(row.e + q * stride + c0, e[q]);
+    }
+    store16(row.sum_g + c0, sum_g);
+    store16(row.sum_e + c0, sum_e);
+    store16(row.sum_e_u + c0, sum_e_u);
+  });
+  float mean_du[kTokens], mean_du_u[kTokens];
+  for (int q = 0; q < kTokens; ++q) {
+    mean_du[q] = row.mean != nullptr ? horizontal_sum(du_sums[q]) / channels : 0.f;
+    mean_du_u[q] = row.mean != nullptr ? horizontal_sum(du_u_sums[q]) / channels : 0.f;
+  }
+  for_channel_blocks(channels, [&](int64_t c0, auto lanes) LEDIT_LAMBDA_INLINE {
+    const Vec16 gate_scale1p = load16(row.gate_scale1p + c0);
+    for (int q = 0; q < kTokens; ++q) {
+      const Vec16 du = load16(row.e + q * stride + c0) * gate_scale1p;
+      // layer_norm_backward, 16 channels at a time (mean_du = mean_du_u = 0, rstd = 1 without LN).
+      const Vec16 dx = rstd[q] * (du - mean_du[q] - u_at(q, c0, lanes) * mean_du_u[q]);
+      store_lanes(row.dx + (col + q) * channels + c0, dx, lanes);
+    }
+  });
+}
+
+// dx of one row and its token sums, prefetching as conv_row does.
+LEDIT_CPU_MULTIVERSION
+void backward_row(const float* const* g_rows, const float* flipped_blocks, int k, int dilation, int64_t w,
+                  int64_t channels, const BackwardRow& row, const void* prefetch_row, int64_t prefetch_bytes) {
+  RowPrefetch prefetch(prefetch_row, prefetch_bytes, (w / kCols + w % kCols) * ((channels + 15) / 16));
+  with_kernel_shape(k, dilation, [&](auto K, auto D) LEDIT_LAMBDA_INLINE {
+    int64_t col = 0;
+    for (; col + kCols <= w; col += kCols) {
+      backward_tokens<K.value, D.value, kCols>(g_rows, flipped_blocks, col, channels, row, prefetch);
+    }
+    for (; col < w; ++col) {
+      backward_tokens<K.value, D.value, 1>(g_rows, flipped_blocks, col, channels, row, prefetch);
+    }
+  });
 }
 
 // ---- dtype plumbing ---------------------------------------------------------------------------------------------
@@ -138,6 +375,7 @@ struct Geometry {
   int k, dilation;
   int pad() const { return dilation * (k / 2); }
   int ring_rows() const { return 2 * pad() + 1; }
+  int64_t stride() const { return padded_channels(channels); }
 };
 
 Geometry make_geometry(const at::Tensor& x, int64_t h, int64_t w, const at::Tensor& weight, int64_t dilation) {
@@ -153,212 +391,90 @@ int rows_per_task(const Geometry& g) {
   return static_cast<int>(std::max<int64_t>(rows, std::min<int64_t>(g.h, 2 * g.pad())));
 }
 
-// A ring of fp32 rows (w tokens x C channels each): grid row r lives in slot r % rows.
-struct RowRing {
-  std::vector<float> data;
-  int64_t rows, row_size, channels;
-  RowRing(int64_t rows_, int64_t w, int64_t channels_)
-      : data(rows_ * w * channels_), rows(rows_), row_size(w * channels_), channels(channels_) {}
-  float* token(int64_t row, int64_t col) { return data.data() + (row % rows) * row_size + col * channels; }
+// A ring of padded fp32 rows (pad + w + pad tokens of stride() channels, zero outside the grid tokens and
+// channels): grid row r lives in slot r % ring_rows(); rows outside the grid read one shared zero row.
+class RowRing {
+ public:
+  explicit RowRing(const Geometry& g)
+      : g_(g), row_size_((g.w + 2 * g.pad()) * g.stride()), data_((g.ring_rows() + 1) * row_size_, 0.f) {}
+  // Token col (a grid column) of grid row r; only its first `channels` values are ever written.
+  float* token(int64_t r, int64_t col) { return slot(r % g_.ring_rows()) + (col + g_.pad()) * g_.stride(); }
+  // The padded row for grid row r, which may lie outside the grid.
+  const float* row(int64_t r) { return r >= 0 && r < g_.h ? slot(r % g_.ring_rows()) : slot(g_.ring_rows()); }
+  // The rows the k kernel rows read for output row r (tap offsets offset(i)).
+  void kernel_rows(int64_t r, const float** rows) {
+    for (int i = 0; i < g_.k; ++i) rows[i] = row(r + tap_offset(i, g_.k, g_.dilation));
+  }
+
+ private:
+  float* slot(int64_t s) { return data_.data() + s * row_size_; }
+  Geometry g_;
+  int64_t row_size_;
+  std::vector<float> data_;
 };
 
-// The in-grid taps of the token at (row, col), as (weight, source) pointers; forward taps read y at
-// (row, col) + offset, backward taps read g at (row, col) - offset. Returns the number of taps.
-template <bool kBackward>
-int gather_taps(const Geometry& g, int64_t row, int64_t col, const float* weight_taps, RowRing& ring,
-                const float** weights, const float** sources) {
-  const TapRange rows = kBackward ? backward_taps(row, g.h, g.k, g.dilation) : forward_taps(row, g.h, g.k, g.dilation);
-  const TapRange cols = kBackward ? backward_taps(col, g.w, g.k, g.dilation) : forward_taps(col, g.w, g.k, g.dilation);
-  const int sign = kBackward ? -1 : 1;
-  int n = 0;
-  for (int i = rows.first; i < rows.last; ++i) {
-    for (int j = cols.first; j < cols.last; ++j) {
-      weights[n] = weight_taps + (i * g.k + j) * g.channels;
-      sources[n] = ring.token(row + sign * tap_offset(i, g.k, g.dilation), col + sign * tap_offset(j, g.k, g.dilation));
-      ++n;
-    }
-  }
-  return n;
+// The weights as 16-channel blocks (ConvWeights::blocks), from taps_by_channel's (k*k, C).
+at::Tensor weight_blocks(const at::Tensor& taps, int64_t stride) {
+  const at::Tensor padded = at::constant_pad_nd(taps, {0, stride - taps.size(1)});
+  return padded.view({taps.size(0), stride / 16, 16}).transpose(0, 1).contiguous();
+}
+
+// A (C,) or (B, C) per-channel tensor as fp32 with C zero-padded to `stride`.
+at::Tensor float_padded(const at::Tensor& t, int64_t stride) {
+  return at::constant_pad_nd(t.to(at::kFloat), {0, stride - t.size(-1)}).contiguous();
 }
 
 // ---- forward ----------------------------------------------------------------------------------------------------
-// The forward's ring keeps its rows padded: pad zero tokens left and right of the w grid tokens, and channels padded
-// to a multiple of 16 with zeros, so the tap loop below runs in whole 16-float vectors with no bounds checks. Grid
-// rows above and below the grid are one shared zero row.
-
-int64_t padded_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
-
-// One sample's per-channel vectors (padded to padded_channels with zeros) and the conv weights as (k*k, padded).
-struct ForwardParams {
-  const float* weight_blocks;  // (padded / 16, k*k, 16): each 16-channel block's taps together
-  const float* bias;  // zeros without bias
-  const float* shift;
-  const float* scale1p;
-  const float* gate;  // nullptr without gate
-};
-
-// Sum over the channels of term(c), for c a multiple of 16: four independent vector sums hide the add latency.
-template <typename Term>
-LEDIT_CPU_INLINE float vector_sum(int64_t channels, Term term) {
-  Vec16 sums[4] = {};
-  int64_t c = 0;
-  for (; c + 64 <= channels; c += 64) {
-    for (int v = 0; v < 4; ++v) sums[v] += term(c + 16 * v);
-  }
-  for (; c < channels; c += 16) sums[0] += term(c);
-  const Vec16 sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
-  float total = 0.f;
-  for (int i = 0; i < 16; ++i) total += sum[i];
-  return total;
-}
-
-// y = LN(x) * (1 + scale) + shift of one token into its ring slot (LN stats also returned), or x * (1 + scale)
-// + shift without LN. Two passes for the stats, the second from L1: the mean, then the centred sum of squares.
-LEDIT_CPU_MULTIVERSION
-void modulate_token(const float* __restrict__ x, int64_t channels, bool norm, const float* __restrict__ scale1p,
-                    const float* __restrict__ shift, float* __restrict__ y, float* mean_out, float* rstd_out) {
-  const int64_t vector_end = channels / 16 * 16;
-  float mean = 0.f, rstd = 1.f;
-  if (norm) {
-    float total = vector_sum(vector_end, [&](int64_t c) { return load16(x + c); });
-    for (int64_t c = vector_end; c < channels; ++c) total += x[c];
-    mean = total / channels;
-    float variance = vector_sum(vector_end, [&](int64_t c) {
-      const Vec16 d = load16(x + c) - mean;
-      return d * d;
-    });
-    for (int64_t c = vector_end; c < channels; ++c) variance += (x[c] - mean) * (x[c] - mean);
-    rstd = layer_norm_rstd(variance / channels);
-  }
-  for (int64_t c = 0; c < vector_end; c += 16) {
-    store16(y + c, (load16(x + c) - mean) * rstd * load16(scale1p + c) + load16(shift + c));
-  }
-  for (int64_t c = vector_end; c < channels; ++c) y[c] = (x[c] - mean) * rstd * scale1p[c] + shift[c];
-  *mean_out = mean;
-  *rstd_out = rstd;
-}
-
-// Stores out = residual + acc for `lanes` channels (acc is already gated); a full vector when lanes == 16.
-LEDIT_CPU_INLINE void store_output(Vec16 acc, const float* residual, int lanes, float* out) {
-  if (lanes == 16) {
-    store16(out, residual != nullptr ? load16(residual) + acc : acc);
-    return;
-  }
-  float values[16];
-  store16(values, acc);
-  for (int l = 0; l < lanes; ++l) out[l] = (residual != nullptr ? residual[l] : 0.f) + values[l];
-}
-
-// kCols consecutive output tokens of one row, starting at column col: out = residual + gate * (bias +
-// sum_taps w_t * y[. + offset(t)]). `rows` are the k ring rows the kernel rows read (padded: token j of a ring row
-// is grid column j - pad). The sweep runs over 16-channel blocks, so every stream (y, weights, residual, out) is
-// read in address order; within a block, each tap's weight vector feeds kCols independent accumulators.
-template <int K, int kCols>
-LEDIT_CPU_INLINE void conv_columns(const float* const* rows, const ForwardParams& p, int dilation, int64_t col,
-                                   int64_t channels, const float* residual, float* out) {
-  const int64_t stride = padded_channels(channels);
-  for (int64_t c0 = 0; c0 < stride; c0 += 16) {
-    const float* weight = p.weight_blocks + c0 * K * K;  // this block's (k*k, 16) weights
-    Vec16 acc[kCols];
-    for (int q = 0; q < kCols; ++q) acc[q] = load16(p.bias + c0);
-    for (int i = 0; i < K; ++i) {
-      const float* src = rows[i] + col * stride + c0;
-      for (int j = 0; j < K; ++j) {
-        const Vec16 tap = load16(weight + (i * K + j) * 16);
-        for (int q = 0; q < kCols; ++q) acc[q] += tap * load16(src + (q + j * dilation) * stride);
-      }
-    }
-    const Vec16 gate = p.gate != nullptr ? load16(p.gate + c0) : Vec16{} + 1.f;
-    const int lanes = static_cast<int>(std::min<int64_t>(16, channels - c0));
-    for (int q = 0; q < kCols; ++q) {
-      const int64_t offset = (col + q) * channels + c0;
-      store_output(acc[q] * gate, residual != nullptr ? residual + offset : nullptr, lanes, out + offset);
-    }
-  }
-}
-
-// One output row of w tokens, kCols columns at a time.
-template <int K>
-LEDIT_CPU_INLINE void conv_row_k(const float* const* rows, const ForwardParams& p, int dilation, int64_t w,
-                                 int64_t channels, const float* residual, float* out) {
-  constexpr int kCols = 4;
-  int64_t col = 0;
-  for (; col + kCols <= w; col += kCols) conv_columns<K, kCols>(rows, p, dilation, col, channels, residual, out);
-  for (; col < w; ++col) conv_columns<K, 1>(rows, p, dilation, col, channels, residual, out);
-}
-
-LEDIT_CPU_MULTIVERSION
-void conv_row(const float* const* rows, const ForwardParams& p, int k, int dilation, int64_t w, int64_t channels,
-              const float* residual, float* out) {
-  switch (k) {
-    case 3: return conv_row_k<3>(rows, p, dilation, w, channels, residual, out);
-    case 5: return conv_row_k<5>(rows, p, dilation, w, channels, residual, out);
-    default: return conv_row_k<7>(rows, p, dilation, w, channels, residual, out);
-  }
-}
 
 template <typename scalar_t>
-void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const ForwardParams& params,
-                    const scalar_t* residual, scalar_t* out, float* mean, float* rstd) {
+void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const ConvWeights& weights, const float* shift,
+                    const float* scale1p, const scalar_t* residual, scalar_t* out, float* mean, float* rstd) {
+  constexpr bool kFloat = std::is_same_v<scalar_t, float>;
   const int rows_per_block = rows_per_task(g);
   const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
-  const int64_t n_tokens = g.h * g.w, C = g.channels, stride = padded_channels(C);
-  const int64_t ring_row = (g.w + 2 * g.pad()) * stride;
-  constexpr bool kFloat = std::is_same_v<scalar_t, float>;
+  const int64_t n_tokens = g.h * g.w, C = g.channels;
   at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    // ring_rows() slots, then the zero row; zero-initialised, and the padding is never written.
-    std::vector<float> ring((g.ring_rows() + 1) * ring_row, 0.f);
-    const float* zero_row = ring.data() + g.ring_rows() * ring_row;
-    std::vector<float> x_scratch(kFloat ? 0 : C), residual_scratch(kFloat ? 0 : g.w * C),
-        out_scratch(kFloat ? 0 : g.w * C);
+    RowRing ring(g);
+    std::vector<float> x_scratch(kFloat ? 0 : C), residual_row(kFloat ? 0 : g.w * C), out_row(kFloat ? 0 : g.w * C);
     const float* rows[7];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const RowBlock block = row_block(static_cast<int>(task % blocks), rows_per_block, static_cast<int>(g.h));
-      ForwardParams p = params;
-      p.shift += b * stride;
-      p.scale1p += b * stride;
-      if (p.gate != nullptr) p.gate += b * stride;
-      auto slot = [&](int64_t r) { return ring.data() + (r % g.ring_rows()) * ring_row; };
+      ConvWeights sample = weights;
+      if (sample.gate != nullptr) sample.gate += b * g.stride();
       // Normalises and modulates grid row r into the ring; the stats of the block's own rows are outputs.
       auto load_row = [&](int64_t r) {
-        const bool own_row = r >= block.first && r < block.last;
         for (int64_t col = 0; col < g.w; ++col) {
           const int64_t token = b * n_tokens + r * g.w + col;
           const float* xt = token_as_float(x + token * C, C, x_scratch.data());
-          float mu, inv_std;
-          modulate_token(xt, C, norm, p.scale1p, p.shift, slot(r) + (col + g.pad()) * stride, &mu, &inv_std);
-          if (norm && own_row) {
+          float mu = 0.f, inv_std = 1.f;
+          if (norm) token_stats(xt, C, &mu, &inv_std);
+          if (norm && r >= block.first && r < block.last) {
             mean[token] = mu;
             rstd[token] = inv_std;
           }
+          modulate(xt, mu, inv_std, scale1p + b * C, shift + b * C, C, ring.token(r, col));
         }
       };
       int64_t next_row = std::max<int64_t>(0, block.first - g.pad());
       for (int64_t r = block.first; r < block.last; ++r) {
         for (; next_row <= std::min<int64_t>(g.h - 1, r + g.pad()); ++next_row) load_row(next_row);
-        for (int i = 0; i < g.k; ++i) {
-          const int64_t source = r + tap_offset(i, g.k, g.dilation);
-          rows[i] = source >= 0 && source < g.h ? slot(source) : zero_row;
-        }
-        const int64_t first_token = b * n_tokens + r * g.w;
-        const scalar_t* res = residual != nullptr ? residual + first_token * C : nullptr;
+        ring.kernel_rows(r, rows);
+        const int64_t first = (b * n_tokens + r * g.w) * C;
+        const scalar_t* res = residual != nullptr ? residual + first : nullptr;
+        const scalar_t* next_x = next_row < g.h ? x + (b * n_tokens + next_row * g.w) * C : nullptr;
+        const int64_t row_bytes = g.w * C * static_cast<int64_t>(sizeof(scalar_t));
         if constexpr (kFloat) {
-          conv_row(rows, p, g.k, g.dilation, g.w, C, res, out + first_token * C);
+          conv_row(rows, sample, g.k, g.dilation, g.w, C, res, out + first, next_x, row_bytes);
         } else {
-          if (res != nullptr) load_token(res, g.w * C, residual_scratch.data());
-          conv_row(rows, p, g.k, g.dilation, g.w, C, res != nullptr ? residual_scratch.data() : nullptr,
-                   out_scratch.data());
-          store_token(out_scratch.data(), g.w * C, out + first_token * C);
+          if (res != nullptr) load_token(res, g.w * C, residual_row.data());
+          conv_row(rows, sample, g.k, g.dilation, g.w, C, res != nullptr ? residual_row.data() : nullptr,
+                   out_row.data(), next_x, row_bytes);
+          store_token(out_row.data(), g.w * C, out + first);
         }
       }
     }
   });
-}
-
-// A (..., C) tensor as fp32 with its last dimension zero-padded to `padded` channels.
-at::Tensor float_padded(const at::Tensor& t, int64_t padded) {
-  return at::constant_pad_nd(t.to(at::kFloat), {0, padded - t.size(-1)}).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, int64_t h, int64_t w,
@@ -369,87 +485,91 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_i
                                                            const std::optional<at::Tensor>& residual_in,
                                                            int64_t dilation, bool norm) {
   const Geometry g = make_geometry(x_in, h, w, weight, dilation);
-  const int64_t stride = padded_channels(g.channels);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
-  const at::Tensor weight_blocks =
-      float_padded(taps_by_channel(weight), stride).view({-1, stride / 16, 16}).transpose(0, 1).contiguous();
+  const at::Tensor blocks = weight_blocks(taps_by_channel(weight), g.stride());
   const at::Tensor bias_f =
-      bias.has_value() ? float_padded(*bias, stride) : at::zeros({stride}, x.options().dtype(at::kFloat));
-  const at::Tensor shift_f = float_padded(shift, stride);
-  const at::Tensor scale1p = float_padded(scale.to(at::kFloat) + 1, stride);
-  const at::Tensor gate_f = gate.has_value() ? float_padded(*gate, stride) : at::Tensor();
-  const ForwardParams params{weight_blocks.data_ptr<float>(), bias_f.data_ptr<float>(), shift_f.data_ptr<float>(),
-                             scale1p.data_ptr<float>(), optional_data(gate_f)};
+      bias.has_value() ? float_padded(*bias, g.stride()) : at::zeros({g.stride()}, x.options().dtype(at::kFloat));
+  const at::Tensor gate_f = gate.has_value() ? float_padded(*gate, g.stride()) : at::Tensor();
+  const at::Tensor shift_f = float_contiguous(shift);
+  const at::Tensor scale1p = float_contiguous(scale) + 1;
+  const ConvWeights weights{blocks.data_ptr<float>(), bias_f.data_ptr<float>(), optional_data(gate_f)};
   at::Tensor out = at::empty_like(x), mean = empty_stats(x, norm), rstd = empty_stats(x, norm);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dwconv_modulate_fwd_cpu", [&] {
-    forward_kernel<scalar_t>(g, norm, x.data_ptr<scalar_t>(), params,
-                             residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>(),
-                             norm ? mean.data_ptr<float>() : nullptr, norm ? rstd.data_ptr<float>() : nullptr);
+    forward_kernel<scalar_t>(g, norm, x.data_ptr<scalar_t>(), weights, shift_f.data_ptr<float>(),
+                             scale1p.data_ptr<float>(), residual.defined() ? residual.data_ptr<scalar_t>() : nullptr,
+                             out.data_ptr<scalar_t>(), norm ? mean.data_ptr<float>() : nullptr,
+                             norm ? rstd.data_ptr<float>() : nullptr);
   });
   return {out, mean, rstd};
 }
 
 // ---- backward ---------------------------------------------------------------------------------------------------
+// Per row: the tap products G_t from the y and g rings (tap_sums_row), then dx and the token sums (backward_row).
+// A task's sums are (k*k + 3, padded channels) rows of task_sums.
+
+struct BackwardInputs {
+  const float* flipped_blocks;  // weight_blocks of the flipped kernel
+  const float* shift;
+  const float* scale1p;
+  const float* gate_scale1p;  // (B, padded): gate * (1 + scale), or 1 + scale without gate
+  const float* mean;          // nullptr without LN
+  const float* rstd;
+};
 
 template <typename scalar_t>
-void backward_kernel(const Geometry& g, bool norm, const scalar_t* dout, const scalar_t* x, const float* weight_taps,
-                     const float* shift, const float* scale1p, const float* gate_scale1p, const float* mean,
-                     const float* rstd, scalar_t* dx, float* task_sums, int rows_per_block) {
+void backward_kernel(const Geometry& g, bool norm, const scalar_t* dout, const scalar_t* x,
+                     const BackwardInputs& in, scalar_t* dx, float* task_sums, int rows_per_block) {
+  constexpr bool kFloat = std::is_same_v<scalar_t, float>;
   const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
-  const int64_t n_tokens = g.h * g.w, C = g.channels;
+  const int64_t n_tokens = g.h * g.w, C = g.channels, stride = g.stride();
   at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    RowRing y_ring(g.ring_rows(), g.w, C), g_ring(g.ring_rows(), g.w, C);
-    std::vector<float> x_scratch(C), u(C), e(C), dx_scratch(C);
-    const float* weights[kMaxTaps];
-    const float* sources[kMaxTaps];
-    float* product_sums[kMaxTaps];
+    RowRing y_ring(g), g_ring(g);
+    std::vector<float> x_scratch(kFloat ? 0 : C), x_row(kFloat ? 0 : g.w * C), dx_row(kFloat ? 0 : g.w * C),
+        e(kCols * stride);
+    const float* y_rows[7];
+    const float* g_rows[7];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const RowBlock block = row_block(static_cast<int>(task % blocks), rows_per_block, static_cast<int>(g.h));
-      float* sums = task_sums + task * sum_rows(g.k) * C;
-      std::fill(sums, sums + sum_rows(g.k) * C, 0.f);
+      float* sums = task_sums + task * sum_rows(g.k) * stride;
+      std::fill(sums, sums + sum_rows(g.k) * stride, 0.f);
       // Grid row r of y (recomputed from x with the saved stats) and of g = dout, both in fp32.
       auto load_row = [&](int64_t r) {
         for (int64_t col = 0; col < g.w; ++col) {
           const int64_t token = b * n_tokens + r * g.w + col;
           const float* xt = token_as_float(x + token * C, C, x_scratch.data());
-          modulate(xt, norm ? mean[token] : 0.f, norm ? rstd[token] : 1.f, scale1p + b * C, shift + b * C, C,
-                   y_ring.token(r, col));
+          modulate(xt, norm ? in.mean[token] : 0.f, norm ? in.rstd[token] : 1.f, in.scale1p + b * C,
+                   in.shift + b * C, C, y_ring.token(r, col));
           load_token(dout + token * C, C, g_ring.token(r, col));
         }
       };
       int64_t next_row = std::max<int64_t>(0, block.first - g.pad());
       for (int64_t r = block.first; r < block.last; ++r) {
         for (; next_row <= std::min<int64_t>(g.h - 1, r + g.pad()); ++next_row) load_row(next_row);
-        for (int64_t col = 0; col < g.w; ++col) {
-          const int64_t token = b * n_tokens + r * g.w + col;
-          const float* g_here = g_ring.token(r, col);
-          // Per-tap products g * y[n + offset], at the taps this token's output read in the forward.
-          const TapRange rows = forward_taps(r, g.h, g.k, g.dilation);
-          const TapRange cols = forward_taps(col, g.w, g.k, g.dilation);
-          int n = 0;
-          for (int i = rows.first; i < rows.last; ++i) {
-            for (int j = cols.first; j < cols.last; ++j) {
-              product_sums[n] = sums + (i * g.k + j) * C;
-              sources[n] = y_ring.token(r + tap_offset(i, g.k, g.dilation), col + tap_offset(j, g.k, g.dilation));
-              ++n;
-            }
-          }
-          accumulate_products(product_sums, g_here, sources, n, C);
-          // e = sum_t w_t * g[n - offset(t)], then the LN backward of this token.
-          const int taps = gather_taps<true>(g, r, col, weight_taps, g_ring, weights, sources);
-          sum_taps(weights, sources, taps, nullptr, C, e.data());
-          const float* xt = token_as_float(x + token * C, C, x_scratch.data());
-          const float token_rstd = norm ? rstd[token] : 1.f;
-          normalize(xt, norm ? mean[token] : 0.f, token_rstd, C, u.data());
-          float* dx_out = dx_scratch.data();
-          if constexpr (std::is_same_v<scalar_t, float>) dx_out = dx + token * C;
-          token_backward(e.data(), u.data(), g_here, gate_scale1p + b * C, token_rstd, norm, C,
-                         sums + sum_row_dout(g.k) * C, sums + sum_row_e(g.k) * C, sums + sum_row_e_u(g.k) * C,
-                         dx_out);
-          if constexpr (!std::is_same_v<scalar_t, float>) store_token(dx_out, C, dx + token * C);
-        }
+        y_ring.kernel_rows(r, y_rows);
+        g_ring.kernel_rows(r, g_rows);
+        const float* g_row = g_ring.row(r);
+        // The next row's x and dout stream in from DRAM during this row's two sweeps.
+        const int64_t next = b * n_tokens + next_row * g.w;
+        const bool has_next = next_row < g.h;
+        const int64_t row_bytes = g.w * C * static_cast<int64_t>(sizeof(scalar_t));
+        tap_sums_row(g_row, y_rows, g.k, g.dilation, g.w, stride, sums, has_next ? x + next * C : nullptr, row_bytes);
+        const int64_t first = b * n_tokens + r * g.w;
+        if constexpr (!kFloat) load_token(x + first * C, g.w * C, x_row.data());
+        const BackwardRow row{kFloat ? reinterpret_cast<const float*>(x + first * C) : x_row.data(),
+                              norm ? in.mean + first : nullptr,
+                              norm ? in.rstd + first : nullptr,
+                              g_row,
+                              in.gate_scale1p + b * stride,
+                              sums + sum_row_dout(g.k) * stride,
+                              sums + sum_row_e(g.k) * stride,
+                              sums + sum_row_e_u(g.k) * stride,
+                              e.data(),
+                              kFloat ? reinterpret_cast<float*>(dx + first * C) : dx_row.data()};
+        backward_row(g_rows, in.flipped_blocks, g.k, g.dilation, g.w, C, row, has_next ? dout + next * C : nullptr,
+                     row_bytes);
+        if constexpr (!kFloat) store_token(dx_row.data(), g.w * C, dx + first * C);
       }
     }
   });
@@ -463,24 +583,25 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, cons
   const Geometry g = make_geometry(x_in, h, w, weight, dilation);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor dout = grad_out.contiguous();
-  const at::Tensor weight_taps = taps_by_channel(weight);
+  // Flipping the tap order negates every tap offset: e is the forward conv of g with this kernel.
+  const at::Tensor flipped_blocks = weight_blocks(taps_by_channel(weight).flip(0), g.stride());
   const at::Tensor shift_f = float_contiguous(shift);
   const at::Tensor scale1p = float_contiguous(scale) + 1;
-  const at::Tensor gate_scale1p = gate.has_value() ? (scale1p * gate->to(at::kFloat)).contiguous() : scale1p;
+  const at::Tensor gate_scale1p = float_padded(gate.has_value() ? scale1p * gate->to(at::kFloat) : scale1p, g.stride());
   const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const BackwardInputs inputs{flipped_blocks.data_ptr<float>(), shift_f.data_ptr<float>(),
+                              scale1p.data_ptr<float>(),        gate_scale1p.data_ptr<float>(),
+                              norm ? mean_c.data_ptr<float>() : nullptr, norm ? rstd_c.data_ptr<float>() : nullptr};
   const int rows_per_block = rows_per_task(g);
   const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
   at::Tensor dx = at::empty_like(x);
-  at::Tensor task_sums = at::empty({g.batch, blocks, sum_rows(g.k), g.channels}, x.options().dtype(at::kFloat));
+  at::Tensor task_sums = at::empty({g.batch, blocks, sum_rows(g.k), g.stride()}, x.options().dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dwconv_modulate_bwd_cpu", [&] {
-    backward_kernel<scalar_t>(g, norm, dout.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-                              weight_taps.data_ptr<float>(), shift_f.data_ptr<float>(), scale1p.data_ptr<float>(),
-                              gate_scale1p.data_ptr<float>(), norm ? mean_c.data_ptr<float>() : nullptr,
-                              norm ? rstd_c.data_ptr<float>() : nullptr, dx.data_ptr<scalar_t>(),
-                              task_sums.data_ptr<float>(), rows_per_block);
+    backward_kernel<scalar_t>(g, norm, dout.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), inputs,
+                              dx.data_ptr<scalar_t>(), task_sums.data_ptr<float>(), rows_per_block);
   });
   // Summing the row blocks of each sample in a fixed order keeps the result deterministic.
-  return {dx, task_sums.sum(1)};
+  return {dx, task_sums.sum(1).narrow(-1, 0, g.channels).contiguous()};
 }
 
 }  // namespace
