@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 NVCC_FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
 # -ffp-contract=fast: under -std=c++NN (ISO mode) GCC otherwise never fuses a*b+c into one FMA in the CPU kernels.
-CXX_FLAGS = ["-O3", "-fvisibility=hidden", "-ffp-contract=fast"]
+# -fopenmp: at::parallel_for's OpenMP loop is compiled inline into our code (ATen/ParallelOpenMP.h), and without the
+# flag every CPU kernel runs on one thread whatever torch.set_num_threads says. Compile-only: the GOMP symbols
+# resolve to the libgomp that torch itself loads, so there is one OpenMP runtime and one thread count.
+CXX_FLAGS = ["-O3", "-fvisibility=hidden", "-ffp-contract=fast"] + (["-fopenmp"] if sys.platform == "linux" else [])
 DEFAULT_CUDA_ARCHS = "80;90"
 
 
