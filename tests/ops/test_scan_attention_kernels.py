@@ -65,6 +65,43 @@ def test_cpu_lse_is_the_masked_logsumexp():
 
 
 @needs_ext
+def test_cpu_calls_do_not_reuse_each_others_packed_keys():
+    """Each thread keeps its packed K and V between tasks (and its buffers between calls); a second call of the same
+    shape with new keys and values must see them, not the first call's. One head: every thread's last task of the
+    first call and first task of the second are on the same (batch, head)."""
+    q, k, v = make_qkv(1, (9, 9), 1, 72, torch.float32)
+    torch.ops.ledit.scan_attention_fwd(q, k, v, 9, 9, "corner", 0.2)
+    k2, v2 = torch.randn_like(k), torch.randn_like(v)
+    out, _ = torch.ops.ledit.scan_attention_fwd(q, k2, v2, 9, 9, "corner", 0.2)
+    expected = scan_attention(q, k2, v2, (9, 9), "corner", softmax_scale=0.2, backend="reference")
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@needs_ext
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cpu_results_do_not_depend_on_the_thread_count(threads):
+    """Every task computes its tiles alone in a fixed order, so forward and backward are bitwise the same on any
+    number of threads (here more tasks than threads, and threads that each pack several heads)."""
+    q, k, v = make_qkv(2, (11, 13), 3, 40, torch.float32)
+    dout = torch.randn_like(q)
+
+    def run():
+        out, lse = torch.ops.ledit.scan_attention_fwd(q, k, v, 11, 13, "neighborhood", 0.3)
+        return (out, lse, *torch.ops.ledit.scan_attention_bwd(dout, q, k, v, out, lse, 11, 13, "neighborhood", 0.3))
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = run()
+        torch.set_num_threads(threads)
+        parallel = run()
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a, b)
+
+
+@needs_ext
 @settings(max_examples=25, deadline=None)
 @given(
     h=st.integers(1, 13),
