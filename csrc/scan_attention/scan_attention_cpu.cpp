@@ -58,14 +58,12 @@ class Workspace {
   // A buffer of at least `count` floats, 64-byte aligned, to be filled for `key`. Returns whether it already
   // holds `key`'s packed operands from this thread's previous task (then they need not be packed again).
   bool acquire(size_t count, Key key, float** data) {
-    if (lines_.size() * kLineFloats < count) lines_ = std::vector<Line>((count + kLineFloats - 1) / kLineFloats);
-    else if (packed_ == key) {
-      *data = lines_.front().f;
-      return true;
-    }
+    const bool grow = lines_.size() * kLineFloats < count;
+    if (grow) lines_ = std::vector<Line>((count + kLineFloats - 1) / kLineFloats);
+    const bool held = !grow && packed_ == key;
     packed_ = key;
     *data = lines_.front().f;
-    return false;
+    return held;
   }
   void release_if_large() {
     if (lines_.size() * sizeof(Line) > kRetainedBytes) {
@@ -117,8 +115,8 @@ struct HeadRows {
   const T* row(int64_t token) const { return base + token * token_stride; }
   // Consecutive tokens are H * D values apart, each row on its own page, so the hardware prefetcher does not see
   // them coming and every row would stall on a cache miss: the packing loops request rows ahead of their use.
-  void prefetch(const T* row) const {
-    const char* bytes = reinterpret_cast<const char*>(row);
+  void prefetch(const T* row_start) const {
+    const char* bytes = reinterpret_cast<const char*>(row_start);
     for (int64_t offset = 0; offset < dim * int64_t{sizeof(T)}; offset += 64) __builtin_prefetch(bytes + offset);
   }
 };
