@@ -223,8 +223,8 @@ LEDIT_CPU_INLINE void backward_tokens(const float* const* g_rows, const float* f
     const Vec16 gate_scale1p = load16(row.gate_scale1p + c0);
     for (int q = 0; q < kTokens; ++q) {
       const Vec16 du = load16(row.e + q * stride + c0) * gate_scale1p;
-      // layer_norm_backward, 16 channels at a time (mean_du = mean_du_u = 0, rstd = 1 without LN).
-      const Vec16 dx = rstd[q] * (du - mean_du[q] - u_at(q, c0, lanes) * mean_du_u[q]);
+      // Without LN, mean_du = mean_du_u = 0 and rstd = 1, so dx = du.
+      const Vec16 dx = layer_norm_backward(du, u_at(q, c0, lanes), mean_du[q], mean_du_u[q], rstd[q]);
       store_lanes(row.dx + (col + q) * channels + c0, dx, lanes);
     }
   });

@@ -24,28 +24,7 @@ namespace dwconv {
 
 constexpr float kLayerNormEps = 1e-6f;
 
-// Half-open range [first, last) of the taps whose source pos + (t - k/2) * dilation lies in [0, extent).
-struct TapRange {
-  int first;
-  int last;
-};
-
 LEDIT_HOST_DEVICE int tap_offset(int tap, int k, int dilation) { return (tap - k / 2) * dilation; }
-
-LEDIT_HOST_DEVICE TapRange forward_taps(int pos, int extent, int k, int dilation) {
-  const int half = k / 2;
-  // (t - half) * dilation >= -pos  <=>  t >= half - floor(pos / dilation), and likewise on the far side.
-  const int first = half - pos / dilation;
-  const int last = half + (extent - 1 - pos) / dilation + 1;
-  return {first > 0 ? first : 0, last < k ? last : k};
-}
-
-// The backward of the conv scatters: the output at pos received tap t from source pos + offset(t), so the
-// gradient at a source pos gathers tap t from pos - offset(t). Those are the taps k - 1 - t of forward_taps.
-LEDIT_HOST_DEVICE TapRange backward_taps(int pos, int extent, int k, int dilation) {
-  const TapRange mirrored = forward_taps(pos, extent, k, dilation);
-  return {k - mirrored.last, k - mirrored.first};
-}
 
 LEDIT_HOST_DEVICE float layer_norm_rstd(float variance) {
 #if defined(__CUDACC__)
@@ -56,8 +35,9 @@ LEDIT_HOST_DEVICE float layer_norm_rstd(float variance) {
 }
 
 // LayerNorm backward for one token (no affine): du is dL/du, mean_du and mean_du_u are its channel means of du
-// and du * u.
-LEDIT_HOST_DEVICE float layer_norm_backward(float du, float u, float mean_du, float mean_du_u, float rstd) {
+// and du * u. T is float, or a vector of channels (the CPU kernel's 16-float Vec16).
+template <typename T>
+LEDIT_HOST_DEVICE T layer_norm_backward(T du, T u, float mean_du, float mean_du_u, float rstd) {
   return rstd * (du - mean_du - u * mean_du_u);
 }
 
