@@ -28,6 +28,7 @@ CASES = [
     ((16, 16), 72, 3, 2, True, False, False, True, torch.float32),
     ((33, 17), 72, 5, 1, False, True, True, False, torch.bfloat16),
     ((7, 5), 8, 7, 2, True, True, True, True, torch.float32),
+    ((16, 16), 72, 7, 1, True, True, True, True, torch.float16),
 ]
 
 
