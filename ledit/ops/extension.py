@@ -9,6 +9,8 @@ from typing import Optional
 
 import torch
 
+# sm_80+: bf16 WMMA and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
+MIN_CUDA_CAPABILITY = (8, 0)
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 
 
@@ -41,6 +43,11 @@ def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argum
     reason = extension_unavailable_reason(device_type)
     if reason is None and not hasattr(torch.ops.ledit, f"{op_name}_fwd"):
         reason = f"ledit._C was built before {op_name} existed; {REBUILD_HINT}"
+    if reason is None and device_type == "cuda":
+        capability = torch.cuda.get_device_capability(tensor.device)
+        if capability < MIN_CUDA_CAPABILITY:
+            reason = (f"the CUDA kernels need compute capability >= 8.0 (Ampere; they use bf16 tensor cores), "
+                      f"{tensor.device} is {capability[0]}.{capability[1]}")
     return reason
 
 

@@ -1,7 +1,9 @@
+import types
+
 import pytest
 import torch
 
-from ledit.ops import BACKEND_ENV, BackendUnavailableError, scan_attention
+from ledit.ops import BACKEND_ENV, BackendUnavailableError, extension, scan_attention
 from ledit.ops.backends import OpBackends
 
 
@@ -52,3 +54,18 @@ def test_scan_attention_rejects_unknown_backend():
     q = torch.randn(1, 4, 1, 8)
     with pytest.raises(ValueError, match="unknown backend='bogus'"):
         scan_attention(q, q, q, (2, 2), backend="bogus")
+
+
+@pytest.mark.parametrize("capability, refused", [((7, 5), True), ((8, 0), False), ((9, 0), False)])
+def test_cuda_backends_refuse_pre_ampere_gpus(monkeypatch, capability, refused):
+    """A T4/V100 must fall back to Triton with a reason, not crash with 'no kernel image' (sm_80+ builds)."""
+    if not hasattr(torch.ops.ledit, "scan_attention_fwd"):
+        pytest.skip("ledit._C is not built")
+    monkeypatch.setattr(extension, "extension_unavailable_reason", lambda device_type: None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    on_gpu = types.SimpleNamespace(device=torch.device("cuda", 0))
+    reason = extension.compiled_op_unavailable_reason("scan_attention", "cuda", on_gpu, "q")
+    if refused:
+        assert "compute capability >= 8.0" in reason and "7.5" in reason
+    else:
+        assert reason is None
