@@ -10,6 +10,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 #include "dwconv_modulate/dwconv_modulate.h"
 #include "scan_attention/cpu_tile_math.h"
 
@@ -87,6 +91,20 @@ LEDIT_CPU_INLINE void store_lanes(float* p, Vec16 v, Lanes lanes) {
   std::copy(values, values + lanes, p);
 }
 
+// A whole 16-float output vector; with `stream`, as non-temporal stores that bypass the caches (p 16-byte aligned).
+// SSE's 16-byte form exists in every clone; the CPU's write combining merges the four into one line write.
+LEDIT_CPU_INLINE void store_output(float* p, Vec16 v, bool stream) {
+#if defined(__SSE__)
+  if (stream) {
+    __m128 parts[4];
+    std::memcpy(parts, &v, sizeof(v));
+    for (int i = 0; i < 4; ++i) _mm_stream_ps(p + 4 * i, parts[i]);
+    return;
+  }
+#endif
+  store16(p, v);
+}
+
 LEDIT_CPU_INLINE float horizontal_sum(Vec16 v) {
   float total = 0.f;
   for (int i = 0; i < 16; ++i) total += v[i];
@@ -125,7 +143,7 @@ struct RowPrefetch {
 // the compiler knows the stores cannot change its pointers.
 template <int K, int D, int kTokens>
 LEDIT_CPU_INLINE void conv_tokens(const float* const* rows, const ConvWeights p, int64_t col, int64_t channels,
-                                  const float* residual, float* out, RowPrefetch& prefetch) {
+                                  const float* residual, float* out, bool stream_out, RowPrefetch& prefetch) {
   const int64_t stride = padded_channels(channels);
   for_channel_blocks(channels, [&](int64_t c0, auto lanes) LEDIT_LAMBDA_INLINE {
     prefetch.step();
@@ -143,7 +161,12 @@ LEDIT_CPU_INLINE void conv_tokens(const float* const* rows, const ConvWeights p,
     for (int q = 0; q < kTokens; ++q) {
       const int64_t offset = (col + q) * channels + c0;
       const Vec16 value = acc[q] * gate;
-      store_lanes(out + offset, residual != nullptr ? load_lanes(residual + offset, lanes) + value : value, lanes);
+      const Vec16 result = residual != nullptr ? load_lanes(residual + offset, lanes) + value : value;
+      if (lanes == 16) {
+        store_output(out + offset, result, stream_out);
+      } else {
+        store_lanes(out + offset, result, lanes);
+      }
     }
   });
 }
@@ -258,15 +281,20 @@ int64_t sweeps_per_row(int64_t w) { return w / kSweepTokens + w % kSweepTokens; 
 
 LEDIT_CPU_MULTIVERSION
 void conv_row(const float* const* rows, const ConvWeights& p, int k, int dilation, int64_t w, int64_t channels,
-              const float* residual, float* out, const void* prefetch_row, int64_t prefetch_bytes) {
+              const float* residual, float* out, bool stream_out, const void* prefetch_row, int64_t prefetch_bytes) {
   RowPrefetch prefetch(prefetch_row, prefetch_bytes, sweeps_per_row(w) * padded_channels(channels) / 16);
   with_kernel_shape(k, dilation, [&](auto K, auto D) LEDIT_LAMBDA_INLINE {
     int64_t col = 0;
     for (; col + kSweepTokens <= w; col += kSweepTokens) {
-      conv_tokens<K.value, D.value, kSweepTokens>(rows, p, col, channels, residual, out, prefetch);
+      conv_tokens<K.value, D.value, kSweepTokens>(rows, p, col, channels, residual, out, stream_out, prefetch);
     }
-    for (; col < w; ++col) conv_tokens<K.value, D.value, 1>(rows, p, col, channels, residual, out, prefetch);
+    for (; col < w; ++col) {
+      conv_tokens<K.value, D.value, 1>(rows, p, col, channels, residual, out, stream_out, prefetch);
+    }
   });
+#if defined(__SSE__)
+  if (stream_out) _mm_sfence();  // the streamed stores are weakly ordered: make them visible before returning
+#endif
 }
 
 LEDIT_CPU_MULTIVERSION

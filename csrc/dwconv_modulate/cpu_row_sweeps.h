@@ -31,10 +31,12 @@ struct ConvWeights {
 };
 
 // One output row of w tokens: out = residual + gate * (bias + sum_t w_t * y[. + offset(t)]). out and residual
-// (nullptr: none) are (w, channels) rows. Prefetches prefetch_bytes from prefetch_row (nullptr: none) into L2 along
-// the way: the sweep is compute-bound, so the next row's DRAM reads overlap it instead of stalling the LN pass.
+// (nullptr: none) are (w, channels) rows. With stream_out (out 16-byte aligned, channels a multiple of 4), out is
+// written with non-temporal stores that skip the caches. Prefetches prefetch_bytes from prefetch_row (nullptr:
+// none) into L2 along the way: the sweep is compute-bound, so the next row's DRAM reads overlap it instead of
+// stalling the LN pass.
 void conv_row(const float* const* rows, const ConvWeights& weights, int k, int dilation, int64_t w, int64_t channels,
-              const float* residual, float* out, const void* prefetch_row, int64_t prefetch_bytes);
+              const float* residual, float* out, bool stream_out, const void* prefetch_row, int64_t prefetch_bytes);
 
 // The per-tap products G_t = sum over the row's tokens of g[col] * y_rows[i][col + j * dilation] (t = i * k + j),
 // accumulated into sums, (k*k, padded channels). g is the padded ring row of the output gradient at this row.

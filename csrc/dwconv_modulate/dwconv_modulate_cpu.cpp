@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -107,6 +108,9 @@ at::Tensor float_padded(const at::Tensor& t, int64_t stride) {
 
 // ---- forward ----------------------------------------------------------------------------------------------------
 
+// Outputs at least this large bypass the caches (a few times the L2 of a core, a fair share of a shared L3).
+constexpr int64_t kStreamingOutputBytes = int64_t{8} << 20;
+
 template <typename scalar_t>
 void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const ConvWeights& weights, const float* shift,
                     const float* scale1p, const scalar_t* residual, scalar_t* out, float* mean, float* rstd) {
@@ -114,6 +118,11 @@ void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const ConvW
   const int rows_per_block = rows_per_task(g);
   const int64_t blocks = (g.h + rows_per_block - 1) / rows_per_block;
   const int64_t n_tokens = g.h * g.w, C = g.channels;
+  // An fp32 out larger than the caches is streamed past them: nothing here rereads it, and skipping the read for
+  // ownership of each line saved ~8% of the forward at B=4, 32x32, C=1152 (19 MB). fp16/bf16 rows go through
+  // out_row, which is reread at once, so they are never streamed.
+  const bool stream_out = kFloat && g.batch * n_tokens * C * 4 >= kStreamingOutputBytes && C % 4 == 0 &&
+                          reinterpret_cast<uintptr_t>(out) % 16 == 0;
   at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     RowRing ring(g);
     std::vector<float> x_scratch(kFloat ? 0 : C), residual_row(kFloat ? 0 : g.w * C), out_row(kFloat ? 0 : g.w * C);
@@ -146,11 +155,11 @@ void forward_kernel(const Geometry& g, bool norm, const scalar_t* x, const ConvW
         const scalar_t* next_x = next_row < g.h ? x + (b * n_tokens + next_row * g.w) * C : nullptr;
         const int64_t row_bytes = g.w * C * static_cast<int64_t>(sizeof(scalar_t));
         if constexpr (kFloat) {
-          conv_row(rows, sample, g.k, g.dilation, g.w, C, res, out + first, next_x, row_bytes);
+          conv_row(rows, sample, g.k, g.dilation, g.w, C, res, out + first, stream_out, next_x, row_bytes);
         } else {
           if (res != nullptr) load_token(res, g.w * C, residual_row.data());
           conv_row(rows, sample, g.k, g.dilation, g.w, C, res != nullptr ? residual_row.data() : nullptr,
-                   out_row.data(), next_x, row_bytes);
+                   out_row.data(), stream_out, next_x, row_bytes);
           store_token(out_row.data(), g.w * C, out + first);
         }
       }

@@ -45,6 +45,13 @@ def test_cpu_kernel_non_contiguous_inputs(dtype):
 
 
 @needs_cpu_kernels
+def test_cpu_kernel_streams_large_fp32_outputs_correctly():
+    # fp32 outputs of 8 MB or more are written with non-temporal stores (csrc/dwconv_modulate/dwconv_modulate_cpu.cpp):
+    # 4 x 33 x 17 tokens x 1152 channels is 10.3 MB.
+    assert_matches_reference("cpu", 4, (33, 17), 1152, 3, 1, True, torch.float32)
+
+
+@needs_cpu_kernels
 def test_cpu_backend_is_chosen_automatically():
     inputs = make_inputs(1, (3, 4), 8, 3)
     args = (inputs["x"].float(), (3, 4), *(None if t is None else t.float() for t in list(inputs.values())[1:]))
