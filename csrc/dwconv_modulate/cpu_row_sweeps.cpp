@@ -248,7 +248,11 @@ LEDIT_CPU_INLINE void backward_tokens(const float* const* g_rows, const float* f
       const Vec16 du = load16(row.e + q * stride + c0) * gate_scale1p;
       // Without LN, mean_du = mean_du_u = 0 and rstd = 1, so dx = du.
       const Vec16 dx = layer_norm_backward(du, u_at(q, c0, lanes), mean_du[q], mean_du_u[q], rstd[q]);
-      store_lanes(row.dx + (col + q) * channels + c0, dx, lanes);
+      if (lanes == 16) {
+        store_output(row.dx + (col + q) * channels + c0, dx, row.stream_dx);
+      } else {
+        store_lanes(row.dx + (col + q) * channels + c0, dx, lanes);
+      }
     }
   });
 }
@@ -323,6 +327,9 @@ void backward_row(const float* const* g_rows, const float* flipped_blocks, int k
       backward_tokens<K.value, D.value, 1>(g_rows, flipped_blocks, col, channels, row, prefetch);
     }
   });
+#if defined(__SSE__)
+  if (row.stream_dx) _mm_sfence();
+#endif
 }
 
 }  // namespace dwconv

@@ -57,6 +57,7 @@ struct BackwardRow {
   float* sum_e_u;
   float* e;  // scratch: kSweepTokens padded tokens
   float* dx;
+  bool stream_dx;  // write dx with non-temporal stores, as conv_row's stream_out
 };
 
 // dx of one row, and its tokens' sums of g, e and e * u: e = sum_t w_t * g[n - offset(t)] is the conv of the g rows
