@@ -224,7 +224,8 @@ def machine_description() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} torch thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
 
 
 def train_all(variants, model_size: dict, training: TrainingConfig, cache_dir: str):
