@@ -11,10 +11,8 @@ namespace dwconv {
 
 inline int64_t padded_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
 
-// Tokens per tap sweep: that many accumulators per weight vector hide the FMA latency, and each loaded source vector
-// feeds up to k of them. 8 measured ~20% faster than 4 with AVX-512 (32 registers); with AVX2 the accumulators and
-// source window spill partly to L1.
-constexpr int kSweepTokens = 8;
+// The most tokens one tap sweep covers (8 with AVX-512, 4 otherwise; cpu_row_sweeps.cpp: wide_sweeps).
+constexpr int kMaxSweepTokens = 8;
 
 // Mean and 1/std of one token; two passes (the second from L1) for accuracy.
 void token_stats(const float* x, int64_t channels, float* mean, float* rstd);
@@ -55,7 +53,7 @@ struct BackwardRow {
   float* sum_g;
   float* sum_e;
   float* sum_e_u;
-  float* e;  // scratch: kSweepTokens padded tokens
+  float* e;  // scratch: kMaxSweepTokens padded tokens
   float* dx;
   bool stream_dx;  // write dx with non-temporal stores, as conv_row's stream_out
 };

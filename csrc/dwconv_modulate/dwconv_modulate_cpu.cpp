@@ -221,7 +221,7 @@ void backward_kernel(const Geometry& g, bool norm, const scalar_t* dout, const s
   at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     RowRing y_ring(g), g_ring(g);
     std::vector<float> x_scratch(kFloat ? 0 : C), x_row(kFloat ? 0 : g.w * C), dx_row(kFloat ? 0 : g.w * C),
-        e(kSweepTokens * stride);
+        e(kMaxSweepTokens * stride);
     const float* y_rows[7];
     const float* g_rows[7];
     for (int64_t task = begin; task < end; ++task) {
