@@ -3,7 +3,7 @@
 // neighbouring tokens at a time, so every stream is read in address order, each weight vector feeds that many
 // independent accumulators and each source vector is loaded once for all the taps that read it. The public
 // functions are compiled for AVX-512, AVX2+FMA and baseline x86-64, and the CPU picks one at load time
-// (LEDIT_CPU_MULTIVERSION, shared with scan_attention); everything they call is inlined into each clone.
+// (LEDIT_CPU_MULTIVERSION, common/cpu_simd.h); everything they call is inlined into each clone.
 #include "dwconv_modulate/cpu_row_sweeps.h"
 
 #include <algorithm>
@@ -14,25 +14,21 @@
 #include <xmmintrin.h>
 #endif
 
+#include "common/cpu_simd.h"
 #include "dwconv_modulate/dwconv_modulate.h"
-#include "scan_attention/cpu_tile_math.h"
 
 namespace ledit {
 namespace dwconv {
 namespace {
 
 using cpu::Vec16;  // 16 floats: one AVX-512 register, two AVX2 ones
+using cpu::load;
+using cpu::store;
 
 // Lambdas in the hot loops must be inlined into the cloned function that calls them: an out-of-line lambda would
 // be compiled for baseline x86-64 only.
 #define LEDIT_LAMBDA_INLINE __attribute__((always_inline))
 
-LEDIT_CPU_INLINE Vec16 load16(const float* p) {
-  Vec16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-LEDIT_CPU_INLINE void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
 
 // Sum over channels [0, end) of term(c) (a Vec16 of channels c .. c + 15), end a multiple of 16: four independent
 // vector sums hide the add latency without reassociating floating point (no -ffast-math).
@@ -77,17 +73,17 @@ LEDIT_CPU_INLINE void for_channel_blocks(int64_t channels, Block block) {
 // Loads `lanes` floats (the rest zero): the channel tail of an unpadded token.
 template <typename Lanes>
 LEDIT_CPU_INLINE Vec16 load_lanes(const float* p, Lanes lanes) {
-  if (lanes == 16) return load16(p);
+  if (lanes == 16) return load<Vec16>(p);
   float values[16] = {};
   std::copy(p, p + lanes, values);
-  return load16(values);
+  return load<Vec16>(values);
 }
 
 template <typename Lanes>
 LEDIT_CPU_INLINE void store_lanes(float* p, Vec16 v, Lanes lanes) {
-  if (lanes == 16) return store16(p, v);
+  if (lanes == 16) return store<Vec16>(p, v);
   float values[16];
-  store16(values, v);
+  store<Vec16>(values, v);
   std::copy(values, values + lanes, p);
 }
 
@@ -102,7 +98,7 @@ LEDIT_CPU_INLINE void store_output(float* p, Vec16 v, bool stream) {
     return;
   }
 #endif
-  store16(p, v);
+  store<Vec16>(p, v);
 }
 
 LEDIT_CPU_INLINE float horizontal_sum(Vec16 v) {
@@ -156,7 +152,7 @@ struct TapWindow {
   static constexpr int kSize = kTokens + (K - 1) * D;
   Vec16 v[kSize];
   LEDIT_CPU_INLINE TapWindow(const float* src, int64_t stride) {
-    for (int s = 0; s < kSize; ++s) v[s] = load16(src + s * stride);
+    for (int s = 0; s < kSize; ++s) v[s] = load<Vec16>(src + s * stride);
   }
 };
 
@@ -187,15 +183,15 @@ LEDIT_CPU_INLINE void conv_tokens(const float* const* rows, const ConvWeights p,
     prefetch.step();
     const float* weight = p.blocks + c0 * K * K;
     Vec16 acc[kTokens];
-    for (int q = 0; q < kTokens; ++q) acc[q] = load16(p.bias + c0);
+    for (int q = 0; q < kTokens; ++q) acc[q] = load<Vec16>(p.bias + c0);
     for (int i = 0; i < K; ++i) {
       const TapWindow<K, D, kTokens> window(rows[i] + col * stride + c0, stride);
       for (int j = 0; j < K; ++j) {
-        const Vec16 tap = load16(weight + (i * K + j) * 16);
+        const Vec16 tap = load<Vec16>(weight + (i * K + j) * 16);
         for (int q = 0; q < kTokens; ++q) acc[q] += tap * window.v[q + j * D];
       }
     }
-    const Vec16 gate = p.gate != nullptr ? load16(p.gate + c0) : Vec16{} + 1.f;
+    const Vec16 gate = p.gate != nullptr ? load<Vec16>(p.gate + c0) : Vec16{} + 1.f;
     for (int q = 0; q < kTokens; ++q) {
       const int64_t offset = (col + q) * channels + c0;
       const Vec16 value = acc[q] * gate;
@@ -218,14 +214,14 @@ LEDIT_CPU_INLINE void tap_sums_tokens(const float* g, const float* const* rows, 
   for (int64_t c0 = 0; c0 < stride; c0 += 16) {
     prefetch.step();
     Vec16 grad[kTokens];
-    for (int q = 0; q < kTokens; ++q) grad[q] = load16(g + (col + q + kPad) * stride + c0);
+    for (int q = 0; q < kTokens; ++q) grad[q] = load<Vec16>(g + (col + q + kPad) * stride + c0);
     for (int i = 0; i < K; ++i) {
       const TapWindow<K, D, kTokens> window(rows[i] + col * stride + c0, stride);
       for (int j = 0; j < K; ++j) {
         float* sum = sums + (i * K + j) * stride + c0;
-        Vec16 acc = load16(sum);
+        Vec16 acc = load<Vec16>(sum);
         for (int q = 0; q < kTokens; ++q) acc += grad[q] * window.v[q + j * D];
-        store16(sum, acc);
+        store<Vec16>(sum, acc);
       }
     }
   }
@@ -255,25 +251,25 @@ LEDIT_CPU_INLINE void backward_tokens(const float* const* g_rows, const float* f
     for (int i = 0; i < K; ++i) {
       const TapWindow<K, D, kTokens> window(g_rows[i] + col * stride + c0, stride);
       for (int j = 0; j < K; ++j) {
-        const Vec16 tap = load16(weight + (i * K + j) * 16);
+        const Vec16 tap = load<Vec16>(weight + (i * K + j) * 16);
         for (int q = 0; q < kTokens; ++q) e[q] += tap * window.v[q + j * D];
       }
     }
-    const Vec16 gate_scale1p = load16(row.gate_scale1p + c0);
-    Vec16 sum_g = load16(row.sum_g + c0), sum_e = load16(row.sum_e + c0), sum_e_u = load16(row.sum_e_u + c0);
+    const Vec16 gate_scale1p = load<Vec16>(row.gate_scale1p + c0);
+    Vec16 sum_g = load<Vec16>(row.sum_g + c0), sum_e = load<Vec16>(row.sum_e + c0), sum_e_u = load<Vec16>(row.sum_e_u + c0);
     for (int q = 0; q < kTokens; ++q) {
       // Channels past C have g = 0, so e = du = 0 there and they add nothing.
       const Vec16 u = u_at(q, c0, lanes), du = e[q] * gate_scale1p;
-      sum_g += load16(row.g + (col + q + kPad) * stride + c0);
+      sum_g += load<Vec16>(row.g + (col + q + kPad) * stride + c0);
       sum_e += e[q];
       sum_e_u += e[q] * u;
       du_sums[q] += du;
       du_u_sums[q] += du * u;
-      store16(row.e + q * stride + c0, e[q]);
+      store<Vec16>(row.e + q * stride + c0, e[q]);
     }
-    store16(row.sum_g + c0, sum_g);
-    store16(row.sum_e + c0, sum_e);
-    store16(row.sum_e_u + c0, sum_e_u);
+    store<Vec16>(row.sum_g + c0, sum_g);
+    store<Vec16>(row.sum_e + c0, sum_e);
+    store<Vec16>(row.sum_e_u + c0, sum_e_u);
   });
   float mean_du[kTokens], mean_du_u[kTokens];
   for (int q = 0; q < kTokens; ++q) {
@@ -281,9 +277,9 @@ LEDIT_CPU_INLINE void backward_tokens(const float* const* g_rows, const float* f
     mean_du_u[q] = row.mean != nullptr ? horizontal_sum(du_u_sums[q]) / channels : 0.f;
   }
   for_channel_blocks(channels, [&](int64_t c0, auto lanes) LEDIT_LAMBDA_INLINE {
-    const Vec16 gate_scale1p = load16(row.gate_scale1p + c0);
+    const Vec16 gate_scale1p = load<Vec16>(row.gate_scale1p + c0);
     for (int q = 0; q < kTokens; ++q) {
-      const Vec16 du = load16(row.e + q * stride + c0) * gate_scale1p;
+      const Vec16 du = load<Vec16>(row.e + q * stride + c0) * gate_scale1p;
       // Without LN, mean_du = mean_du_u = 0 and rstd = 1, so dx = du.
       const Vec16 dx = layer_norm_backward(du, u_at(q, c0, lanes), mean_du[q], mean_du_u[q], rstd[q]);
       if (lanes == 16) {
@@ -300,11 +296,11 @@ LEDIT_CPU_INLINE void backward_tokens(const float* const* g_rows, const float* f
 LEDIT_CPU_MULTIVERSION
 void token_stats(const float* __restrict__ x, int64_t channels, float* mean_out, float* rstd_out) {
   const int64_t vector_end = channels / 16 * 16;
-  float total = vector_sum(vector_end, [&](int64_t c) { return load16(x + c); });
+  float total = vector_sum(vector_end, [&](int64_t c) { return load<Vec16>(x + c); });
   for (int64_t c = vector_end; c < channels; ++c) total += x[c];
   const float mean = total / channels;
   float variance = vector_sum(vector_end, [&](int64_t c) {
-    const Vec16 d = load16(x + c) - mean;
+    const Vec16 d = load<Vec16>(x + c) - mean;
     return d * d;
   });
   for (int64_t c = vector_end; c < channels; ++c) variance += (x[c] - mean) * (x[c] - mean);

@@ -1,7 +1,5 @@
-// Fixed-size fp32 tile primitives for the CPU scan-attention kernel: a register-blocked matrix product and a
-// base-2 exponential, written as plain loops the compiler vectorises. The hot functions are compiled for
-// several x86 ISA levels (function multi-versioning) and the best one is picked at load time, so the
-// extension needs no -march flag and still runs AVX-512 code where the CPU has it.
+// Fixed-size fp32 tile primitives for the CPU scan-attention kernel: a register-blocked matrix product, a base-2
+// exponential and a 16x16 transpose, written on the vector types of common/cpu_simd.h.
 #pragma once
 
 #include <cmath>
@@ -10,12 +8,7 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define LEDIT_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define LEDIT_CPU_MULTIVERSION
-#endif
-#define LEDIT_CPU_INLINE inline __attribute__((always_inline))
+#include "common/cpu_simd.h"
 
 namespace ledit {
 namespace cpu {
@@ -25,25 +18,6 @@ constexpr int kTile = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// 16 floats in one value; GCC and Clang lower it to one AVX-512 register, two AVX2 ones or four SSE ones. With
-// -ffp-contract=fast (build_utils.CXX_FLAGS) `acc += a * b` becomes one fused multiply-add.
-typedef float Vec16 __attribute__((vector_size(64)));
-typedef int32_t Int16 __attribute__((vector_size(64)));
-
-// 8 floats: the tail of a row whose length is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
-typedef float Vec8 __attribute__((vector_size(32)));
-
-template <typename V>
-LEDIT_CPU_INLINE V load(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename V>
-LEDIT_CPU_INLINE void store(float* p, V v) {
-  std::memcpy(p, &v, sizeof(v));
-}
 
 // C[kRows x kVecs vectors] (+)= A[kRows x K] * B[K x kVecs vectors] with the C block held in registers across the
 // K loop. A is row-major (A[r][k] = A[r * lda + k]), or with kTransA its transpose is (A[r][k] = A[k * lda + r]),
@@ -120,24 +94,6 @@ LEDIT_CPU_INLINE void transpose16x16(const float* src, int lds, float* dst, int 
     for (int i = 0; i < 16; ++i) v[i] = next[i];
   }
   for (int i = 0; i < 16; ++i) store<Vec16>(dst + i * ldd, v[i]);
-}
-
-LEDIT_CPU_INLINE Vec16 max16(Vec16 a, Vec16 b) { return a > b ? a : b; }
-
-// Horizontal max and sum as trees of shuffles (4 steps instead of a 15-step scalar dependency chain).
-LEDIT_CPU_INLINE float reduce_max(Vec16 v) {
-  v = max16(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-  v = max16(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-  v = max16(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-  v = max16(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
-  return v[0];
-}
-LEDIT_CPU_INLINE float reduce_sum(Vec16 v) {
-  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-  return v[0];
 }
 
 }  // namespace cpu

@@ -1,0 +1,57 @@
+// Portable SIMD vocabulary of the C++ CPU kernels: GCC vector types the compiler lowers to AVX-512, AVX2 or SSE,
+// and function multi-versioning, so hot functions are compiled for several x86 ISA levels and the best one is
+// picked at load time: the extension needs no -march flag and still runs AVX-512 code where the CPU has it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define LEDIT_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LEDIT_CPU_MULTIVERSION
+#endif
+#define LEDIT_CPU_INLINE inline __attribute__((always_inline))
+
+namespace ledit {
+namespace cpu {
+
+// 16 floats in one value; GCC and Clang lower it to one AVX-512 register, two AVX2 ones or four SSE ones. With
+// -ffp-contract=fast (build_utils.CXX_FLAGS) `acc += a * b` becomes one fused multiply-add.
+typedef float Vec16 __attribute__((vector_size(64)));
+typedef int32_t Int16 __attribute__((vector_size(64)));
+
+// 8 floats: the tail of a row whose length is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
+typedef float Vec8 __attribute__((vector_size(32)));
+
+template <typename V>
+LEDIT_CPU_INLINE V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename V>
+LEDIT_CPU_INLINE void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+LEDIT_CPU_INLINE Vec16 max16(Vec16 a, Vec16 b) { return a > b ? a : b; }
+
+// Horizontal max and sum as trees of shuffles (4 steps instead of a 15-step scalar dependency chain).
+LEDIT_CPU_INLINE float reduce_max(Vec16 v) {
+  v = max16(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v = max16(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  v = max16(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  v = max16(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  return v[0];
+}
+LEDIT_CPU_INLINE float reduce_sum(Vec16 v) {
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return v[0];
+}
+
+}  // namespace cpu
+}  // namespace ledit
