@@ -1,4 +1,4 @@
-"""``python -m ledit.info`` / ``ledit info``: what is built, and which backend each op would use on each device, and why."""
+"""``python -m ledit.info`` / ``ledit info``: what is built, which backend each op would use on each device, and why."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def report() -> str:
                 mark = "->" if name == chosen else "  "
                 lines.append(f"  {mark} {name:<10} {'ok' if reason is None else reason}")
     if not torch.cuda.is_available():
-        lines.append(f"\non cuda: no GPU visible; compiled CUDA kernels: {extension_unavailable_reason('cuda') or 'yes'}")
+        cuda_kernels = extension_unavailable_reason("cuda") or "yes"
+        lines.append(f"\non cuda: no GPU visible; compiled CUDA kernels: {cuda_kernels}")
     return "\n".join(lines)
 
 

@@ -73,7 +73,8 @@ def dwconv_case(grid, channels, k, dilation, norm, dtype, device, backend):
     n = grid[0] * grid[1]
     x = 1.5 * torch.randn(2, n, channels, device=device) + 0.5
     params = [torch.randn(channels, 1, k, k, device=device) / k, torch.randn(channels, device=device)]
-    params += [0.5 * torch.randn(2, channels, device=device) for _ in range(2)] + [torch.randn(2, channels, device=device)]
+    params += [0.5 * torch.randn(2, channels, device=device) for _ in range(2)]
+    params += [torch.randn(2, channels, device=device)]
     grad_out = torch.randn(2, n, channels, device=device)
 
     def run(fn, cast, backend_kwargs):

@@ -393,7 +393,7 @@ class GaussianDiffusion:
 
 def _last(iterator):
     item = None
-    for item in iterator:
+    for item in iterator:  # noqa: B007  (the loop keeps the last item)
         pass
     return item
 

@@ -19,7 +19,11 @@ from torch.utils.checkpoint import checkpoint
 
 from ledit.models.configs import SIZE_ARGUMENTS, name_for_dimensions
 from ledit.models.inference import (
-    NUM_TRAIN_TIMESTEPS, InferenceOptions, check_inference_options, default_inference_options, updated_options,
+    NUM_TRAIN_TIMESTEPS,
+    InferenceOptions,
+    check_inference_options,
+    default_inference_options,
+    updated_options,
 )
 from ledit.models.layers import DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, SoftmaxScale, TimestepEmbedder
 from ledit.models.scaling import temperature_softmax_scale

@@ -51,7 +51,8 @@ def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.
     out = torch.empty_like(x)
     grid = (batch * h, _cdiv(w, BLOCK_W), _cdiv(channels, BLOCK_C))
     torch.library.wrap_triton(kernels.forward_kernel)[grid](
-        x, mean, rstd, _weight_taps(weight), x if bias is None else bias.contiguous(), shift.contiguous(), scale.contiguous(),
+        x, mean, rstd, _weight_taps(weight), x if bias is None else bias.contiguous(), shift.contiguous(),
+        scale.contiguous(),
         x if gate is None else gate.contiguous(), x if residual is None else residual.contiguous(), out,
         h, w, C=channels, K=weight.shape[-1], DIL=dilation, NORM=norm, HAS_BIAS=bias is not None,
         HAS_GATE=gate is not None, HAS_RESIDUAL=residual is not None, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)

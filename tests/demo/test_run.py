@@ -84,7 +84,8 @@ def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, cap
         (["--figure-samples", "99"], "--figure-samples 99 exceeds"),
         (["--timestep-shift", "-1"], "--timestep-shift must be 'auto'"),
         (["--guidance-interval", "0.1,0.5"], "need classifier-free guidance"),
-        (["--models", "ledit", "--rope-dynamic", "dy-ntk"], "--rope-dynamic dy-ntk: rope_dynamic='dy-ntk' needs a RoPE"),
+        (["--models", "ledit", "--rope-dynamic", "dy-ntk"],
+         "--rope-dynamic dy-ntk: rope_dynamic='dy-ntk' needs a RoPE"),
         (["--models", "dit-rope", "--stem-dilation", "2"], "--stem-dilation 2: stem_dilation=2 re-dilates"),
     ],
 )

@@ -27,7 +27,8 @@ def test_shift_2_divides_the_snr_by_4(t):
 
 def test_step_0_by_hand():
     # alpha_bar_0 = 1 - 1e-4 = 0.9999, shifted: 0.9999 / (4 - 3 * 0.9999) = 0.9999 / 1.0003.
-    assert create_diffusion("", timestep_shift=2.0).alphas_cumprod[0].item() == pytest.approx(0.9999 / 1.0003, rel=1e-12)
+    shifted = create_diffusion("", timestep_shift=2.0).alphas_cumprod[0].item()
+    assert shifted == pytest.approx(0.9999 / 1.0003, rel=1e-12)
 
 
 def test_the_model_is_shown_the_step_with_the_same_noise_level():

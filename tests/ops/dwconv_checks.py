@@ -56,7 +56,8 @@ def assert_matches_reference(backend, batch, grid, channels, k, dilation, norm, 
     inputs = make_inputs(batch, grid, channels, k, bias, gate, residual)
     grad_out = torch.randn(batch, grid[0] * grid[1], channels, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(1))
-    common = {"inputs": inputs, "grid": grid, "dilation": dilation, "norm": norm, "grad_out": grad_out, "device": device}
+    common = {"inputs": inputs, "grid": grid, "dilation": dilation, "norm": norm, "grad_out": grad_out,
+              "device": device}
     oracle = run_with_grads(dwconv_modulate_reference, dtype=torch.float64, **common)
     low_precision = run_with_grads(dwconv_modulate_reference, dtype=dtype, **common)
     fast = run_with_grads(functools.partial(dwconv_modulate, backend=backend), dtype=dtype, strided=strided, **common)

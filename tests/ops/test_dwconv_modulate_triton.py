@@ -63,7 +63,8 @@ def test_triton_kernel_matches_reference_on_gpu(grid, channels, k, dilation, nor
 def test_triton_kernel_under_torch_compile_has_no_graph_break():
     """triton_op lets torch.compile trace into the kernels (on a GPU only: the interpreter cannot run on the fake
     and functional tensors that tracing uses)."""
-    x, weight, gate = (torch.randn(*s, device="cuda", requires_grad=True) for s in ((2, 35, 72), (72, 1, 3, 3), (2, 72)))
+    shapes = ((2, 35, 72), (72, 1, 3, 3), (2, 72))
+    x, weight, gate = (torch.randn(*s, device="cuda", requires_grad=True) for s in shapes)
     shift, scale = torch.randn(2, 72, device="cuda"), torch.randn(2, 72, device="cuda")
 
     def step(x, weight, gate):
