@@ -240,26 +240,30 @@ class GaussianDiffusion:
 
     def p_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
                       model_kwargs=None, device=None, progress=False,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                      generator: Optional[torch.Generator] = None, start_step: Optional[int] = None) -> torch.Tensor:
         """Generate samples of ``shape`` = (B, C, *spatial) by running every step of the reverse process.
 
         ``noise`` is the starting x_T (drawn from ``generator`` when None); ``device`` defaults to the noise's,
-        else the model's parameters'. The same generator state gives the same samples.
+        else the model's parameters'. The same generator state gives the same samples. ``start_step`` (an
+        internal step index) starts the reverse process there instead of at the last step, with ``noise`` as
+        x at that step (SDEdit-style refinement of a re-noised image).
         """
         steps = self.p_sample_loop_progressive(
-            model, shape, noise, clip_denoised, denoised_fn, cond_fn, model_kwargs, device, progress, generator
+            model, shape, noise, clip_denoised, denoised_fn, cond_fn, model_kwargs, device, progress, generator,
+            start_step,
         )
         return _last(steps)["sample"]
 
     def p_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
                                   model_kwargs=None, device=None, progress=False,
-                                  generator: Optional[torch.Generator] = None) -> Iterator[dict]:
+                                  generator: Optional[torch.Generator] = None,
+                                  start_step: Optional[int] = None) -> Iterator[dict]:
         """As ``p_sample_loop``, yielding each step's {"sample", "pred_xstart"}."""
 
         def step(x, t):
             return self.p_sample(model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, generator)
 
-        yield from self._reverse_process(step, model, shape, noise, device, progress, generator)
+        yield from self._reverse_process(step, model, shape, noise, device, progress, generator, start_step)
 
     # ----------------------------------------------------------------------------------------------------------
     # DDIM sampling (Song et al. 2021)
@@ -298,16 +302,18 @@ class GaussianDiffusion:
 
     def ddim_sample_loop(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
                          model_kwargs=None, device=None, progress=False, eta=0.0,
-                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                         generator: Optional[torch.Generator] = None, start_step: Optional[int] = None) -> torch.Tensor:
         """Generate samples with DDIM; arguments as ``p_sample_loop`` plus ``eta``."""
         steps = self.ddim_sample_loop_progressive(
-            model, shape, noise, clip_denoised, denoised_fn, cond_fn, model_kwargs, device, progress, eta, generator
+            model, shape, noise, clip_denoised, denoised_fn, cond_fn, model_kwargs, device, progress, eta, generator,
+            start_step,
         )
         return _last(steps)["sample"]
 
     def ddim_sample_loop_progressive(self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
                                      model_kwargs=None, device=None, progress=False, eta=0.0,
-                                     generator: Optional[torch.Generator] = None) -> Iterator[dict]:
+                                     generator: Optional[torch.Generator] = None,
+                                     start_step: Optional[int] = None) -> Iterator[dict]:
         """As ``ddim_sample_loop``, yielding each step's {"sample", "pred_xstart"}."""
         if not eta >= 0:
             raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise), got {eta!r}")
@@ -315,12 +321,18 @@ class GaussianDiffusion:
         def step(x, t):
             return self.ddim_sample(model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, eta, generator)
 
-        yield from self._reverse_process(step, model, shape, noise, device, progress, generator)
+        yield from self._reverse_process(step, model, shape, noise, device, progress, generator, start_step)
 
-    def _reverse_process(self, step, model, shape, noise, device, progress, generator) -> Iterator[dict]:
-        """Run ``step(x_t, t)`` from x_T (``noise`` or fresh noise) down to t = 0, yielding each output."""
+    def _reverse_process(self, step, model, shape, noise, device, progress, generator,
+                         start_step: Optional[int] = None) -> Iterator[dict]:
+        """Run ``step(x_t, t)`` from x at ``start_step`` (default the last step; ``noise`` or fresh noise) down to
+        t = 0, yielding each output."""
+        if start_step is None:
+            start_step = self.num_timesteps - 1
+        elif not 0 <= start_step < self.num_timesteps:
+            raise ValueError(f"start_step must be an internal step in [0, {self.num_timesteps - 1}], got {start_step}")
         x, device = self._initial_noise(model, shape, noise, device, generator)
-        indices = range(self.num_timesteps - 1, -1, -1)
+        indices = range(start_step, -1, -1)
         for i in tqdm(indices, desc="sampling", unit="step") if progress else indices:
             t = torch.full((x.shape[0],), i, device=device, dtype=torch.long)
             with torch.no_grad():

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ledit.diffusion.gaussian import randn
 
@@ -35,20 +34,6 @@ def upsample_latents(latents: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return F.interpolate(latents, size=size, mode="bicubic", align_corners=False)
 
 
-@torch.no_grad()
-def sample_from_step(diffusion, model: Callable, x: torch.Tensor, start: int, sampler: str,
-                     model_kwargs: dict | None = None, generator: torch.Generator | None = None,
-                     clip_denoised: bool = False, progress: bool = False) -> torch.Tensor:
-    """Run the reverse process from internal step ``start`` (``x`` is x_start) down to 0 with DDPM or DDIM
-    (eta 0), the diffusion's own single-step methods; returns x_0."""
-    step = diffusion.ddim_sample if sampler == "ddim" else diffusion.p_sample
-    indices = range(start, -1, -1)
-    for i in tqdm(indices, desc="sampling (refine)", unit="step") if progress else indices:
-        t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-        x = step(model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs, generator=generator)["sample"]
-    return x
-
-
 def refine_from_reference(diffusion, model: Callable, reference: torch.Tensor, size: tuple[int, int],
                           strength: float, sampler: str, model_kwargs: dict | None = None,
                           generator: torch.Generator | None = None, duplicate: bool = False,
@@ -66,4 +51,6 @@ def refine_from_reference(diffusion, model: Callable, reference: torch.Tensor, s
     x = diffusion.q_sample(upsampled, t, noise=noise)
     if duplicate:
         x = torch.cat([x, x])
-    return sample_from_step(diffusion, model, x, start, sampler, model_kwargs, generator, clip_denoised, progress)
+    loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
+    return loop(model, x.shape, x, clip_denoised=clip_denoised, model_kwargs=model_kwargs, progress=progress,
+                generator=generator, start_step=start)

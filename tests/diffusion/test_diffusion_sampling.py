@@ -207,3 +207,25 @@ def test_cuda_sampling_matches_cpu_given_a_cpu_generator(tiny_model):
     cuda_generator = [torch.Generator("cuda").manual_seed(3) for _ in range(2)]
     first, again = (sample(diffusion, model, "ddim", g, device="cuda", eta=1.0) for g in cuda_generator)
     assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ddim"])
+def test_start_step_runs_only_the_steps_from_there(tiny_model, method):
+    """SDEdit-style refinement (the low-resolution reference add-on): x is given at an inner step."""
+    seen_timesteps = []
+
+    def recording_model(x, t, y):
+        seen_timesteps.append(t[0].item())
+        return tiny_model(x, t, y)
+
+    diffusion = create_diffusion("ddim5" if method == "ddim" else "5")
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    out = sample(diffusion, recording_model, method, torch.Generator().manual_seed(1), noise=x, start_step=2)
+    assert out.shape == SHAPE
+    assert seen_timesteps == diffusion.timestep_map[:3].flip(0).tolist()
+    last = diffusion.num_timesteps - 1
+    full = sample(diffusion, tiny_model, method, torch.Generator().manual_seed(1), noise=x)
+    assert torch.equal(sample(diffusion, tiny_model, method, torch.Generator().manual_seed(1), noise=x,
+                              start_step=last), full)
+    with pytest.raises(ValueError, match=r"start_step must be an internal step in \[0, 4\]"):
+        sample(diffusion, tiny_model, method, noise=x, start_step=5)
