@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from ledit.models.inference import INFERENCE_TEMPERATURES
+
 
 def jin_softmax_scale(n_train: int, n_test: int, head_dim: int) -> Optional[float]:
     """sqrt(log_{n_train}(n_test) / head_dim); None (the default 1/sqrt(d)) if a count is 1 and log is undefined."""
@@ -37,7 +39,7 @@ def log_n_softmax_scale(n_train: int, n_test: int, head_dim: int) -> Optional[fl
 
 
 def temperature_softmax_scale(rule: str, n_train: int, n_test: int, head_dim: int) -> Optional[float]:
-    """The softmax scale of temperature ``rule`` (one of ``ledit.models.inference.INFERENCE_TEMPERATURES``).
+    """The softmax scale of temperature ``rule`` (one of ``INFERENCE_TEMPERATURES``).
 
     None means the plain 1/sqrt(head_dim). "lumina" is Jin's formula (see the module docstring).
     """
@@ -47,4 +49,4 @@ def temperature_softmax_scale(rule: str, n_train: int, n_test: int, head_dim: in
         return log_n_softmax_scale(n_train, n_test, head_dim)
     if rule == "none":
         return None
-    raise ValueError(f"unknown temperature rule {rule!r}; valid: 'jin', 'fitv2-log', 'lumina', 'none'")
+    raise ValueError(f"unknown temperature rule {rule!r}; valid: {', '.join(map(repr, INFERENCE_TEMPERATURES))}")
