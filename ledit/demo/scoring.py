@@ -51,9 +51,13 @@ def sample_images(
     stream of its own."""
     channels = model.config["in_channels"]
 
+    noises = {}  # size -> the whole set's starting noise, drawn once and sliced per batch
+
     def noise_at(size):
-        generator = torch.Generator().manual_seed(derive_seed("sample-noise", seed, size))
-        return torch.randn(len(labels), channels, *size, generator=generator)
+        if size not in noises:
+            generator = torch.Generator().manual_seed(derive_seed("sample-noise", seed, size))
+            noises[size] = torch.randn(len(labels), channels, *size, generator=generator)
+        return noises[size]
 
     renoise = torch.Generator().manual_seed(derive_seed("lowres-renoise", seed, size))
     diffusion_kwargs = {"learn_sigma": model.config["learn_sigma"], "predict_xstart": predict_xstart}
