@@ -14,7 +14,7 @@
 #define LEDIT_CPU_INLINE inline __attribute__((always_inline))
 
 namespace ledit {
-namespace cpu {
+namespace simd {
 
 // 16 floats in one value; GCC and Clang lower it to one AVX-512 register, two AVX2 ones or four SSE ones. With
 // -ffp-contract=fast (build_utils.CXX_FLAGS) `acc += a * b` becomes one fused multiply-add.
@@ -53,5 +53,5 @@ LEDIT_CPU_INLINE float reduce_sum(Vec16 v) {
   return v[0];
 }
 
-}  // namespace cpu
+}  // namespace simd
 }  // namespace ledit

@@ -18,12 +18,13 @@
 #include "dwconv_modulate/dwconv_modulate.h"
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
+namespace cpu {
 namespace {
 
-using cpu::Vec16;  // 16 floats: one AVX-512 register, two AVX2 ones
-using cpu::load;
-using cpu::store;
+using simd::Vec16;  // 16 floats: one AVX-512 register, two AVX2 ones
+using simd::load;
+using simd::store;
 
 // Lambdas in the hot loops must be inlined into the cloned function that calls them: an out-of-line lambda would
 // be compiled for baseline x86-64 only.
@@ -353,5 +354,6 @@ void backward_row(const float* const* g_rows, const float* flipped_blocks, int k
 #endif
 }
 
-}  // namespace dwconv
+}  // namespace cpu
+}  // namespace dwconv_modulate
 }  // namespace ledit

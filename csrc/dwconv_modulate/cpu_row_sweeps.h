@@ -7,7 +7,8 @@
 #include <cstdint>
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
+namespace cpu {
 
 inline int64_t padded_channels(int64_t channels) { return (channels + 15) / 16 * 16; }
 
@@ -64,5 +65,6 @@ struct BackwardRow {
 void backward_row(const float* const* g_rows, const float* flipped_blocks, int k, int dilation, int64_t w,
                   int64_t channels, const BackwardRow& row, const void* prefetch_row, int64_t prefetch_bytes);
 
-}  // namespace dwconv
+}  // namespace cpu
+}  // namespace dwconv_modulate
 }  // namespace ledit

@@ -20,7 +20,7 @@
 #endif
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
 
 constexpr float kLayerNormEps = 1e-6f;
 
@@ -41,7 +41,7 @@ LEDIT_HOST_DEVICE T layer_norm_backward(T du, T u, float mean_du, float mean_du_
   return rstd * (du - mean_du - u * mean_du_u);
 }
 
-// The backward returns per-sample fp32 sums over tokens, shape (B, k*k + 3, C), from which ledit/ops/dwconv_kernels.py
+// The backward returns per-sample fp32 sums over tokens, shape (B, k*k + 3, C), from which ledit/ops/dwconv_modulate.py
 // forms the parameter gradients (every backend shares that step): with g = dout (the gradient of out),
 //   rows [0, k*k): G_t = sum_n g[n] * y[n + offset(t)]   (dweight_t = sum_b gate_b * G_t; dgate gets w_t * G_t)
 //   row k*k:       S = sum_n g[n]                         (dbias = sum_b gate_b * S; dgate gets bias * S)
@@ -65,5 +65,5 @@ LEDIT_HOST_DEVICE RowBlock row_block(int item, int rows_per_item, int h) {
   return {first, last < h ? last : h};
 }
 
-}  // namespace dwconv
+}  // namespace dwconv_modulate
 }  // namespace ledit

@@ -1,4 +1,4 @@
-// Schemas of ledit::dwconv_modulate_fwd / _bwd and their CPU kernels.
+// CPU kernels of ledit::dwconv_modulate_fwd / _bwd (schemas in dwconv_modulate_ops.cpp).
 //
 // Work is split into tasks of (sample, block of grid rows), run with at::parallel_for. A task streams its rows
 // top to bottom through a ring of 2 * pad + 1 rows of y = LN(x) * (1 + scale) + shift in fp32 (the backward keeps
@@ -24,7 +24,8 @@
 #include "dwconv_modulate/tensor_prep.h"
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
+namespace cpu {
 namespace {
 
 // ---- dtype plumbing ---------------------------------------------------------------------------------------------
@@ -301,19 +302,11 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, cons
 }
 
 }  // namespace
-}  // namespace dwconv
+}  // namespace cpu
+}  // namespace dwconv_modulate
 }  // namespace ledit
 
-TORCH_LIBRARY_FRAGMENT(ledit, m) {
-  m.def(
-      "dwconv_modulate_fwd(Tensor x, int h, int w, Tensor weight, Tensor? bias, Tensor shift, Tensor scale, "
-      "Tensor? gate, Tensor? residual, int dilation, bool norm) -> (Tensor out, Tensor mean, Tensor rstd)");
-  m.def(
-      "dwconv_modulate_bwd(Tensor grad_out, Tensor x, int h, int w, Tensor weight, Tensor shift, Tensor scale, "
-      "Tensor? gate, Tensor mean, Tensor rstd, int dilation, bool norm) -> (Tensor grad_x, Tensor sums)");
-}
-
 TORCH_LIBRARY_IMPL(ledit, CPU, m) {
-  m.impl("dwconv_modulate_fwd", &ledit::dwconv::forward_cpu);
-  m.impl("dwconv_modulate_bwd", &ledit::dwconv::backward_cpu);
+  m.impl("dwconv_modulate_fwd", &ledit::dwconv_modulate::cpu::forward_cpu);
+  m.impl("dwconv_modulate_bwd", &ledit::dwconv_modulate::cpu::backward_cpu);
 }

@@ -20,7 +20,7 @@
 #include "dwconv_modulate/dwconv_modulate_cuda.h"
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
 namespace cuda {
 namespace {
 
@@ -389,5 +389,5 @@ cudaError_t launch_backward(const BackwardArgs& args, DType dtype, cudaStream_t 
 }
 
 }  // namespace cuda
-}  // namespace dwconv
+}  // namespace dwconv_modulate
 }  // namespace ledit

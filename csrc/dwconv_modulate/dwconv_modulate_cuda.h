@@ -8,7 +8,7 @@
 #include <cstdint>
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
 namespace cuda {
 
 enum class DType { kFloat32, kFloat16, kBFloat16 };
@@ -62,5 +62,5 @@ cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t st
 cudaError_t launch_backward(const BackwardArgs& args, DType dtype, cudaStream_t stream);
 
 }  // namespace cuda
-}  // namespace dwconv
+}  // namespace dwconv_modulate
 }  // namespace ledit

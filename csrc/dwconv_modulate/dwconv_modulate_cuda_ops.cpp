@@ -13,7 +13,8 @@
 #include "dwconv_modulate/tensor_prep.h"
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
+namespace cuda {
 namespace {
 
 cuda::DType kernel_dtype(const at::Tensor& x) {
@@ -126,12 +127,13 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
 }
 
 }  // namespace
-}  // namespace dwconv
+}  // namespace cuda
+}  // namespace dwconv_modulate
 }  // namespace ledit
 
 TORCH_LIBRARY_IMPL(ledit, CUDA, m) {
-  m.impl("dwconv_modulate_fwd", &ledit::dwconv::forward_cuda);
-  m.impl("dwconv_modulate_bwd", &ledit::dwconv::backward_cuda);
+  m.impl("dwconv_modulate_fwd", &ledit::dwconv_modulate::cuda::forward_cuda);
+  m.impl("dwconv_modulate_bwd", &ledit::dwconv_modulate::cuda::backward_cuda);
 }
 
 #endif  // LEDIT_WITH_CUDA

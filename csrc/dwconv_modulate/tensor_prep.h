@@ -7,7 +7,7 @@
 #include <vector>
 
 namespace ledit {
-namespace dwconv {
+namespace dwconv_modulate {
 
 inline at::Tensor float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
@@ -22,7 +22,7 @@ inline at::Tensor taps_by_channel(const at::Tensor& weight) {
   return weight.reshape({weight.size(0), -1}).t().to(at::kFloat).contiguous();
 }
 
-// The forward's saved LayerNorm stats: (B, N) fp32, or (0,) without LN (ledit/ops/dwconv_kernels.py: stats_like).
+// The forward's saved LayerNorm stats: (B, N) fp32, or (0,) without LN (ledit/ops/dwconv_modulate.py: stats_like).
 inline at::Tensor empty_stats(const at::Tensor& x, bool norm) {
   const auto shape = norm ? std::vector<int64_t>{x.size(0), x.size(1)} : std::vector<int64_t>{0};
   return at::empty(shape, x.options().dtype(at::kFloat));
@@ -36,5 +36,5 @@ inline int kernel_size(const at::Tensor& weight, int64_t dilation) {
   return k;
 }
 
-}  // namespace dwconv
+}  // namespace dwconv_modulate
 }  // namespace ledit

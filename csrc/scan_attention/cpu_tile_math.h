@@ -11,7 +11,10 @@
 #include "common/cpu_simd.h"
 
 namespace ledit {
+namespace scan_attention {
 namespace cpu {
+
+using namespace ::ledit::simd;  // NOLINT: the SIMD vocabulary of every CPU kernel
 
 // Tokens per tile (query and key): a 64 x 64 score tile fits in L1 next to the operand tiles.
 constexpr int kTile = 64;
@@ -97,4 +100,5 @@ LEDIT_CPU_INLINE void transpose16x16(const float* src, int lds, float* dst, int 
 }
 
 }  // namespace cpu
+}  // namespace scan_attention
 }  // namespace ledit

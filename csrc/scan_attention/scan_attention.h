@@ -11,6 +11,7 @@
 #include "common/scan_mask.h"
 
 namespace ledit {
+namespace scan_attention {
 
 inline Scan parse_scan(std::string_view scan) {
   if (scan == "full") return Scan::kFull;
@@ -37,4 +38,5 @@ inline int64_t check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return d;
 }
 
+}  // namespace scan_attention
 }  // namespace ledit

@@ -29,6 +29,7 @@
 #include "scan_attention/scan_tiles.h"
 
 namespace ledit {
+namespace scan_attention {
 namespace cpu {
 namespace {
 
@@ -474,9 +475,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
 
 }  // namespace
 }  // namespace cpu
+}  // namespace scan_attention
 }  // namespace ledit
 
 TORCH_LIBRARY_IMPL(ledit, CPU, m) {
-  m.impl("scan_attention_fwd", &ledit::cpu::scan_attention_fwd_cpu);
-  m.impl("scan_attention_bwd", &ledit::cpu::scan_attention_bwd_cpu);
+  m.impl("scan_attention_fwd", &ledit::scan_attention::cpu::scan_attention_fwd_cpu);
+  m.impl("scan_attention_bwd", &ledit::scan_attention::cpu::scan_attention_bwd_cpu);
 }

@@ -20,7 +20,8 @@
 #include "scan_attention/scan_attention_cuda.h"
 
 namespace ledit {
-namespace attention_cuda {
+namespace scan_attention {
+namespace cuda {
 namespace {
 
 namespace wmma = nvcuda::wmma;
@@ -429,5 +430,6 @@ cudaError_t launch_backward(const BackwardArgs& args, const Params& p, DType dty
                   : backward_typed<__nv_bfloat16, 32>(args, p, stream);
 }
 
-}  // namespace attention_cuda
+}  // namespace cuda
+}  // namespace scan_attention
 }  // namespace ledit

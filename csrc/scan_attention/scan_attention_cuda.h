@@ -10,7 +10,8 @@
 #include "scan_attention/scan_tiles.h"
 
 namespace ledit {
-namespace attention_cuda {
+namespace scan_attention {
+namespace cuda {
 
 enum class DType { kFloat16, kBFloat16 };
 
@@ -51,5 +52,6 @@ struct BackwardArgs {
 cudaError_t launch_forward(const ForwardArgs& args, const Params& params, DType dtype, cudaStream_t stream);
 cudaError_t launch_backward(const BackwardArgs& args, const Params& params, DType dtype, cudaStream_t stream);
 
-}  // namespace attention_cuda
+}  // namespace cuda
+}  // namespace scan_attention
 }  // namespace ledit

@@ -17,7 +17,8 @@
 #include "scan_attention/scan_attention_cuda.h"
 
 namespace ledit {
-namespace attention_cuda {
+namespace scan_attention {
+namespace cuda {
 namespace {
 
 DType kernel_dtype(const at::Tensor& q) {
@@ -115,12 +116,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
 }
 
 }  // namespace
-}  // namespace attention_cuda
+}  // namespace cuda
+}  // namespace scan_attention
 }  // namespace ledit
 
 TORCH_LIBRARY_IMPL(ledit, CUDA, m) {
-  m.impl("scan_attention_fwd", &ledit::attention_cuda::forward_cuda);
-  m.impl("scan_attention_bwd", &ledit::attention_cuda::backward_cuda);
+  m.impl("scan_attention_fwd", &ledit::scan_attention::cuda::forward_cuda);
+  m.impl("scan_attention_bwd", &ledit::scan_attention::cuda::backward_cuda);
 }
 
 #endif  // LEDIT_WITH_CUDA

@@ -1,5 +1,5 @@
 // Schema of the scan_attention ops. Kernels register per device in scan_attention_cpu.cpp and
-// scan_attention_cuda.cu; fake (meta) implementations and autograd live in ledit/ops/attention_kernels.py.
+// scan_attention_cuda.cu; fake (meta) implementations and autograd live in ledit/ops/scan_attention_compiled.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(ledit, m) {

@@ -12,6 +12,7 @@
 #include "common/scan_mask.h"
 
 namespace ledit {
+namespace scan_attention {
 
 enum class TileVisibility : int { kMasked = 0, kPartial = 1, kVisible = 2 };
 
@@ -87,4 +88,5 @@ LEDIT_HOST_DEVICE TileVisibility classify_tiles(Scan scan, const TileRect& q, co
   }
 }
 
+}  // namespace scan_attention
 }  // namespace ledit

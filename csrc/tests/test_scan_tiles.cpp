@@ -18,10 +18,10 @@ void expect(bool ok, const char* what, int h, int w, int capacity, int scan) {
 }
 
 void check_grid(int h, int w, int capacity) {
-  const ledit::TileGrid grid = ledit::make_tile_grid(h, w, capacity);
+  const ledit::scan_attention::TileGrid grid = ledit::scan_attention::make_tile_grid(h, w, capacity);
   std::vector<int> seen(h * w, 0);
   for (int t = 0; t < grid.num_tiles(); ++t) {
-    const ledit::TileRect rect = grid.rect(t);
+    const ledit::scan_attention::TileRect rect = grid.rect(t);
     expect(rect.size() > 0 && rect.size() <= capacity, "tile size within capacity", h, w, capacity, -1);
     for (int i = 0; i < rect.size(); ++i) ++seen[grid.token(rect, i)];
   }
@@ -30,9 +30,9 @@ void check_grid(int h, int w, int capacity) {
   for (int s = 0; s <= static_cast<int>(ledit::Scan::kCorner); ++s) {
     const auto scan = static_cast<ledit::Scan>(s);
     for (int qt = 0; qt < grid.num_tiles(); ++qt) {
-      const ledit::TileRect q = grid.rect(qt);
+      const ledit::scan_attention::TileRect q = grid.rect(qt);
       for (int kt = 0; kt < grid.num_tiles(); ++kt) {
-        const ledit::TileRect k = grid.rect(kt);
+        const ledit::scan_attention::TileRect k = grid.rect(kt);
         int visible = 0;
         for (int i = 0; i < q.size(); ++i) {
           const int qn = grid.token(q, i);
@@ -41,12 +41,12 @@ void check_grid(int h, int w, int capacity) {
             visible += ledit::scan_visible(scan, qn / w, qn % w, kn / w, kn % w, w);
           }
         }
-        const ledit::TileVisibility cls = ledit::classify_tiles(scan, q, k, w);
+        const ledit::scan_attention::TileVisibility cls = ledit::scan_attention::classify_tiles(scan, q, k, w);
         // Masked and visible must be exact; partial is allowed to be conservative (it still tests each element).
-        if (cls == ledit::TileVisibility::kMasked) expect(visible == 0, "masked tile has no visible pair", h, w, capacity, s);
-        if (cls == ledit::TileVisibility::kVisible)
+        if (cls == ledit::scan_attention::TileVisibility::kMasked) expect(visible == 0, "masked tile has no visible pair", h, w, capacity, s);
+        if (cls == ledit::scan_attention::TileVisibility::kVisible)
           expect(visible == q.size() * k.size(), "visible tile has every pair visible", h, w, capacity, s);
-        if (qt == kt) expect(cls != ledit::TileVisibility::kMasked, "a tile sees itself", h, w, capacity, s);
+        if (qt == kt) expect(cls != ledit::scan_attention::TileVisibility::kMasked, "a tile sees itself", h, w, capacity, s);
       }
     }
   }
@@ -59,12 +59,12 @@ int main() {
   for (const auto& g : grids)
     for (int capacity : {16, 32, 64, 128}) check_grid(g[0], g[1], capacity);
   // The work 2D tiles skip on the 64 x 64 grid of LEDiT-XL/2 at 1024^2 (documented in docs/kernels-attention.md).
-  const ledit::TileGrid grid = ledit::make_tile_grid(64, 64, 64);
+  const ledit::scan_attention::TileGrid grid = ledit::scan_attention::make_tile_grid(64, 64, 64);
   for (int s = 0; s <= static_cast<int>(ledit::Scan::kCorner); ++s) {
     int counts[3] = {0, 0, 0};
     for (int qt = 0; qt < grid.num_tiles(); ++qt)
       for (int kt = 0; kt < grid.num_tiles(); ++kt)
-        ++counts[static_cast<int>(ledit::classify_tiles(static_cast<ledit::Scan>(s), grid.rect(qt), grid.rect(kt), 64))];
+        ++counts[static_cast<int>(ledit::scan_attention::classify_tiles(static_cast<ledit::Scan>(s), grid.rect(qt), grid.rect(kt), 64))];
     const double total = grid.num_tiles() * grid.num_tiles();
     std::printf("64x64 grid, 8x8 tiles, scan %d: skipped %.1f%%, partial %.1f%%, mask-free %.1f%%\n", s,
                 100 * counts[0] / total, 100 * counts[1] / total, 100 * counts[2] / total);

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledit.ops import SCAN_ATTENTION_BACKENDS, SCANS, BackendUnavailableError, scan_attention
-from ledit.ops.attention_kernels import _compiled_ops_built
 from ledit.ops.masks import scan_mask
+from ledit.ops.scan_attention_compiled import _compiled_ops_built
 
 needs_ext = pytest.mark.skipif(not _compiled_ops_built(), reason="ledit._C is not built with scan_attention")
 

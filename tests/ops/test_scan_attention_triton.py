@@ -10,8 +10,8 @@ import torch
 from attention_checks import assert_matches_reference, make_qkv
 
 from ledit.ops import SCANS
-from ledit.ops.attention_triton import kernels
 from ledit.ops.extension import triton_unavailable_reason
+from ledit.ops.scan_attention_triton import kernels
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(kernels is None or triton_unavailable_reason(DEVICE) is not None,

@@ -1,4 +1,4 @@
-"""Triton kernels of dwconv_modulate; imported only by ``ledit.ops.dwconv_triton`` when triton is installed.
+"""Triton kernels of dwconv_modulate; imported only by ``ledit.ops.dwconv_modulate_triton`` when triton is installed.
 
 Same math as csrc/dwconv_modulate/dwconv_modulate.h. Tokens are (B, N, C) contiguous rows in raster order on an
 (H, W) grid; a tile is BLOCK_W consecutive tokens of one grid row by BLOCK_C channels, and tap (i, j) of the

@@ -8,43 +8,19 @@ csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them f
     ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
         recomputes the probabilities from lse (no N x N tensor is ever stored)
 
-The Triton backend (``attention_triton.py``) defines ops with the same signatures and reuses the autograd below.
+The Triton backend (``scan_attention_triton.py``) defines ops with the same signatures; both register the
+autograd of ``ledit.ops.scan_attention``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ledit.ops.attention import SCAN_ATTENTION_BACKENDS
 from ledit.ops.extension import compiled_op_unavailable_reason, load_extension
+from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, register_autograd, resolve_scale
 
 # The CUDA kernel runs on tensor cores (mma.sync with fp32 accumulation), which take 16-bit operands.
 CUDA_KERNEL_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def resolve_scale(q: torch.Tensor, softmax_scale) -> float:
-    return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-
-
-def register_autograd(forward_op, backward_op) -> None:
-    """Autograd for a forward op with ledit::scan_attention_fwd's signature, backed by a backward op with
-    ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this)."""
-
-    def setup_context(ctx, inputs, output):
-        q, k, v, h, w, scan, softmax_scale = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.geometry = (h, w, scan, softmax_scale)
-
-    def backward(ctx, dout, _dlse):
-        # lse is a by-product kept for this backward; it is not differentiable (its gradient is ignored).
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward_op(dout, q, k, v, out, lse, *ctx.geometry)
-        return dq, dk, dv, None, None, None, None
-
-    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 
 
 def _compiled_ops_built() -> bool:

@@ -1,4 +1,4 @@
-"""The ``triton`` backend of ``dwconv_modulate``: the kernels of ``ledit.ops.dwconv_triton_kernels`` as
+"""The ``triton`` backend of ``dwconv_modulate``: the kernels of ``ledit.ops.dwconv_modulate_triton_kernels`` as
 ``torch.library.triton_op`` ops (``torch.compile`` traces into them, no graph break), with the autograd the
 compiled backends use.
 
@@ -14,12 +14,11 @@ the backend's can_run says what is missing.
 
 import torch
 
-from ledit.ops.dwconv import DWCONV_MODULATE_BACKENDS, LN_EPS
-from ledit.ops.dwconv_kernels import register_autograd, stats_like, sums_like
+from ledit.ops.dwconv_modulate import DWCONV_MODULATE_BACKENDS, LN_EPS, register_autograd, stats_like, sums_like
 from ledit.ops.extension import triton_unavailable_reason
 
 try:
-    from ledit.ops import dwconv_triton_kernels as kernels
+    from ledit.ops import dwconv_modulate_triton_kernels as kernels
 except ImportError:  # no triton: can_run reports triton_unavailable_reason
     kernels = None
 

@@ -1,4 +1,12 @@
-"""``scan_attention``: attention under a 2D scan mask, with one pure-PyTorch reference and pluggable fast backends."""
+"""``scan_attention``: attention under a 2D scan mask, with one pure-PyTorch reference and pluggable fast backends.
+
+This module holds the public op, its argument checks, the ``reference`` backend and the autograd registration
+that the fast backends share. The fast backends register themselves here when ``ledit.ops`` imports them:
+
+    cpu, cuda   scan_attention_compiled.py   ledit._C ops ledit::scan_attention_{fwd,bwd} (csrc/scan_attention/)
+    triton      scan_attention_triton.py     ledit::scan_attention_triton_{fwd,bwd}, kernels in
+                                             scan_attention_triton_kernels.py
+"""
 
 from __future__ import annotations
 
@@ -50,11 +58,16 @@ def _cached_scan_mask(h: int, w: int, scan: str, device: torch.device) -> torch.
     return scan_mask((h, w), scan, device)
 
 
+def resolve_scale(q: torch.Tensor, softmax_scale) -> float:
+    """The softmax scale a call runs with: as given, or 1/sqrt(D)."""
+    return float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+
+
 def scan_attention_reference(q, k, v, grid, scan="corner", softmax_scale=None):
     """Pure PyTorch: SDPA with a dense boolean mask (``is_causal`` for raster, no mask for full)."""
     h, w = check_grid(grid)
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
-    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    scale = resolve_scale(q, softmax_scale)
     if scan == "full":
         out = F.scaled_dot_product_attention(qt, kt, vt, scale=scale)
     elif scan == "raster":
@@ -63,6 +76,25 @@ def scan_attention_reference(q, k, v, grid, scan="corner", softmax_scale=None):
         mask = _cached_scan_mask(h, w, scan, q.device)
         out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)
     return out.transpose(1, 2)
+
+
+def register_autograd(forward_op, backward_op) -> None:
+    """Autograd for a forward op with ledit::scan_attention_fwd's signature, backed by a backward op with
+    ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this)."""
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, h, w, scan, softmax_scale = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.geometry = (h, w, scan, softmax_scale)
+
+    def backward(ctx, dout, _dlse):
+        # lse is a by-product kept for this backward; it is not differentiable (its gradient is ignored).
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward_op(dout, q, k, v, out, lse, *ctx.geometry)
+        return dq, dk, dv, None, None, None, None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 
 
 SCAN_ATTENTION_BACKENDS.register("reference", scan_attention_reference, lambda *a, **k: None)

@@ -5,6 +5,14 @@
 LN has no affine and eps 1e-6 (as DiT's adaLN); zero padding = dilation * (k - 1) / 2, so the token grid keeps
 its size and the zero border leaks absolute position (the paper's point). gate, residual, bias and LN are
 optional.
+
+This module holds the public op, its argument checks, the ``reference`` backend and the autograd registration
+(with the parameter gradients from per-sample sums) that the fast backends share. The fast backends register
+themselves here when ``ledit.ops`` imports them:
+
+    cpu, cuda   dwconv_modulate_compiled.py   ledit._C ops ledit::dwconv_modulate_{fwd,bwd} (csrc/dwconv_modulate/)
+    triton      dwconv_modulate_triton.py     ledit::dwconv_modulate_triton_{fwd,bwd}, kernels in
+                                              dwconv_modulate_triton_kernels.py
 """
 
 from __future__ import annotations
@@ -82,6 +90,61 @@ def dwconv_modulate_reference(x, grid, weight, bias, shift, scale, gate=None, re
     if residual is not None:
         y = residual + y
     return y
+
+
+def parameter_grads(sums, weight, bias, gate):
+    """(dweight, dbias, dshift, dscale, dgate) from the kernels' per-sample sums; dbias/dgate None when absent."""
+    channels, _, k, _ = weight.shape
+    taps = k * k
+    tap_sums, sum_g, sum_e, sum_e_u = sums[:, :taps], sums[:, taps], sums[:, taps + 1], sums[:, taps + 2]
+    gate32 = gate.float() if gate is not None else None
+    gated_tap_sums = tap_sums * gate32[:, None] if gate is not None else tap_sums
+    dweight = gated_tap_sums.sum(0).t().reshape(channels, 1, k, k).to(weight.dtype)
+    dbias = None
+    if bias is not None:
+        dbias = ((sum_g * gate32).sum(0) if gate is not None else sum_g.sum(0)).to(bias.dtype)
+    dshift = sum_e * gate32 if gate is not None else sum_e
+    dscale = sum_e_u * gate32 if gate is not None else sum_e_u
+    dgate = None
+    if gate is not None:
+        weight_taps = weight.reshape(channels, taps).t().float()
+        dgate = (tap_sums * weight_taps).sum(1)
+        if bias is not None:
+            dgate = dgate + sum_g * bias.float()
+        dgate = dgate.to(gate.dtype)
+    return dweight, dbias, dshift.to(weight.dtype), dscale.to(weight.dtype), dgate
+
+
+def stats_like(x: torch.Tensor, norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty (mean, rstd) tensors of the forward's saved-stats shape."""
+    shape = x.shape[:2] if norm else (0,)
+    return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.float32)
+
+
+def sums_like(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], weight.shape[-1] ** 2 + 3, x.shape[2]), dtype=torch.float32)
+
+
+def register_autograd(forward_op, backward_op) -> None:
+    """Autograd for a forward op with ledit::dwconv_modulate_fwd's signature, backed by a backward op with
+    ledit::dwconv_modulate_bwd's signature (the compiled and the Triton pairs share this)."""
+
+    def setup_context(ctx, inputs, output):
+        x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm = inputs
+        _, mean, rstd = output
+        ctx.save_for_backward(x, weight, bias, shift, scale, gate, mean, rstd)
+        ctx.geometry = (h, w, dilation, norm)
+        ctx.has_residual = residual is not None
+
+    def backward(ctx, grad_out, _grad_mean, _grad_rstd):
+        x, weight, bias, shift, scale, gate, mean, rstd = ctx.saved_tensors
+        h, w, dilation, norm = ctx.geometry
+        grad_x, sums = backward_op(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
+        dweight, dbias, dshift, dscale, dgate = parameter_grads(sums, weight, bias, gate)
+        grad_residual = grad_out if ctx.has_residual else None
+        return grad_x, None, None, dweight, dbias, dshift, dscale, dgate, grad_residual, None, None
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 
 
 DWCONV_MODULATE_BACKENDS.register("reference", dwconv_modulate_reference, lambda *a, **k: None)

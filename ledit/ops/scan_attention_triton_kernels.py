@@ -1,4 +1,4 @@
-"""Triton kernels of scan_attention; imported only by ``ledit.ops.attention_triton`` when triton is installed.
+"""Triton kernels of scan_attention; imported only by ``ledit.ops.scan_attention_triton`` when triton is installed.
 
 Same tiling as csrc/scan_attention/scan_tiles.h, with power-of-two tiles (Triton block shapes): a tile is
 TILE_H x TILE_W grid positions (TILE_H * TILE_W = BLOCK), positions outside the grid are padding. Each

@@ -1,4 +1,4 @@
-"""The ``triton`` backend of ``scan_attention``: the kernels of ``ledit.ops.attention_triton_kernels`` as
+"""The ``triton`` backend of ``scan_attention``: the kernels of ``ledit.ops.scan_attention_triton_kernels`` as
 ``torch.library.triton_op`` ops (``torch.compile`` traces into them, no graph break), with the autograd the
 compiled backends use.
 
@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from ledit.ops.attention import SCAN_ATTENTION_BACKENDS
-from ledit.ops.attention_kernels import register_autograd, resolve_scale
 from ledit.ops.extension import triton_unavailable_reason
 from ledit.ops.masks import SCANS
+from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, register_autograd, resolve_scale
 
 try:
-    from ledit.ops import attention_triton_kernels as kernels
+    from ledit.ops import scan_attention_triton_kernels as kernels
 except ImportError:  # no triton: can_run reports triton_unavailable_reason
     kernels = None
 

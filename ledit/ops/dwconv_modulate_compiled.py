@@ -1,0 +1,65 @@
+"""The compiled ``dwconv_modulate`` kernels (``ledit._C``: C++ CPU and CUDA) as the ``cpu`` and ``cuda`` backends.
+
+csrc/dwconv_modulate/ defines two ``torch.library`` ops; this module gives them fake implementations (so
+``torch.compile`` traces them without graph breaks) and autograd:
+
+    ledit::dwconv_modulate_fwd(x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm)
+        -> (out, mean, rstd)   mean/rstd: (B, N) fp32 LayerNorm stats kept for the backward; (0,) without LN
+    ledit::dwconv_modulate_bwd(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
+        -> (grad_x, sums)      sums: (B, k*k + 3, C) fp32 per-sample sums over tokens
+
+The kernels reduce only over tokens; ``dwconv_modulate.parameter_grads`` turns those sums into the gradients of weight, bias,
+shift, scale and gate (a few tiny tensor ops, shared with the Triton backend). Row layout of ``sums``, with
+g = grad_out, y the modulated input and e = sum_t w_t * g[n - offset(t)] (csrc/dwconv_modulate/dwconv_modulate.h):
+rows [0, k*k) sum g * y[n + offset(t)] per tap t, then sum g, sum e, sum e * u.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ledit.ops.dwconv_modulate import DWCONV_MODULATE_BACKENDS, register_autograd, stats_like, sums_like
+from ledit.ops.extension import compiled_op_unavailable_reason, load_extension
+
+
+def _compiled_ops_built() -> bool:
+    ext, _ = load_extension()
+    return ext is not None and hasattr(torch.ops.ledit, "dwconv_modulate_fwd")
+
+
+def _register_compiled_ops() -> None:
+    """Fake implementations and autograd for ledit._C's dwconv ops, when it is built with them.
+
+    Done at import, never while torch.compile traces a call."""
+    if not _compiled_ops_built():
+        return
+
+    @torch.library.register_fake("ledit::dwconv_modulate_fwd")
+    def _(x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm):
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), *stats_like(x, norm))
+
+    @torch.library.register_fake("ledit::dwconv_modulate_bwd")
+    def _(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm):
+        return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight)
+
+    register_autograd("ledit::dwconv_modulate_fwd", torch.ops.ledit.dwconv_modulate_bwd)
+
+
+def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm):
+    """The ``cpu``/``cuda`` backend: ledit._C's kernel for x's device."""
+    h, w = grid
+    out, _, _ = torch.ops.ledit.dwconv_modulate_fwd(x, h, w, weight, bias, shift, scale, gate, residual,
+                                                    dilation, norm)
+    return out
+
+
+def _can_run_on(device_type: str):
+    def can_run(x, *args, **kwargs):
+        return compiled_op_unavailable_reason("dwconv_modulate", device_type, x, "x")
+
+    return can_run
+
+
+_register_compiled_ops()
+DWCONV_MODULATE_BACKENDS.register("cpu", dwconv_modulate_compiled, _can_run_on("cpu"))
+DWCONV_MODULATE_BACKENDS.register("cuda", dwconv_modulate_compiled, _can_run_on("cuda"))
