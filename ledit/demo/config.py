@@ -8,6 +8,7 @@ import argparse
 import os
 from dataclasses import dataclass, field, fields, replace
 
+from ledit.demo.objective import PREDICTIONS
 from ledit.demo.scoring import SWD_MIN_RESOLUTION, parse_size, size_name
 from ledit.demo.variants import VARIANTS, parse_variants
 from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args
@@ -44,12 +45,25 @@ class DemoConfig:
     warmup_steps: int = _setting(100, group=TRAINING, valid=(lambda value: value >= 0, ">= 0"))
     ema_decay: float = _setting(0.999, group=TRAINING, valid=(lambda value: 0 <= value < 1, "in [0, 1)"))
     num_samples: int = _setting(48, "samples per model and size", SAMPLING, AT_LEAST_ONE)
-    sampling_steps: int = _setting(25, "DDIM steps", SAMPLING, AT_LEAST_ONE)
+    sampler: str = _setting(
+        "ddpm",
+        "ddpm: ancestral sampling (sharper objects from a briefly trained model), or ddim: deterministic; "
+        "default {default}",
+        SAMPLING,
+        choices=("ddpm", "ddim"),
+    )
+    sampling_steps: int = _setting(50, "sampling steps", SAMPLING, AT_LEAST_ONE)
     real_images: int = _setting(256, "fresh real images per size to score against", SAMPLING, AT_LEAST_ONE)
     swd_descriptors: int = _setting(128, "7x7 patches per image and pyramid level", SAMPLING, AT_LEAST_ONE)
     swd_projections: int = _setting(256, "random directions of the sliced distance", SAMPLING, AT_LEAST_ONE)
     figure_samples: int = _setting(3, "samples per model and size in the figure", SAMPLING, AT_LEAST_ONE)
     sample_batch_size: int = _setting(64, group=SAMPLING, valid=AT_LEAST_ONE)
+    jobs: int = _setting(
+        2,
+        "models trained and sampled at the same time, each in a process of its own with --threads threads "
+        "(default {default}, one per core of a 2-core laptop; the results do not depend on it)",
+        valid=AT_LEAST_ONE,
+    )
     threads: int = _setting(
         1,
         "torch CPU threads (default {default}: these tiny models gain little from more, and on a busy machine "
@@ -57,11 +71,12 @@ class DemoConfig:
         valid=AT_LEAST_ONE,
     )
     prediction: str = _setting(
-        "x0",
-        "what the model predicts: x0, the clean image (smooth images after a short training), or eps, the noise "
-        "(DiT's choice, needs far longer training); default {default}",
+        "v",
+        "what the model predicts: v, the velocity (sharp objects after a short training), x0, the clean image "
+        "(blurred through the tiny model), or eps, the noise (DiT's choice, needs far longer training); "
+        "default {default}",
         TRAINING,
-        choices=("x0", "eps"),
+        choices=PREDICTIONS,
     )
     # Set by the inference add-on flags of ledit.sampling.addons, not by a flag of its own.
     addons: SamplingAddons = field(default_factory=SamplingAddons)

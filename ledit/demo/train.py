@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ledit.data.files import atomic_path
 from ledit.demo.dataset import DATASET_PARAMETERS, derive_seed, render_shapes, to_model_range
+from ledit.demo.objective import diffusion_kwargs, training_loss
 from ledit.diffusion import create_diffusion
 
 
@@ -26,9 +27,7 @@ class TrainingConfig:
     warmup_steps: int
     ema_decay: float
     seed: int
-    # The model predicts the clean image instead of the noise: at a few hundred steps this gives smooth images
-    # where eps-prediction still gives noise (its errors are amplified at low noise levels).
-    predict_xstart: bool = True
+    prediction: str = "v"  # what the model predicts (ledit.demo.objective)
 
 
 def cache_key(model_config: dict, training: TrainingConfig) -> str:
@@ -54,7 +53,7 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
     and there is no dataset to store. The global RNG (class dropout, multi-dilation draws) is seeded and then
     restored, so the run is reproducible without touching the caller's random state.
     """
-    diffusion = create_diffusion("", learn_sigma=model.config["learn_sigma"], predict_xstart=training.predict_xstart)
+    diffusion = create_diffusion("", learn_sigma=model.config["learn_sigma"], **diffusion_kwargs(training.prediction))
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     generator = torch.Generator().manual_seed(derive_seed("train-noise", training.seed))
@@ -69,7 +68,7 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
             x = to_model_range(images)
             t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), generator=generator)
             noise = torch.randn(x.shape, generator=generator)
-            loss = diffusion.training_losses(model, x, t, {"y": labels}, noise=noise)["loss"].mean()
+            loss = training_loss(diffusion, model, x, t, labels, noise, training.prediction)
 
             for group in optimizer.param_groups:
                 group["lr"] = training.lr * min(1.0, (step + 1) / max(1, training.warmup_steps))

@@ -1,12 +1,13 @@
 import torch
 
+from ledit.demo.dataset import CHANNELS
 from ledit.demo.train import TrainingConfig, cache_key, initialised_model, trained_weights
 from ledit.models import build_model
 
 TINY_MODEL = {
     "input_size": 16,
     "patch_size": 4,
-    "in_channels": 3,
+    "in_channels": CHANNELS,
     "hidden_size": 32,
     "depth": 2,
     "num_heads": 4,
@@ -23,7 +24,7 @@ def test_cache_key_follows_everything_that_changes_the_weights():
     assert cache_key(dict(config), TRAINING) == key
     assert cache_key({**config, "scan": "raster"}, TRAINING) != key
     assert cache_key(config, TrainingConfig(**{**TRAINING.__dict__, "steps": 3})) != key
-    assert cache_key(config, TrainingConfig(**{**TRAINING.__dict__, "predict_xstart": False})) != key
+    assert cache_key(config, TrainingConfig(**{**TRAINING.__dict__, "prediction": "x0"})) != key
 
 
 def _model():
