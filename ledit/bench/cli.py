@@ -20,7 +20,8 @@ import torch
 from ledit.bench import attention, dwconv, end_to_end
 from ledit.bench.breakdown import profile_forward
 from ledit.bench.environment import device_info, versions
-from ledit.bench.results import case_label, write_results
+from ledit.bench.records import case_label
+from ledit.bench.results import write_results
 from ledit.bench.targets import check_targets
 from ledit.bench.timing import Effort
 

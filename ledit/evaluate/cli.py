@@ -14,10 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ledit.data.files import atomic_path
 from ledit.evaluate.evaluator import INCEPTION_METRICS, METRICS, Reference, build_reference, evaluate
 from ledit.evaluate.inception import load_inception
 from ledit.evaluate.npz import ImageSet
+from ledit.files import atomic_path
 from ledit.training.distributed import default_device
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ledit.data.files import atomic_path
 from ledit.data.images import IMAGE_EXTENSIONS, center_crop_arr
+from ledit.files import atomic_path
 
 
 def write_image_npz(path: str | os.PathLike, batches: Iterable[np.ndarray], count: int, height: int, width: int,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ledit.data.files import atomic_path
+from ledit.files import atomic_path
 from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
 from ledit.training.distributed import default_device
 

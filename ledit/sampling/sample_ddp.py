@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ledit.data.files import atomic_path
 from ledit.evaluate.npz import write_image_npz
+from ledit.files import atomic_path
 from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
 from ledit.training.distributed import barrier, cleanup_distributed, setup_distributed
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ledit.data.files import atomic_path
+from ledit.files import atomic_path
 
 CHECKPOINT_KEYS = ("model", "ema", "opt", "args", "step")
 

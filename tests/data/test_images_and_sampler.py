@@ -3,7 +3,6 @@ import pytest
 from PIL import Image
 
 from ledit.data import ImageFolderDataset, center_crop_arr, list_image_folder
-from ledit.data.files import atomic_path
 from ledit.data.sampler import ResumableDistributedSampler
 
 
@@ -42,15 +41,6 @@ def test_image_folder_order_and_errors(image_folder, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no class sub-folders"):
         list_image_folder(tmp_path / "empty")
-
-
-def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "ckpt.pt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError, match="killed"), atomic_path(target) as tmp:
-        tmp.write_text("half of the new")
-        raise RuntimeError("killed mid-write")
-    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
 def test_sampler_partitions_and_resumes_exactly():
