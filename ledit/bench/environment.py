@@ -24,11 +24,6 @@ GPU_PEAKS = (
 )
 
 
-def default_device() -> torch.device:
-    """The device a benchmark runs on when none is named: the GPU when one is visible, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -28,7 +28,7 @@ from ledit.data.shards import (
 )
 from ledit.data.vae import VAE_HELP, encode_moments, load_vae, vae_channels, vae_downsample, vae_scale_factor
 from ledit.files import atomic_path, write_json_atomic
-from ledit.training.distributed import barrier, cleanup_distributed, setup_distributed
+from ledit.runtime import barrier, cleanup_distributed, setup_distributed
 
 # Index fields that must agree between a run and the run it resumes.
 _PLAN_KEYS = ("num_images", "shard_size", "latent_shape", "dtype", "image_size", "vae", "classes")

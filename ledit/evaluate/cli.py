@@ -18,7 +18,7 @@ from ledit.evaluate.evaluator import INCEPTION_METRICS, METRICS, Reference, buil
 from ledit.evaluate.inception import load_inception
 from ledit.evaluate.npz import ImageSet
 from ledit.files import atomic_path
-from ledit.training.distributed import default_device
+from ledit.runtime import default_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from ledit.files import atomic_path
+from ledit.runtime import default_device
 from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
-from ledit.training.distributed import default_device
 
 # DiT's sample.py classes: 207 golden retriever, 360 otter, 387 red panda, 974 geyser, 88 macaw, 979 valley,
 # 417 balloon, 279 arctic fox.

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from ledit.evaluate.npz import write_image_npz
 from ledit.files import atomic_path
+from ledit.runtime import barrier, cleanup_distributed, setup_distributed
 from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
-from ledit.training.distributed import barrier, cleanup_distributed, setup_distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

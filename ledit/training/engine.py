@@ -16,7 +16,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.nn.parallel import DistributedDataParallel
 
-from ledit.training.distributed import DistContext, all_gather_objects
+from ledit.runtime import DistContext, all_gather_objects
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 

@@ -24,6 +24,7 @@ from ledit.data.images import ImageFolderDataset
 from ledit.data.sampler import ResumableDistributedSampler
 from ledit.data.shards import LatentShardDataset, is_shard_dir, sample_latents
 from ledit.data.vae import VAE_HELP, load_vae, vae_channels, vae_downsample, vae_scale_factor
+from ledit.runtime import DistContext, broadcast_object, cleanup_distributed, setup_distributed
 from ledit.training.checkpoint import (
     CheckpointError,
     export_safetensors,
@@ -32,7 +33,6 @@ from ledit.training.checkpoint import (
     save_checkpoint,
     update_ema,
 )
-from ledit.training.distributed import DistContext, broadcast_object, cleanup_distributed, setup_distributed
 from ledit.training.engine import (
     full_training_state,
     gather_rng_states,
