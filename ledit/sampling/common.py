@@ -8,7 +8,9 @@ import json
 
 import torch
 
+from ledit.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint, load_weights_into
 from ledit.data.vae import VAE_HELP, decode_latents, load_vae, to_uint8, vae_downsample
+from ledit.models import build_model
 from ledit.sampling.addons import (
     SamplingAddons,
     add_addon_arguments,
@@ -16,7 +18,6 @@ from ledit.sampling.addons import (
     check_model_options,
     sample_latents,
 )
-from ledit.training.checkpoint import CheckpointError, inference_weights, load_checkpoint, load_weights_into
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, cfg_scale: float) -> None:
@@ -39,21 +40,19 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, cfg_scale: float) ->
 
 def load_model_for_sampling(args, device, vae) -> torch.nn.Module:
     """Build the checkpoint's model (its stored config, or --model for a raw state dict) with the EMA weights."""
-    from ledit import models
-
     state = load_checkpoint(args.ckpt)
-    weights, which = inference_weights(state, args.ckpt)
+    weights, which = checkpoint_weights(state, f"--ckpt {args.ckpt}")
     config = state.get("config")
     if config is not None:
         if args.model not in (None, config["name"]):
             raise CheckpointError(f"--ckpt {args.ckpt} holds a {config['name']}, not --model {args.model}")
-        model = models.build_model(**config)
+        model = build_model(**config)
     else:
         if args.model is None:
             raise CheckpointError(f"--ckpt {args.ckpt} is a raw state dict without a model config: pass --model")
         kwargs = {"input_size": args.image_size // vae_downsample(vae), "num_classes": args.num_classes,
                   **args.model_kwargs}
-        model = models.build_model(args.model, **kwargs)
+        model = build_model(args.model, **kwargs)
     load_weights_into(model, weights, f"--ckpt {args.ckpt} ({which} weights)")
     return model.to(device).eval()
 

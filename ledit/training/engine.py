@@ -1,4 +1,5 @@
-"""The distributed pieces of training: wrapping (DDP or FSDP2), full state dicts for checkpoints, per-rank RNG.
+"""The distributed pieces of training: wrapping (DDP or FSDP2), the EMA update, full state dicts for checkpoints,
+per-rank RNG.
 
 Checkpoints always hold full, unsharded, CPU state dicts (torch.distributed.checkpoint.state_dict), so a file
 written by an FSDP run on 64 GPUs loads into ``ledit sample`` on a laptop, and the reverse.
@@ -40,6 +41,13 @@ def wrap_model(model: torch.nn.Module, ema: torch.nn.Module, ctx: DistContext, f
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids), model, ema
     return model, model, ema
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float = 0.9999) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (works on FSDP-sharded DTensors too)."""
+    for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
+        ema_param.lerp_(param.detach(), 1.0 - decay)
 
 
 def full_training_state(model, ema, opt) -> tuple[dict, dict, dict]:
