@@ -9,15 +9,11 @@ import json
 import torch
 
 from ledit.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint, load_weights_into
-from ledit.data.vae import VAE_HELP, decode_latents, load_vae, to_uint8, vae_downsample
+from ledit.data.images import to_uint8_nhwc
+from ledit.data.vae import VAE_HELP, decode_latents, load_vae, vae_downsample
 from ledit.models import build_model
-from ledit.sampling.addons import (
-    SamplingAddons,
-    add_addon_arguments,
-    addons_from_args,
-    check_model_options,
-    sample_latents,
-)
+from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, check_model_options
+from ledit.sampling.loop import sample_latents
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, cfg_scale: float) -> None:
@@ -89,7 +85,7 @@ def load_sampling_setup(args, device):
 
 
 @torch.no_grad()
-def sample_images(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
+def sample_batch(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
                   generator: torch.Generator, addons: SamplingAddons | None = None, progress: bool = False):
     """One batch: noise -> latents (CFG as DiT's sample scripts, plus the add-ons) -> decoded uint8 NHWC images
     on the CPU. The starting noise is the generator's first draw, then it draws the sampler's noise."""
@@ -103,4 +99,4 @@ def sample_images(model, vae, labels, height, width, *, cfg_scale: float, sample
                              respacing=f"ddim{num_steps}" if sampler == "ddim" else str(num_steps), sampler=sampler,
                              cfg_scale=cfg_scale, initial_noise=initial_noise, addons=addons, generator=generator,
                              progress=progress)
-    return to_uint8(decode_latents(vae, samples))
+    return to_uint8_nhwc(decode_latents(vae, samples))

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from ledit.checkpoint import CheckpointError, export_safetensors, load_checkpoint, save_checkpoint
 from ledit.data.images import ImageFolderDataset
 from ledit.data.sampler import ResumableDistributedSampler
-from ledit.data.shards import LatentShardDataset, is_shard_dir, sample_latents
+from ledit.data.shards import LatentShardDataset, is_shard_dir, sample_posterior
 from ledit.data.vae import VAE_HELP, load_vae, vae_channels, vae_downsample, vae_scale_factor
 from ledit.diffusion import create_diffusion
 from ledit.models import build_model, from_dit_checkpoint
@@ -247,7 +247,7 @@ def main(args: argparse.Namespace) -> None:
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             with torch.no_grad():
                 if from_moments:
-                    x = sample_latents(x, scale)
+                    x = sample_posterior(x, scale)
                 elif vae is not None:
                     x = vae.encode(x).latent_dist.sample().mul_(scale)
             t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=ctx.device)

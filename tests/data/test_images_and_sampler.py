@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ledit.data import ImageFolderDataset, center_crop_arr, list_image_folder
+from ledit.data.images import image_to_tensor, to_uint8_nhwc
 from ledit.data.sampler import ResumableDistributedSampler
 
 
@@ -56,3 +58,10 @@ def test_sampler_partitions_and_resumes_exactly():
     other_epoch = ResumableDistributedSampler(10, 3, 1, seed=5)
     other_epoch.set_epoch(3)
     assert list(other_epoch) != keys[1]
+
+
+def test_to_uint8_nhwc_inverts_image_to_tensor_exactly():
+    arr = np.arange(256, dtype=np.uint8).reshape(8, 32, 1).repeat(3, axis=2)
+    images = image_to_tensor(arr)[None]
+    assert np.array_equal(to_uint8_nhwc(images)[0].numpy(), arr)
+    assert to_uint8_nhwc(torch.tensor([-2.0, 2.0]).view(1, 1, 1, 2)).flatten().tolist() == [0, 255]  # clamped

@@ -9,7 +9,8 @@ from workflow_fixtures import TINY_MODEL
 
 from ledit.diffusion import create_diffusion
 from ledit.models import build_model
-from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, sample_latents
+from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args
+from ledit.sampling.loop import sample_latents
 from ledit.sampling.lowres import refine_from_reference, renoise_step
 
 TRAIN = 8  # latent pixels: a 4x4 token grid with patch 2

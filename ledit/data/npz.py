@@ -1,4 +1,5 @@
-"""Image sets for evaluation: ADM-compatible ``.npz`` (``arr_0``: uint8 N x H x W x 3) and image folders.
+"""Image sets: ADM-compatible ``.npz`` (``arr_0``: uint8 N x H x W x 3), written by ``ledit sample-ddp`` and read
+by ``ledit fid``, and image folders.
 
 ``write_image_npz`` streams batches into the archive, so 50K samples at 512x512 (39 GB) never sit in memory.
 """
