@@ -15,6 +15,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_state_dict,
 )
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from ledit.runtime import DistContext, all_gather_objects
@@ -30,8 +31,6 @@ def wrap_model(model: torch.nn.Module, ema: torch.nn.Module, ctx: DistContext, f
     if fsdp:
         if ctx.world_size == 1:
             raise ValueError("--fsdp needs torchrun with several processes (one process has nothing to shard over)")
-        from torch.distributed.fsdp import fully_shard
-
         for module in (model, ema):
             for block in getattr(module, "blocks", []):
                 fully_shard(block)
