@@ -30,6 +30,7 @@ from ledit.models.inference import (
 )
 from ledit.models.layers import DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, SoftmaxScale, TimestepEmbedder
 from ledit.models.scaling import temperature_softmax_scale
+from ledit.ops import SCANS
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -91,6 +92,9 @@ class DiffusionTransformer(nn.Module):
         scans = ("full",) * depth if scans is None else tuple(scans)
         if len(scans) != depth:
             raise ValueError(f"scans gives {len(scans)} blocks' scans for depth={depth}; give one per block")
+        unknown = sorted(set(scans) - set(SCANS))
+        if unknown:
+            raise ValueError(f"scans holds unknown scans {unknown}; valid scans: {', '.join(SCANS)}")
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.learn_sigma = learn_sigma

@@ -186,6 +186,8 @@ def test_blocks_are_built_with_their_scans_and_the_stem_leaves_the_seeded_backbo
     assert all(torch.equal(ledit_state[key], value) for key, value in dit_state.items())
     with pytest.raises(ValueError, match="gives 3 blocks' scans for depth=4"):
         DiffusionTransformer(**options, scans=["full"] * 3)
+    with pytest.raises(ValueError, match=r"unknown scans \['diagonal'\]; valid scans: full, raster"):
+        DiffusionTransformer(**options, scans=["full", "diagonal", "full", "full"])
 
 
 @pytest.mark.parametrize("name", ["LEDiT", "DiT"])
