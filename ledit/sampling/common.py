@@ -86,7 +86,7 @@ def load_sampling_setup(args, device):
 
 @torch.no_grad()
 def sample_batch(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
-                  generator: torch.Generator, addons: SamplingAddons | None = None, progress: bool = False):
+                 generator: torch.Generator, addons: SamplingAddons | None = None, progress: bool = False):
     """One batch: noise -> latents (CFG as DiT's sample scripts, plus the add-ons) -> decoded uint8 NHWC images
     on the CPU. The starting noise is the generator's first draw, then it draws the sampler's noise."""
     device = labels.device
