@@ -55,6 +55,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: int, w: int, 
     batch, tokens, heads, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((batch, heads, tokens), dtype=torch.float32)
+    if q.numel() == 0:  # B = 0 or H = 0: no programs to launch
+        return out, lse
     grid, meta = _launch_args(q, h, w, scan)
     torch.library.wrap_triton(kernels.forward_kernel)[grid](
         q, k, v, out, lse, softmax_scale * LOG2E, h, w, tokens, **meta)
@@ -68,6 +70,8 @@ def _backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     tokens = q.shape[1]
     delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()  # (B, H, N): rowsum(dO * O)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if q.numel() == 0:  # B = 0 or H = 0: no programs to launch
+        return dq, dk, dv
     grid, meta = _launch_args(q, h, w, scan)
     args = (softmax_scale, softmax_scale * LOG2E, h, w, tokens)
     torch.library.wrap_triton(kernels.backward_dkdv_kernel)[grid](q, k, v, dout, lse, delta, dk, dv, *args, **meta)
