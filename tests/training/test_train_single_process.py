@@ -3,8 +3,9 @@ import pytest
 import torch
 from workflow_fixtures import TINY_MODEL_JSON
 
+from ledit.arguments import UsageError
 from ledit.checkpoint import CheckpointError, save_checkpoint
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 
 FLAGS = ["--model", "LEDiT", "--model-kwargs", TINY_MODEL_JSON, "--num-classes", "2", "--global-batch-size", "2",
          "--log-every", "1", "--num-workers", "0", "--device", "cpu"]
@@ -40,7 +41,7 @@ def test_train_bad_inputs(image_folder, latent_shards, tmp_path):
     ledit(["train", "--data-path", str(latent_shards), "--results-dir", str(tmp_path / "ok"), "--max-steps", "1",
            *FLAGS])
     (ckpt,) = (tmp_path / "ok").glob("*/checkpoints/0000001.pt")
-    with pytest.raises(ValueError, match="holds a LEDiT"):
+    with pytest.raises(UsageError, match="--model DiT-S/2 conflicts with the resumed run, which has LEDiT"):
         ledit(["train", "--data-path", str(latent_shards), "--resume", str(ckpt), *FLAGS, "--model", "DiT-S/2"])
     state = torch.load(ckpt, weights_only=True)
     save_checkpoint({**state, "opt": None}, tmp_path / "converted.pt")
