@@ -8,6 +8,8 @@ as a world of one, without a process group, so every command also works without 
 
 from __future__ import annotations
 
+import functools
+import gc
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -77,9 +79,38 @@ def barrier() -> None:
 
 
 def cleanup_distributed() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    """Leave the process group once every rank is done, and free it while the interpreter is fully alive.
+
+    torch's DTensor keeps the device meshes FSDP2 used in module-level caches (functools caches of sharding
+    propagation, transform plans and mesh topology, a dict of redistribute planners), and each mesh keeps its
+    process group: ``destroy_process_group`` alone cannot free the group, and its gloo threads live on into
+    interpreter shutdown, where the process can abort after its work is done ("terminate called without an
+    active exception"). So those caches are emptied and the garbage collected first. Call it once the objects
+    holding DTensors (an FSDP model, its optimizer) are gone: ``ledit train`` returns from the function that held
+    them first."""
+    if not dist.is_initialized():
+        return
+    dist.barrier()
+    _clear_distributed_caches()
+    gc.collect()
+    dist.destroy_process_group()
+
+
+def _clear_distributed_caches() -> None:
+    """Empty the caches in torch.distributed that can hold device meshes: every functools cache of its modules
+    and DTensor's sharding-propagation and redistribute-planner caches. They are torch's private state, so they
+    are found rather than named where possible; a torch that moved them only loses this clean-up."""
+    for obj in gc.get_objects():
+        if isinstance(obj, functools._lru_cache_wrapper) and str(getattr(obj, "__module__", "")).startswith(
+                "torch.distributed"):
+            obj.cache_clear()
+    try:
+        from torch.distributed.tensor import _redistribute
+        from torch.distributed.tensor.debug import _clear_sharding_prop_cache
+    except ImportError:
+        return
+    _clear_sharding_prop_cache()
+    getattr(_redistribute, "_planner_cache", {}).clear()
 
 
 def all_gather_objects(obj) -> list:
