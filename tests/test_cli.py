@@ -54,8 +54,8 @@ BAD_COMMAND_LINES = [
     (["train", "--data-path", "d", "--check-images", "deep"], 2, "argument --check-images: invalid choice: 'deep'"),
     (["train"], 2, "--data-path is required (a latent-shard folder or an ImageFolder)"),
     (["train", "--data-path", "d", "--model-kwargs", '{"depth": 2}'], 2,
-     "--model LEDiT-XL/2 --model-kwargs {\"depth\": 2}: LEDiT-XL/2 fixes depth, hidden_size, patch_size, num_heads; "
-     "got depth. For a custom size use the model name 'LEDiT'"),
+     "--model-kwargs sets depth, which --model LEDiT-XL/2 fixes: for a custom size pass --model LEDiT with all of "
+     "depth, hidden_size, patch_size, num_heads, e.g. --model LEDiT --model-kwargs '{\"depth\": 12, "),
     (["train", "--data-path", "d", "--model-kwargs", '{"dept": 2}'], 2, "unexpected keyword argument 'dept'"),
     (["train", "--data-path", "d", "--model", "DiT-S/2", "--multi-dilation-prob", "0.2"], 2,
      "--multi-dilation-prob applies to LEDiT models, not --model DiT-S/2"),

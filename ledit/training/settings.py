@@ -18,7 +18,8 @@ import torch
 from ledit import arguments
 from ledit.data.images import IMAGE_CHECKS
 from ledit.data.vae import VAE_HELP
-from ledit.models import MODEL_NAMES, build_model
+from ledit.models import MODEL_NAMES, DiT_models, LEDiT_models, build_model
+from ledit.models.configs import SIZE_ARGUMENTS
 from ledit.runtime import require_packages
 
 # Every setting's default. The flags themselves default to None, so that --resume can tell a flag that was given
@@ -36,6 +37,12 @@ DEFAULTS = {
 RUN_SETTINGS = ("model", "model_kwargs", "image_size", "num_classes", "global_batch_size", "global_seed", "vae",
                 "lr", "weight_decay", "ema_decay", "bf16", "multi_dilation_prob", "init_from_dit")
 
+# Registry names fix the model's size; the family names ("DiT", "LEDiT") take any size.
+REGISTRY_NAMES = frozenset(DiT_models) | frozenset(LEDiT_models)
+CUSTOM_SIZE_EXAMPLE = {"depth": 12, "hidden_size": 384, "patch_size": 2, "num_heads": 6}
+# The --model-kwargs example of the help, which works with the default model.
+MODEL_KWARGS_EXAMPLE = {"scan": "raster"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     def p(flag: str, help: str = "", **kwargs) -> None:
@@ -50,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p("--model", type=arguments.one_of(MODEL_NAMES, "model"), help="a DiT_models / LEDiT_models name, or DiT / "
                                                                      "LEDiT with --model-kwargs for a custom size")
     p("--model-kwargs", type=arguments.json_object, metavar="JSON",
-      help='model options, e.g. \'{"scan": "raster"}\'; a custom size names the family: --model LEDiT '
-           '--model-kwargs \'{"depth": 12, "hidden_size": 384, "patch_size": 2, "num_heads": 6}\'')
+      help=f"model options, e.g. '{json.dumps(MODEL_KWARGS_EXAMPLE)}'; a custom size names the family: --model "
+           f"LEDiT --model-kwargs '{json.dumps(CUSTOM_SIZE_EXAMPLE)}'")
     p("--image-size", type=arguments.positive_int, help="square image size for an ImageFolder (shards carry theirs)")
     p("--num-classes", type=arguments.positive_int)
     p("--epochs", type=arguments.positive_int)
@@ -122,6 +129,13 @@ def check_settings(args: argparse.Namespace) -> None:
         raise arguments.UsageError("--data-path is required (a latent-shard folder or an ImageFolder)")
     if args.multi_dilation_prob is not None and not args.model.startswith("LEDiT"):
         raise arguments.UsageError(f"--multi-dilation-prob applies to LEDiT models, not --model {args.model}")
+    fixed = sorted(set(args.model_kwargs) & set(SIZE_ARGUMENTS)) if args.model in REGISTRY_NAMES else []
+    if fixed:
+        family = args.model.split("-")[0]
+        raise arguments.UsageError(
+            f"--model-kwargs sets {', '.join(fixed)}, which --model {args.model} fixes: for a custom size pass "
+            f"--model {family} with all of {', '.join(SIZE_ARGUMENTS)}, e.g. --model {family} --model-kwargs "
+            f"'{json.dumps(CUSTOM_SIZE_EXAMPLE)}'")
     # The model's arguments are checked by building it on the meta device: no memory, no weights, no work.
     with arguments.flag_errors(f"--model {args.model} --model-kwargs {_shown(args.model_kwargs)}", TypeError,
                                ValueError), torch.device("meta"):

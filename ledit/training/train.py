@@ -144,6 +144,12 @@ def main(args: argparse.Namespace) -> None:
     if args.global_batch_size % ctx.world_size:
         raise UsageError(f"--global-batch-size {args.global_batch_size} must be divisible by the world size "
                          f"{ctx.world_size}")
+    train(args, ctx, resume, resume_path)
+    cleanup_distributed()  # after train() returned: its models and optimizer, which hold the group, are gone
+
+
+def train(args: argparse.Namespace, ctx: DistContext, resume: dict | None, resume_path: Path | None) -> None:
+    """The run itself, from settled args: data, model, optimizer, the training loop, checkpoints."""
     local_batch = args.global_batch_size // ctx.world_size
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
@@ -247,4 +253,3 @@ def main(args: argparse.Namespace) -> None:
         raise
     if ctx.is_main:
         logger.info("done at step %d", step)
-    cleanup_distributed()

@@ -93,3 +93,22 @@ def test_model_forward_and_backward_on_an_empty_batch(name):
     assert x.grad.shape == x.shape
     with_cfg = model.forward_with_cfg(torch.randn(0, 4, 6, 10), torch.zeros(0), torch.zeros(0, dtype=torch.long), 4.0)
     assert with_cfg.shape == (0, 8, 6, 10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_empty_inputs_on_the_gpu(backend):
+    """The CUDA host glue and the Triton launchers return before launching a zero-size grid."""
+    for batch, channels in [(0, 16), (2, 0)]:
+        t = {n: None if v is None else v.detach().cuda().requires_grad_()
+             for n, v in dwconv_leaves(batch, channels, bias=True, gate=True, residual=True).items()}
+        out = run_or_skip(dwconv_modulate, t["x"], GRID, t["weight"], t["bias"], t["shift"], t["scale"], t["gate"],
+                          t["residual"], backend=backend)
+        out.sum().backward()
+        assert out.shape == t["x"].shape and t["x"].grad.shape == t["x"].shape
+    for batch, heads in [(0, 2), (2, 0)]:
+        q = torch.randn(batch, GRID[0] * GRID[1], heads, 16, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        out = run_or_skip(scan_attention, q, q, q, GRID, "corner", backend=backend)
+        out.sum().backward()
+        assert out.shape == q.shape and q.grad.shape == q.shape
+    torch.cuda.synchronize()
