@@ -44,60 +44,30 @@ def _number(text: str, kind: Callable, what: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
-    return value
+def _ranged(kind: Callable, requirement: str, accepts: Callable[[float], bool]) -> Callable[[str], float]:
+    """A type for numbers of `kind` (int or float; floats must be finite) that `accepts`, else "must be
+    <requirement>, got <text>"."""
+
+    def parse(text: str):
+        value = _number(text, kind, "an integer" if kind is int else "a number")
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(text, int, "an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value}")
-    return value
-
-
-def seed(text: str) -> int:
-    value = _number(text, int, "an integer")
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be a seed in [0, {MAX_SEED}], got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    return _number(text, float, "a number")
-
-
-def positive_float(text: str) -> float:
-    value = _number(text, float, "a number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text, float, "a number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A probability or a decay: a number in [0, 1]."""
-    value = _number(text, float, "a number")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return value
-
-
-def cfg_scale(text: str) -> float:
-    """A classifier-free guidance scale: 1 samples without guidance, larger values guide more (DiT uses 1.5 and
-    4.0). Below 1 the sampler would silently run unguided, so it is refused."""
-    value = _number(text, float, "a number")
-    if value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (1 = no guidance; DiT samples with 1.5 or 4.0), got {text}")
-    return value
+positive_int = _ranged(int, "a whole number >= 1", lambda v: v >= 1)
+nonnegative_int = _ranged(int, "a whole number >= 0", lambda v: v >= 0)
+seed = _ranged(int, f"a seed in [0, {MAX_SEED}]", lambda v: 0 <= v <= MAX_SEED)
+finite_float = _ranged(float, "a finite number", lambda v: True)
+positive_float = _ranged(float, "a number > 0", lambda v: v > 0)
+nonnegative_float = _ranged(float, "a number >= 0", lambda v: v >= 0)
+# A probability or a decay.
+unit_interval = _ranged(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+# A classifier-free guidance scale: 1 samples without guidance, more guides more. Below 1 the sampler would run
+# unguided without saying so, so it is refused.
+cfg_scale = _ranged(float, "a number >= 1 (1 = no guidance; DiT samples with 1.5 or 4.0)", lambda v: v >= 1.0)
 
 
 def device(text: str) -> str:
