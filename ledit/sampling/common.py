@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 
@@ -107,11 +108,14 @@ def sample_size(args, model, vae) -> tuple[int, int]:
 
 
 def load_sampling_setup(args, device):
-    """(model, vae, add-ons, (height, width)) for the parsed sampling flags; bad add-on flags fail first."""
+    """(model, vae, add-ons, (height, width)) for the parsed sampling flags; bad flags and a missing checkpoint
+    fail before the VAE is loaded."""
     with arguments.flag_errors(f"--sampler {args.sampler} --num-sampling-steps {args.num_sampling_steps}",
                                ValueError):
         create_diffusion(respacing(args.sampler, args.num_sampling_steps))
     addons = addons_from_args(args)
+    if not os.path.isfile(args.ckpt):
+        raise FileNotFoundError(f"--ckpt {args.ckpt!r} does not exist")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     vae = load_vae(args.vae, device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 
@@ -123,10 +124,12 @@ def _shown(value) -> str:
     return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
-def check_settings(args: argparse.Namespace) -> None:
+def check_settings(args: argparse.Namespace, resuming: bool) -> None:
     """The checks that need several flags (or the environment) and come before any work."""
     if args.data_path is None:
         raise arguments.UsageError("--data-path is required (a latent-shard folder or an ImageFolder)")
+    if args.init_from_dit is not None and not resuming and not os.path.isfile(args.init_from_dit):
+        raise FileNotFoundError(f"--init-from-dit {args.init_from_dit!r} does not exist")
     if args.multi_dilation_prob is not None and not args.model.startswith("LEDiT"):
         raise arguments.UsageError(f"--multi-dilation-prob applies to LEDiT models, not --model {args.model}")
     fixed = sorted(set(args.model_kwargs) & set(SIZE_ARGUMENTS)) if args.model in REGISTRY_NAMES else []

@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> None:
     resume_path = resolve_resume(args.resume) if args.resume else None
     resume = load_resumable(resume_path) if resume_path else None
     changes = resolve_settings(args, resume["args"] if resume else None)
-    check_settings(args)
+    check_settings(args, resuming=resume is not None)
     ctx = setup_distributed(args.device)
     logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING, format="[%(asctime)s] %(message)s")
     for name, (before, after) in changes.items():
