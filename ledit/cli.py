@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(USAGE_STATUS)
     prog = f"ledit {argv[0]}" if argv[0] in SUBCOMMANDS else "ledit"
     try:
-        module, args = _parse(argv)
-        module.main(args)
+        run(argv)
     except KeyboardInterrupt:
         if debug:
             raise

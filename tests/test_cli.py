@@ -78,6 +78,7 @@ BAD_COMMAND_LINES = [
     (["fid", "s.npz", "r.npz", "--metrics", "fid,kid"], 2, "argument --metrics: 'fid,kid': unknown kid; choose"),
     (["fid", "s.npz", "r.npz", "--output", "results.csv"], 2, "argument --output: 'results.csv': the file format"),
     (["fid", "--build-ref-stats", "images"], 2, "--build-ref-stats needs --ref-stats OUT.npz"),
+    (["fid", "s.npz", "r.npz", "--height", "512"], 2, "--height applies only with --build-ref-stats"),
     (["fid", "s.npz", "--ref-stats", "stats.txt"], 2, "argument --ref-stats: 'stats.txt': the file format"),
     (["bench", "--suites", "attention,nope"], 2, "argument --suites: 'attention,nope': unknown nope"),
     (["bench", "--threads", "0"], 2, "argument --threads: must be a whole number >= 1"),

@@ -152,23 +152,25 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _crop(self, index: int) -> np.ndarray:
-        for path in self.paths[index:] + self.paths[:index]:
+    def _read(self, index: int) -> tuple[np.ndarray, int]:
+        """(centre crop, label) of image `index`, or with ``skip_bad`` of the next image that can be decoded."""
+        for i in [*range(index, len(self.paths)), *range(index)]:
             try:
-                with Image.open(path) as image:
-                    return center_crop_arr(image, self.height, self.width)
+                with Image.open(self.paths[i]) as image:
+                    return center_crop_arr(image, self.height, self.width), self.labels[i]
             except Exception as error:  # noqa: BLE001 - any decoder error means a damaged file
                 problem = f"{type(error).__name__}: {error}"
                 if not self.skip_bad:
-                    raise ValueError(f"cannot read image {str(path)!r} ({problem}): replace or delete it, or pass "
-                                     "--skip-bad-images (--check-images full finds such files before the run)"
-                                     ) from error
-                logger.warning("skipping unreadable image %s (%s): using the next image instead", path, problem)
+                    raise ValueError(f"cannot read image {str(self.paths[i])!r} ({problem}): replace or delete it, "
+                                     "or pass --skip-bad-images (--check-images full finds such files before the "
+                                     "run)") from error
+                logger.warning("skipping unreadable image %s (%s): using the next image instead", self.paths[i],
+                               problem)
         raise ValueError(f"none of the {len(self.paths)} images can be decoded")
 
     def __getitem__(self, key):
         index, flip = key if isinstance(key, tuple) else (key, False)
-        arr = self._crop(index)
+        arr, label = self._read(index)
         if flip:
             arr = arr[:, ::-1]
-        return image_to_tensor(np.ascontiguousarray(arr)), self.labels[index]
+        return image_to_tensor(np.ascontiguousarray(arr)), label

@@ -22,6 +22,10 @@ from ledit.evaluate.inception import load_inception
 from ledit.files import write_json_atomic
 from ledit.runtime import default_device, require_packages
 
+# --build-ref-stats's defaults: ADM's 256 px reference batches hold 10K images.
+IMAGE_SIZE, REF_IMAGES = 256, 10_000
+BUILD_ONLY = ("image_size", "height", "width", "ref_images", "max_images")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument
@@ -39,12 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p("--output", default=None, type=arguments.file_with_suffix(".json"), help="also write the results as JSON here")
     p("--build-ref-stats", metavar="IMAGE_FOLDER", default=None,
           help="build an ADM reference batch (statistics + --ref-images crops) from this folder into --ref-stats")
-    p("--image-size", type=arguments.positive_int, default=256, help="reference crop size (square)")
-    p("--height", type=arguments.positive_int, default=None, help="reference crop height (overrides --image-size)")
-    p("--width", type=arguments.positive_int, default=None, help="reference crop width (overrides --image-size)")
-    p("--ref-images", type=arguments.positive_int, default=10_000,
-      help="at most this many crops stored in the reference for precision/recall/SWD")
-    p("--max-images", type=arguments.positive_int, default=None,
+    group = parser.add_argument_group("with --build-ref-stats only")
+    q = group.add_argument
+    q("--image-size", type=arguments.positive_int, default=None, help="reference crop size (square; default 256)")
+    q("--height", type=arguments.positive_int, default=None, help="reference crop height (overrides --image-size)")
+    q("--width", type=arguments.positive_int, default=None, help="reference crop width (overrides --image-size)")
+    q("--ref-images", type=arguments.positive_int, default=None,
+      help=f"at most this many crops stored in the reference for precision/recall/SWD (default {REF_IMAGES})")
+    q("--max-images", type=arguments.positive_int, default=None,
       help="images used for the reference statistics (default: all)")
     add_image_check_arguments(parser)
     p("--device", type=arguments.device, default=None, help="cuda | cuda:N | cpu (default: cuda if available)")
@@ -59,6 +65,10 @@ def format_results(results: dict) -> str:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """The checks that need several flags, before any work (and before the Inception weights are loaded)."""
+    building = [f"--{name.replace('_', '-')}" for name in BUILD_ONLY if getattr(args, name) is not None]
+    if building and not args.build_ref_stats:
+        raise UsageError(f"{', '.join(building)} {'applies' if len(building) == 1 else 'apply'} only with "
+                         "--build-ref-stats (the reference it builds); drop it to evaluate")
     if args.build_ref_stats:
         if not args.ref_stats:
             raise UsageError("--build-ref-stats needs --ref-stats OUT.npz for the result")
@@ -77,9 +87,11 @@ def main(args: argparse.Namespace) -> None:
     device = default_device(args.device)
     images = {"check": args.check_images, "skip_bad": args.skip_bad_images}
     if args.build_ref_stats:
-        height, width = args.height or args.image_size, args.width or args.image_size
+        size = args.image_size or IMAGE_SIZE
+        height, width = args.height or size, args.width or size
         out = build_reference(args.build_ref_stats, args.ref_stats, load_inception(args.inception_weights, device),
-                              height, width, args.ref_images, args.max_images, args.batch_size, device, **images)
+                              height, width, args.ref_images or REF_IMAGES, args.max_images, args.batch_size, device,
+                              **images)
         print(f"wrote the {height}x{width} reference batch {out}")
         return
     samples = ImageSet(args.samples, args.num_samples, **images)

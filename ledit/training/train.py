@@ -163,6 +163,8 @@ def train(args: argparse.Namespace, ctx: DistContext, resume: dict | None, resum
                          "lower --global-batch-size")
     max_steps = args.max_steps if args.max_steps is not None else args.epochs * steps_per_epoch
     model = model_from_args(args, latent_shape, resume["config"] if resume else None)
+    if resume is None:  # record the model's own default, so a resume that passes it explicitly agrees
+        args.multi_dilation_prob = model.config.get("multi_dilation_prob")
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     ema = copy.deepcopy(model).requires_grad_(False)
