@@ -142,26 +142,32 @@ def test_gpu_run_times_the_gpu_backends_and_reports_fractions_of_peak(tmp_path):
     assert all(t["detail"] != "needs a gpu run" for t in gpu_targets)
 
 
-def test_without_matplotlib_the_measurements_are_written_and_the_plot_is_explained(tmp_path, monkeypatch, capsys):
+def test_without_matplotlib_the_measurements_are_written_and_the_plot_is_explained(quick_run, tmp_path,
+                                                                                    monkeypatch, capsys):
     from ledit.bench import plot
 
+    result, _ = quick_run
     monkeypatch.setattr(plot, "missing_packages", lambda *names: ["matplotlib"])
-    result, files = tiny_run(tmp_path, "cpu")
-    assert [f.suffix for f in files] == [".json", ".md"]
+    monkeypatch.setattr(cli, "run_device", lambda device, args: dict(result))  # the measuring is not the point
+    ledit_run(["bench", "--quick", "--device", "cpu", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert out.startswith("ledit bench: no plot: matplotlib is not installed (pip install 'ledit[bench]'")
+    files = sorted(tmp_path.iterdir())
+    assert [f.suffix for f in files] == [".json", ".md"]
+    assert json.loads(files[0].read_text())["comparisons"] == result["comparisons"]
     markdown = files[1].read_text()
     assert "(no plot: matplotlib is not installed" in markdown and "![benchmark plot]" not in markdown
-    assert result["comparisons"] and "## scan_attention" in markdown
+    assert "## scan_attention" in markdown
 
 
-def test_a_plot_that_fails_to_draw_costs_only_the_plot(tmp_path, monkeypatch):
+def test_a_plot_that_fails_to_draw_costs_only_the_plot(quick_run, tmp_path, monkeypatch):
     from ledit.bench import results
 
     def broken(result, path):
         raise RuntimeError("no display")
 
     monkeypatch.setattr(results, "plot_results", broken)
-    result, files = tiny_run(tmp_path, "cpu")
-    assert [f.suffix for f in files] == [".json", ".md"] and result["comparisons"]
-    assert "(no plot: drawing it failed (RuntimeError: no display))" in files[1].read_text()
+    paths = results.write_results(dict(quick_run[0]), tmp_path)
+    assert sorted(paths) == ["json", "md"] and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in paths.values())
+    assert "(no plot: drawing it failed (RuntimeError: no display))" in paths["md"].read_text()
