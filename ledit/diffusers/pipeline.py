@@ -10,16 +10,15 @@ what ``ledit sample`` adds: any size divisible by the VAE factor x patch size an
 diffusers finds a pipeline class in ``model_index.json``: a bare name must be one of diffusers' own, so a folder
 written here names ``["ledit_pipeline", "LEDiTPipeline"]`` and holds ``ledit_pipeline.py``, one line importing this
 class from the installed ledit. ``LEDiTPipeline.from_pretrained(folder)`` runs no file from the folder;
-``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` runs that line (diffusers asks for the flag
-before running any file of a folder). Neither downloads anything.
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` runs that line (diffusers >= 0.38 asks for
+the flag before it runs a file of a local folder; older versions run it without). Neither downloads anything.
 """
-
-from __future__ import annotations
 
 import inspect
 import json
 import re
 from pathlib import Path
+from typing import Optional
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
@@ -98,7 +97,9 @@ class LEDiTPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "transformer->vae"
     _optional_components = ["vae"]
 
-    def __init__(self, transformer, vae, scheduler, id2label: dict | None = None):
+    # No `from __future__ import annotations` here, and typing's Optional: diffusers 0.33 reads the pipeline's
+    # __init__ annotations as objects and knows typing.Union only.
+    def __init__(self, transformer, vae, scheduler, id2label: Optional[dict] = None):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
         self.register_to_config(id2label=id2label)

@@ -153,11 +153,13 @@ def test_id2label_survives_save_and_load(tmp_path):
 
 
 def test_diffusion_pipeline_from_pretrained_loads_it_offline(pipeline_dir, tmp_path):
-    """diffusers' generic loader, in a fresh process with the Hub switched off: it asks for trust_remote_code
-    before running the folder's one-line ledit_pipeline.py (diffusers >= 0.35 asks; older ones run it), and then
-    loads ledit's own class."""
+    """diffusers' generic loader, in a fresh process with the Hub switched off: diffusers >= 0.38 asks for
+    trust_remote_code before it runs the folder's one-line ledit_pipeline.py (older ones run it), then it loads
+    ledit's own class."""
+    version_asks = "tuple(map(int, diffusers.__version__.split('.')[:2])) >= (0, 38)"
     script = f"""
 import torch
+import diffusers
 from diffusers import DiffusionPipeline
 try:
     DiffusionPipeline.from_pretrained({str(pipeline_dir)!r})
@@ -165,6 +167,7 @@ try:
 except ValueError as error:
     assert "trust_remote_code" in str(error), error
     asked = True
+assert asked == ({version_asks}), diffusers.__version__
 pipe = DiffusionPipeline.from_pretrained({str(pipeline_dir)!r}, trust_remote_code=True)
 image = pipe([1], height=32, width=64, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
 print(type(pipe).__module__, type(pipe).__name__, image.size, asked)
