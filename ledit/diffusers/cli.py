@@ -13,7 +13,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ledit.checkpoint import export_safetensors, save_checkpoint
@@ -42,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e("--output", required=True, help="folder to write")
     e("--vae", default=None, help=f"write a full LEDiTPipeline with this VAE: {VAE_HELP}. Without it: the "
                                   "transformer alone")
-    e("--scheduler", choices=("ddim", "ddpm"), default="ddim",
-      help="the pipeline's scheduler: DiT's DDIM, or DDPM with the learned variance (any can be swapped in later)")
+    e("--scheduler", choices=("ddim", "ddpm"), default=None,
+      help="the pipeline's scheduler: DiT's DDIM (default), or DDPM with the learned variance (any diffusers "
+           "scheduler can be swapped in later)")
     e("--id2label", default=None, help="JSON file of class names, {id: 'name, other name'}, or a diffusers "
                                        "model_index.json holding one (DiT's); kept in the pipeline's model_index.json")
     importer = actions.add_parser("import", help="a diffusers folder -> a ledit checkpoint")
@@ -68,16 +73,37 @@ def read_id2label(path: str | None) -> dict | None:
     return mapping
 
 
+@contextlib.contextmanager
+def new_folder(path: str):
+    """Yield a temporary folder beside ``path`` that becomes ``path`` when the block succeeds: a failed export
+    leaves nothing behind, and an existing folder is never mixed with a new one."""
+    output = Path(path)
+    if output.exists():
+        raise FileExistsError(f"--output {path} exists; remove it or choose another folder")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    try:
+        yield tmp
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export(args: argparse.Namespace) -> None:
+    if args.vae is None and (args.scheduler or args.id2label):
+        raise ValueError("--scheduler and --id2label belong to a pipeline: pass --vae (none for a pixel-space model)")
     model = model_from_checkpoint(args.ckpt)
-    if args.vae is None:
-        transformer_for(model).save_pretrained(args.output)
-        print(f"exported {model.config['name']} from {args.ckpt} -> transformer folder {args.output}")
-        return
-    export_pipeline(model, args.output, vae=load_vae(args.vae), id2label=read_id2label(args.id2label),
-                    scheduler=ledit_scheduler(args.scheduler, model.learn_sigma))
-    print(f"exported {model.config['name']} from {args.ckpt} with VAE {args.vae} and {args.scheduler} -> "
-          f"LEDiTPipeline folder {args.output}")
+    scheduler = args.scheduler or "ddim"
+    id2label = read_id2label(args.id2label)
+    vae = None if args.vae is None else load_vae(args.vae)
+    with new_folder(args.output) as folder:
+        if args.vae is None:
+            transformer_for(model).save_pretrained(folder)
+        else:
+            export_pipeline(model, folder, vae=vae, id2label=id2label,
+                            scheduler=ledit_scheduler(scheduler, model.learn_sigma))
+    what = "transformer folder" if args.vae is None else f"LEDiTPipeline folder (VAE {args.vae}, {scheduler})"
+    print(f"exported {model.config['name']} from {args.ckpt} -> {what} {args.output}")
 
 
 def import_folder(args: argparse.Namespace) -> None:

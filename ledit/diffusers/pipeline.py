@@ -196,7 +196,8 @@ class LEDiTPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         labels = torch.as_tensor(class_labels, device=device).reshape(-1)
-        if labels.dtype.is_floating_point or not bool(((labels >= 0) & (labels < model.num_classes)).all()):
+        valid = labels.numel() > 0 and bool(((labels >= 0) & (labels < model.num_classes)).all())
+        if labels.dtype.is_floating_point or not valid:
             raise ValueError(f"class_labels must be class ids in [0, {model.num_classes}), got {class_labels!r}")
         down = vae_downsample(self.vae)
         height, width = self._image_size(height, width, down)

@@ -75,9 +75,14 @@ def test_cli_errors_name_the_flag_and_the_fix(ledit_ckpt, pipeline_dir, tiny_vae
     with pytest.raises(ValueError, match=r"--id2label .*labels.json: expected \{class id"):
         ledit(["diffusers", "export", "--ckpt", str(ledit_ckpt), "--vae", str(tiny_vae_dir), "--id2label",
                str(tmp_path / "labels.json"), "--output", str(tmp_path / "y")])
+    with pytest.raises(ValueError, match="--scheduler and --id2label belong to a pipeline: pass --vae"):
+        ledit(["diffusers", "export", "--ckpt", str(ledit_ckpt), "--scheduler", "ddpm", "--output",
+               str(tmp_path / "x")])
+    with pytest.raises(FileExistsError, match="exists; remove it or choose another folder"):
+        ledit(["diffusers", "export", "--ckpt", str(ledit_ckpt), "--output", str(pipeline_dir)])
     model = model_from_checkpoint(ledit_ckpt)
     with pytest.raises(ValueError, match="pass the AutoencoderKL it was trained with"):
         from ledit.diffusers import export_pipeline
 
         export_pipeline(model, tmp_path / "z")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "x.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json", "raw.pt"]  # nothing half-written

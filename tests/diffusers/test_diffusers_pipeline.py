@@ -104,8 +104,9 @@ def test_every_addon_is_a_pipeline_argument_with_ledits_effect(pipe, arguments, 
 def test_bad_arguments_are_named(pipe):
     with pytest.raises(ValueError, match=r"height x width = 60 x 64 must both be divisible by 16 .* e.g. 64 x 64"):
         pipe([1], height=60, width=64, num_inference_steps=1)
-    with pytest.raises(ValueError, match=r"class_labels must be class ids in \[0, 10\)"):
-        pipe([10], num_inference_steps=1)
+    for labels in ([10], [], [1.0]):
+        with pytest.raises(ValueError, match=r"class_labels must be class ids in \[0, 10\)"):
+            pipe(labels, num_inference_steps=1)
     with pytest.raises(ValueError, match="^timestep_shift must be"):
         pipe([1], num_inference_steps=1, timestep_shift=0)
     with pytest.raises(ValueError, match="^guidance_interval 0.9,0.1"):
