@@ -73,6 +73,12 @@ BAD_COMMAND_LINES = [
      "extract-latents needs a VAE"),
     (["convert-dit", "--ckpt", "c.pt", "--output", "x.safetensors"], 2, "argument --output: 'x.safetensors': the "
      "file format follows the extension; use .pt or .pth"),
+    (["diffusers"], 2, "the following arguments are required: {export,import}"),
+    (["diffusers", "export", "--ckpt", "c.pt", "--output", "out", "--scheduler", "ddpm"], 2,
+     "--scheduler and --id2label belong to a pipeline: pass --vae"),
+    (["diffusers", "import", "--folder", "f", "--output", "x.safetensors"], 2, "use .pt or .pth"),
+    (["diffusers", "import", "--folder", "f", "--output", "x.pt", "--model-kwargs", "[1]"], 2,
+     "argument --model-kwargs: '[1]' is a JSON list"),
     (["fid"], 2, "pass a sample set and exactly one reference"),
     (["fid", "s.npz", "r.npz", "--num-samples", "0"], 2, "argument --num-samples: must be a whole number >= 1"),
     (["fid", "s.npz", "r.npz", "--metrics", "fid,kid"], 2, "argument --metrics: 'fid,kid': unknown kid; choose"),
