@@ -169,3 +169,19 @@ def test_resume_refuses_a_checkpoint_that_is_not_a_training_checkpoint(tmp_path)
     torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "weights.pt")
     with pytest.raises(ValueError, match=r"is not a checkpoint of `ledit train`: it lacks \['ema', 'opt', 'args'"):
         ledit(["train", "--resume", str(tmp_path / "weights.pt"), "--device", "cpu"])
+
+
+def test_claiming_an_index_another_run_just_took_moves_on(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ledit.training.experiment import claim_experiment_dir
+
+    (tmp_path / "005-DiT-XL-2").mkdir()
+    (tmp_path / "notes").mkdir()
+    assert claim_experiment_dir(str(tmp_path), "LEDiT-XL/2").name == "006-LEDiT-XL-2"
+    # A run that listed the folder before another run created 006 and 007 tries 006 first, then takes 008.
+    (tmp_path / "007-LEDiT-XL-2").mkdir()
+    listed_before = [tmp_path / "005-DiT-XL-2", tmp_path / "notes"]
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(listed_before) if self == tmp_path else iter([]))
+    claimed = claim_experiment_dir(str(tmp_path), "LEDiT-XL/2")
+    assert claimed.name == "008-LEDiT-XL-2" and (claimed / "checkpoints").is_dir()
