@@ -50,12 +50,11 @@ def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.
                C=channels, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
     out = torch.empty_like(x)
     grid = (batch * h, _cdiv(w, BLOCK_W), _cdiv(channels, BLOCK_C))
-    launch(
-        kernels.forward_kernel, grid, x, mean, rstd, _weight_taps(weight), x if bias is None else bias.contiguous(), shift.contiguous(),
-        scale.contiguous(),
-        x if gate is None else gate.contiguous(), x if residual is None else residual.contiguous(), out,
-        h, w, C=channels, K=weight.shape[-1], DIL=dilation, NORM=norm, HAS_BIAS=bias is not None,
-        HAS_GATE=gate is not None, HAS_RESIDUAL=residual is not None, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)
+    launch(kernels.forward_kernel, grid, x, mean, rstd, _weight_taps(weight),
+           x if bias is None else bias.contiguous(), shift.contiguous(), scale.contiguous(),
+           x if gate is None else gate.contiguous(), x if residual is None else residual.contiguous(), out,
+           h, w, C=channels, K=weight.shape[-1], DIL=dilation, NORM=norm, HAS_BIAS=bias is not None,
+           HAS_GATE=gate is not None, HAS_RESIDUAL=residual is not None, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)
     return out, mean, rstd
 
 
@@ -68,11 +67,10 @@ def _backward(grad_out: torch.Tensor, x: torch.Tensor, h: int, w: int, weight: t
     row_blocks, col_blocks = _cdiv(h, BACKWARD_ROWS), _cdiv(w, BLOCK_W)
     partials = x.new_zeros((batch, row_blocks * col_blocks, *sums_like(x, weight).shape[1:]), dtype=torch.float32)
     grad_x = torch.empty_like(x)
-    launch(
-        kernels.backward_kernel, (batch * row_blocks, col_blocks), grad_out.contiguous(), x, mean, rstd, _weight_taps(weight), shift.contiguous(), scale.contiguous(),
-        x if gate is None else gate.contiguous(), grad_x, partials, h, w, row_blocks, col_blocks,
-        C=channels, K=k, DIL=dilation, NORM=norm, HAS_GATE=gate is not None, ROWS=BACKWARD_ROWS, BLOCK_W=BLOCK_W,
-        BLOCK_C=BLOCK_C)
+    launch(kernels.backward_kernel, (batch * row_blocks, col_blocks), grad_out.contiguous(), x, mean, rstd,
+           _weight_taps(weight), shift.contiguous(), scale.contiguous(), x if gate is None else gate.contiguous(),
+           grad_x, partials, h, w, row_blocks, col_blocks, C=channels, K=k, DIL=dilation, NORM=norm,
+           HAS_GATE=gate is not None, ROWS=BACKWARD_ROWS, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)
     return grad_x, partials.sum(1)
 
 
