@@ -6,12 +6,7 @@ import math
 
 import pytest
 import torch
-from attention_checks import (
-    assert_matches_reference,
-    assert_matches_reference_on_batches,
-    make_qkv,
-    misaligned_like,
-)
+from attention_checks import assert_matches_reference, make_qkv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -176,50 +171,3 @@ def test_cuda_matches_reference(scan, grid, dtype):
 def test_cuda_head_dims_and_odd_grids(grid, dim):
     q, k, v = make_qkv(2, grid, 3, dim, torch.bfloat16, device="cuda", layout="fused")
     assert_matches_reference("cuda", q, k, v, grid, "corner", softmax_scale=0.3)
-
-
-# GPU: what a first GPU run needs beyond the shapes above (docs/gpu-first-run.md).
-ODD_GRIDS = [(3, 5), (33, 17), (1, 70)]  # padded edge tiles at D = 72 (the grids above are multiples of 8)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("grid", ODD_GRIDS)
-@pytest.mark.parametrize("scan", SCANS)
-def test_cuda_head_dim_72_on_odd_grids(scan, grid, dtype):
-    q, k, v = make_qkv(2, grid, 3, 72, dtype, device="cuda")
-    assert_matches_reference("cuda", q, k, v, grid, scan)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("scan", ["corner", "neighborhood"])
-def test_cuda_32_token_tiles_at_head_dim_72(scan, monkeypatch):
-    """D = 72 runs 64-token tiles; LEDIT_CUDA_ATTENTION_TILE=32 (read per call by the glue) forces the 32-token
-    kernels that larger head dims and smaller GPUs get."""
-    monkeypatch.setenv("LEDIT_CUDA_ATTENTION_TILE", "32")
-    q, k, v = make_qkv(2, (33, 17), 3, 72, torch.bfloat16, device="cuda")
-    assert_matches_reference("cuda", q, k, v, (33, 17), scan)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_misaligned_inputs(dtype):
-    q, k, v = (misaligned_like(t) for t in make_qkv(2, (5, 7), 3, 72, dtype, device="cuda"))
-    assert_matches_reference("cuda", q, k, v, (5, 7), "corner")
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_cuda_tensors_on_another_device_than_the_current_one():
-    torch.cuda.set_device(0)
-    q, k, v = make_qkv(2, (9, 11), 3, 72, torch.bfloat16, device="cuda:1")
-    assert_matches_reference("cuda", q, k, v, (9, 11), "corner")
-
-
-@pytest.mark.gpu
-def test_cuda_more_than_2_to_the_31_elements():
-    """1025 x 1024 tokens x 16 heads x 128 = 2^31 + 2^21 elements per tensor (4.3 GB in bf16): offsets of the
-    last batches pass 2^31. The reference checks the first and the last batch."""
-    q, k, v = make_qkv(1025, (32, 32), 16, 128, torch.bfloat16, device="cuda")
-    assert q.numel() > 2**31
-    assert_matches_reference_on_batches("cuda", q, k, v, (32, 32), "corner", batches=(0, 1024))

@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attention_checks import (
-    assert_matches_reference,
-    assert_matches_reference_on_batches,
-    make_qkv,
-    misaligned_like,
-)
+from attention_checks import assert_matches_reference, make_qkv
 
-from ledit.ops import SCANS, scan_attention_triton
+from ledit.ops import SCANS
 from ledit.ops.extension import triton_unavailable_reason
 from ledit.ops.scan_attention_triton import kernels
 
@@ -68,55 +63,3 @@ def test_triton_gpu_ledit_xl_shapes(scan, grid, dtype):
 def test_triton_gpu_head_dims(dim):
     q, k, v = make_qkv(2, (5, 7), 3, dim, torch.bfloat16, device="cuda", layout="fused")
     assert_matches_reference("triton", q, k, v, (5, 7), "corner", softmax_scale=0.3)
-
-
-# GPU: what a first GPU run needs beyond the shapes above (docs/gpu-first-run.md).
-ODD_GRIDS = [(3, 5), (33, 17), (1, 70)]  # padded edge tiles at D = 72
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("grid", ODD_GRIDS)
-@pytest.mark.parametrize("scan", SCANS)
-def test_triton_gpu_head_dim_72_on_odd_grids(scan, grid, dtype):
-    q, k, v = make_qkv(2, grid, 3, 72, dtype, device="cuda")
-    assert_matches_reference("triton", q, k, v, grid, scan)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dim", [136, 256])
-@pytest.mark.parametrize("scan", ["corner", "raster"])
-def test_triton_gpu_float32_large_head_dims(dim, scan):
-    """fp32 at BLOCK_D = 256: the 32-token tiles whose blocks fit an A100's shared memory."""
-    q, k, v = make_qkv(2, (9, 11), 2, dim, torch.float32, device="cuda")
-    assert_matches_reference("triton", q, k, v, (9, 11), scan)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("scan", ["corner", "neighborhood"])
-def test_triton_gpu_32_token_tiles_at_head_dim_72(scan, monkeypatch):
-    monkeypatch.setattr(scan_attention_triton, "FORCE_BLOCK", scan_attention_triton.SMALL_BLOCK)
-    q, k, v = make_qkv(2, (33, 17), 3, 72, torch.bfloat16, device="cuda")
-    assert_matches_reference("triton", q, k, v, (33, 17), scan)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_triton_gpu_misaligned_inputs(dtype):
-    q, k, v = (misaligned_like(t) for t in make_qkv(2, (5, 7), 3, 72, dtype, device="cuda"))
-    assert_matches_reference("triton", q, k, v, (5, 7), "corner")
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_triton_gpu_tensors_on_another_device_than_the_current_one():
-    torch.cuda.set_device(0)
-    q, k, v = make_qkv(2, (9, 11), 3, 72, torch.bfloat16, device="cuda:1")
-    assert_matches_reference("triton", q, k, v, (9, 11), "corner")
-
-
-@pytest.mark.gpu
-def test_triton_gpu_more_than_2_to_the_31_elements():
-    q, k, v = make_qkv(1025, (32, 32), 16, 128, torch.bfloat16, device="cuda")
-    assert q.numel() > 2**31
-    assert_matches_reference_on_batches("triton", q, k, v, (32, 32), "corner", batches=(0, 1024))

@@ -46,16 +46,21 @@ DRIVER = textwrap.dedent('''
         tl.store(x_ptr, tl.load(x_ptr) * SCALE)
 
     @triton.jit
-    def needs_too_much_shared_memory(a_ptr, b_ptr, c_ptr, M: tl.constexpr, K: tl.constexpr):
-        rows, cols = tl.arange(0, M), tl.arange(0, K)
-        a = tl.load(a_ptr + rows[:, None] * K + cols[None, :])
-        b = tl.load(b_ptr + cols[:, None] * M + rows[None, :])
-        tl.store(c_ptr + rows[:, None] * M + rows[None, :], tl.dot(a, b, input_precision="ieee"))
+    def needs_too_much_shared_memory(a_ptr, b_ptr, c_ptr, K, BM: tl.constexpr, BK: tl.constexpr):
+        # A matmul whose loads are pipelined num_stages deep: each stage stages two 128 x 128 fp16 tiles (64 KB).
+        rows, inner = tl.arange(0, BM), tl.arange(0, BK)
+        acc = tl.zeros([BM, BM], tl.float32)
+        for k in range(0, K, BK):
+            a = tl.load(a_ptr + rows[:, None] * K + (k + inner)[None, :])
+            b = tl.load(b_ptr + (k + inner)[:, None] * BM + rows[None, :])
+            acc += tl.dot(a, b)
+        tl.store(c_ptr + rows[:, None] * BM + rows[None, :], acc)
 
-    x = torch.empty(256 * 256, device="meta")
+    x = torch.empty(1024, dtype=torch.float16, device="meta")
     launches = {{
         "plain_global": Launch(reads_a_plain_global, (1,), (x,), {{}}),
-        "shared_memory": Launch(needs_too_much_shared_memory, (1,), (x, x, x), dict(M=256, K=256, num_warps=8)),
+        "shared_memory": Launch(needs_too_much_shared_memory, (1,), (x, x, x, 4096),
+                                dict(BM=128, BK=128, num_warps=8, num_stages=4)),
     }}
     budgets = []  # no budget for these: a violation of its own, beside the one each test looks for
     out = {{}}
@@ -68,11 +73,12 @@ DRIVER = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def broken_kernel_results():
+def broken_kernel_results(tmp_path_factory):
+    driver = tmp_path_factory.mktemp("triton") / "broken_kernels.py"  # @triton.jit needs its source in a file
+    driver.write_text(DRIVER.format(scripts=SCRIPTS))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    run = subprocess.run([sys.executable, "-c", DRIVER.format(scripts=SCRIPTS)], capture_output=True, text=True,
-                         env=env, timeout=600)
+    run = subprocess.run([sys.executable, str(driver)], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -89,7 +95,7 @@ def test_a_kernel_that_does_not_compile_fails(broken_kernel_results, arch):
 @needs_nvidia_backend
 @pytest.mark.parametrize("arch", [80, 90])
 def test_a_block_above_the_targets_shared_memory_fails(broken_kernel_results, arch):
-    """Two 256 x 256 fp32 dot operands staged in shared memory: 512 KB, above both targets' opt-in limit."""
+    """Four pipeline stages of two 128 x 128 fp16 tiles: 256 KB, above both targets' opt-in limit."""
     result = broken_kernel_results[f"shared_memory/{arch}"]
     assert result["error"] is None
     assert result["shared"] > gpu_budgets.shared_memory_limit(arch)
