@@ -27,10 +27,11 @@ except ImportError:  # no triton: can_run reports triton_unavailable_reason
 
 LOG2E = 1.4426950408889634
 
-# Tokens per tile, chosen per call by launch_config: 64, or 32 where a tile's fp32 accumulators and operand
-# blocks (BLOCK x BLOCK_D values each) would not fit the registers and shared memory of a block. The choices are
-# measured by scripts/check_triton_compile.py, which compiles every one for sm_80 and sm_90 and fails on a block
-# above the target's shared memory or a kernel over its register/spill budget (scripts/gpu_budgets.toml).
+# Tokens per tile, chosen per call by launch_config: 64, or 32 where a 64-token tile's operand blocks and fp32
+# accumulators (BLOCK x BLOCK_D values each) spill registers or overflow shared memory: fp32 at every head dim
+# (at D = 256 its blocks needed 196-278 KB; with triton 3.8 even D = 24 spilled 1 KB), 16-bit above D = 128.
+# scripts/check_triton_compile.py compiles every choice for sm_80 and sm_90 and fails on a block above the target's
+# shared memory or a kernel over its register/spill budget (scripts/gpu_budgets.toml).
 BLOCK = 64
 SMALL_BLOCK = 32
 # Test hook: force a tile size (the GPU tests run the 32-token path at D = 72); None lets launch_config choose.
@@ -44,16 +45,16 @@ def _next_pow2(n: int) -> int:
 def launch_config(dtype: torch.dtype, dim: int, h: int, w: int, scan: str) -> dict:
     """The compile-time constants and launch options of every kernel of one call.
 
-    Tiles are 8 x 8 (squarish tiles skip the most work), widened up to 1 x BLOCK on grids shorter than 8 rows and
-    narrowed on grids thinner than 8 columns, so few tile positions are padding."""
+    Tiles are 8 x 8, or 4 x 8 with 32 tokens (squarish tiles skip the most work), widened up to 1 x BLOCK on grids
+    shorter than that and narrowed on grids thinner than 8 columns, so few tile positions are padding."""
     block_d = max(16, _next_pow2(dim))
-    largest_block_d_at_64 = 64 if dtype == torch.float32 else 128
-    block = FORCE_BLOCK or (BLOCK if block_d <= largest_block_d_at_64 else SMALL_BLOCK)
+    fp32 = dtype == torch.float32
+    block = FORCE_BLOCK or (SMALL_BLOCK if fp32 or block_d > 128 else BLOCK)
     tile_w = min(_next_pow2(w), max(8, block // _next_pow2(h)), block)
     tiles_w = -(-w // tile_w)
     return dict(D=dim, SCAN=SCANS.index(scan), TILES_W=tiles_w, NUM_TILES=-(-h // (block // tile_w)) * tiles_w,
-                TILE_W=tile_w, BLOCK=block, BLOCK_D=block_d, PRECISION="ieee" if dtype == torch.float32 else "tf32",
-                num_warps=4 if block_d <= 32 else 8)
+                TILE_W=tile_w, BLOCK=block, BLOCK_D=block_d, PRECISION="ieee" if fp32 else "tf32",
+                num_warps=8 if fp32 or block_d > 32 else 4)
 
 
 def _grid_args(q: torch.Tensor, h: int, w: int, meta: dict) -> tuple[tuple, tuple]:
