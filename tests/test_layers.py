@@ -20,8 +20,10 @@ WORKFLOWS = {"training", "sampling", "evaluate", "bench", "info"}
 # package -> the ledit packages it may import (besides itself and the root package, which holds the version).
 MAY_IMPORT = {
     "__main__": {"cli"},
-    "cli": {"demo"} | WORKFLOWS | BUILDING_BLOCKS | FOUNDATION | {"ops"},  # it names sub-commands as strings
+    "cli": {"demo", "diffusers"} | WORKFLOWS | BUILDING_BLOCKS | FOUNDATION | {"ops"},  # names sub-commands as strings
     "demo": WORKFLOWS | BUILDING_BLOCKS | FOUNDATION | {"ops"},
+    # ledit inside diffusers: its pipeline runs sampling's add-ons, its import reuses convert-dit.
+    "diffusers": WORKFLOWS | BUILDING_BLOCKS | FOUNDATION | {"ops"},
     **{workflow: BUILDING_BLOCKS | FOUNDATION | {"ops"} for workflow in WORKFLOWS},
     "data": {"files", "runtime"},
     "models": {"ops", "checkpoint"},
