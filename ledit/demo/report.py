@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ledit.data.files import atomic_path
+from ledit.files import atomic_path
 
 REAL_ROW = "real"
 FOCUS = "ledit"  # the model the conclusion is about

@@ -12,7 +12,8 @@ from ledit.demo.detect import CORRUPTIONS, corrupt, detect
 from ledit.demo.objective import diffusion_kwargs, sampling_model
 from ledit.diffusion import create_diffusion
 from ledit.evaluate.swd import sliced_wasserstein
-from ledit.sampling.addons import SamplingAddons, sample_latents
+from ledit.sampling.addons import SamplingAddons
+from ledit.sampling.loop import sample_latents
 
 SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
 
