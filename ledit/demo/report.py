@@ -138,12 +138,17 @@ def conclusion(results: dict, focus: str = FOCUS) -> str:
             f"whole objects right, {ratio:.2f}x the real images' {_real(results, shape, train_size):.0%}, at "
             f"{relative_density(mine, train_size):.2f}x their density."
         )
+        drawn = shape.value(mine, train_size) > 0
+        if not drawn:
+            sentences.append(f"It draws no whole object right at {train_size}, so above it only its density can be "
+                             "kept or lost.")
         for size in sizes:
             if size == train_size:
                 continue
-            kept_shape = _keeps(shape.value(mine, size), shape.value(mine, train_size))
+            kept_shape = not drawn or _keeps(shape.value(mine, size), shape.value(mine, train_size))
             kept_density = _keeps(relative_density(mine, size), relative_density(mine, train_size))
-            verdict = "keeps both" if kept_shape and kept_density else "does NOT keep " + " and ".join(
+            kept_all = "keeps both" if drawn else "keeps its density"
+            verdict = kept_all if kept_shape and kept_density else "does NOT keep " + " and ".join(
                 name for name, kept in (("its shape precision", kept_shape), ("its density", kept_density)) if not kept
             )
             sentences.append(
@@ -160,7 +165,7 @@ def conclusion(results: dict, focus: str = FOCUS) -> str:
             if size == train_size:
                 continue
             notes = []
-            if not _keeps(shape.value(row, size), shape.value(row, train_size)):
+            if shape.value(row, train_size) > 0 and not _keeps(shape.value(row, size), shape.value(row, train_size)):
                 notes.append(f"shape precision {shape.value(row, size):.2f} (vs {shape.value(row, train_size):.2f})")
             if relative_density(row, size) > 1 + TOLERANCE:
                 notes.append(f"{relative_density(row, size):.2f}x the real density (too many objects)")
@@ -173,17 +178,22 @@ def conclusion(results: dict, focus: str = FOCUS) -> str:
                                    "density at every size") + "."
         )
     if mine is not None:
-        lost = []
+        lost, tied = [], []
         for metric in (shape, density, swd):
             for size in sizes:
                 best = _best(results, metric, size)
+                text = f"{metric.value(mine, size):.{metric.digits}f}"
                 if best is not mine and metric.value(best, size) != metric.value(mine, size):
                     lost.append(f"{metric.key} at {size} ({best['label']} {metric.value(best, size):.{metric.digits}f} "
-                                f"vs {metric.value(mine, size):.{metric.digits}f})")
+                                f"vs {text})")
+                elif any(row is not mine and f"{metric.value(row, size):.{metric.digits}f}" == text for row in models):
+                    tied.append(f"{metric.key} at {size} ({text})")
         sentences.append(
             f"Columns a baseline wins: {'; '.join(lost)}." if lost
-            else f"{mine['label']} is best in every column of every table."
+            else f"{mine['label']} is best{' or tied' if tied else ''} in every column of every table."
         )
+        if tied:
+            sentences.append(f"Columns tied with a baseline: {'; '.join(tied)}.")
     return "\n".join(sentences)
 
 

@@ -58,3 +58,14 @@ def test_conclusion_states_the_result_either_way():
 
     lost = conclusion(_results(ledit_at_64=(0.5, 4.5, 60.0)))
     assert "At 64x64 LEDiT does NOT keep its shape precision and its density (within 15% of 32x32)" in lost
+
+
+def test_conclusion_says_when_nothing_is_drawn_and_names_ties():
+    results = _results()
+    for row in results["rows"][1:]:
+        row["objects"] = {size: {**value, "shape_precision": 0.0} for size, value in row["objects"].items()}
+    text = conclusion(results)
+    assert "It draws no whole object right at 32x32, so above it only its density can be kept or lost." in text
+    assert "At 64x64 LEDiT keeps its density (within 15% of 32x32)" in text
+    assert "RoPE: at 64x64 2.00x the real density (too many objects)" in text  # no shape note: nothing to keep
+    assert "Columns tied with a baseline: shape_precision at 32x32 (0.00); shape_precision at 64x64 (0.00)" in text
