@@ -44,6 +44,9 @@ struct Allocation {
 
 // ---- hooks into the executor (one CPU thread runs one launch at a time; "this thread" is the running fiber) ------
 const Allocation* find_allocation(const void* address);  // the registered tensor holding address; throws if none
+// The glue registers the tensors of its next launch (ScopedAllocations in emulator/torch_glue.h).
+void push_allocation(const void* begin, size_t bytes, const char* name);
+void pop_allocations(size_t count);
 void global_access(const void* address, size_t bytes, const Allocation* allocation, bool write, Site site);
 void shared_access(const void* address, size_t bytes, bool write, Site site);
 void atomic_add_f32(float* address, const Allocation* allocation, float value, Site site);
