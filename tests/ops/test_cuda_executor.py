@@ -68,7 +68,7 @@ def test_conversions_round_to_nearest_even_as_torch(dtype):
 @pytest.mark.parametrize("fault, message", [
     ("race_across_warps", "racecheck"),
     ("race_in_warp", "racecheck"),
-    ("global_out_of_bounds", "global out-of-bounds read of 4 bytes at byte 256 of tensor 'out'"),
+    ("global_out_of_bounds", "global out-of-bounds read of 4 bytes at byte 508 of tensor 'out' (256 bytes)"),
     ("shared_out_of_bounds", "shared-memory out-of-bounds read"),
     ("uninitialised", "initcheck"),
     ("missing_wait", "cp.async has not landed"),
