@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attention_checks import assert_matches_reference as attention_matches, make_qkv
+from attention_checks import assert_matches_reference as attention_matches
+from attention_checks import make_qkv
 from dwconv_checks import assert_matches_reference as dwconv_matches
 
-from ledit.ops import SCANS, SCAN_ATTENTION_BACKENDS
+from ledit.ops import SCAN_ATTENTION_BACKENDS, SCANS
 from ledit.ops.extension import load_emulated_extension
 
 emulator, why_not = load_emulated_extension()
