@@ -36,8 +36,10 @@ class EmulatorError : public std::runtime_error {
 struct SharedTraffic {
   uint64_t instructions = 0, wavefronts = 0, ideal_wavefronts = 0;
 };
+// Per warp instruction with at least one lane accessing: the distinct bytes it reads or writes (a word several
+// lanes read counts once) and the distinct 32-byte sectors they lie in.
 struct GlobalTraffic {
-  uint64_t instructions = 0, bytes = 0, sectors = 0;  // sectors: distinct 32-byte segments per warp instruction
+  uint64_t instructions = 0, bytes = 0, sectors = 0;
 };
 struct Counters {
   SharedTraffic shared_loads, shared_stores, ldmatrix, cp_async_shared;

@@ -54,6 +54,17 @@ at::Tensor probe_fault(int64_t fault) {
   return out;
 }
 
+// Each lane's sum of x[lane] (but lane 0), x[32 + lane] and x[4 lane] (zero for lane 0), read with predicated loads
+// and copies that lane 0 skips once (x: 256 floats).
+at::Tensor probe_predicated(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.numel() == 256, "x must be 256 float32 values");
+  check_probe_tensor(x, "x");
+  at::Tensor out = at::empty({32}, x.options());
+  const device_glue::LaunchTensors tensors{{"x", &x}, {"out", &out}};
+  check_launch(launch_predicated(x.data_ptr<float>(), out.data_ptr<float>()));
+  return out;
+}
+
 // Element-wise float -> 16-bit bits -> float through the executor's conversions (for tests against torch).
 at::Tensor round_trip(const at::Tensor& x, bool bf16) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32");
@@ -75,5 +86,6 @@ LEDIT_LIBRARY_FRAGMENT(m) {
   m.def("probe_mma(Tensor a, Tensor b, bool b_is_transposed) -> Tensor", &probes::probe_mma);
   m.def("probe_ldmatrix(Tensor m, int matrices, bool transpose) -> Tensor", &probes::probe_ldmatrix);
   m.def("probe_fault(int fault) -> Tensor", &probes::probe_fault);
+  m.def("probe_predicated(Tensor x) -> Tensor", &probes::probe_predicated);
   m.def("round_trip(Tensor x, bool bf16) -> Tensor", &probes::round_trip);
 }

@@ -37,9 +37,9 @@ __device__ void load_tile(dev::Shared<T> dst, dev::Global<const T> base, const T
   const int chunks_per_row = p.dim_padded / 8;
   for (int c = dev::thread_idx().x; c < kTile * chunks_per_row; c += dev::block_dim().x) {
     const int i = c / chunks_per_row, col = (c % chunks_per_row) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (i < rect.size() && col < p.dim)
-      value = dev::ld_global(dev::cast<const uint4>(base + int64_t{grid.token(rect, i)} * p.heads * p.dim + col));
+    const bool real = i < rect.size() && col < p.dim;
+    const int64_t token = real ? grid.token(rect, i) : 0;
+    const uint4 value = dev::ld_global_if(real, dev::cast<const uint4>(base + token * p.heads * p.dim + col));
     dev::st_shared(dev::cast<uint4>(dst + i * p.dim_padded + col), value);
   }
 }

@@ -106,6 +106,21 @@ def test_counters_of_a_launch():
     assert counters["global_load_bytes"] == 512 + 256 and counters["global_store_bytes"] == 16 * 8 * 4
 
 
+def test_lanes_that_skip_an_access_stay_in_step():
+    """Lane 0 skips the first of two loads and of two cp.async copies: predicated, its later accesses still group
+    with the other lanes' second ones, so each instruction's sectors are exactly those its lanes read."""
+    x = torch.arange(256, dtype=torch.float32)
+    emulator.clear_launches()
+    out = probes.probe_predicated(x)
+    lane = torch.arange(32)
+    torch.testing.assert_close(out, torch.where(lane == 0, 0.0, lane + 4.0 * lane) + 32 + lane)
+    (launch,) = emulator.launches()
+    c = launch["counters"]
+    # Loads of 4 bytes: 31 lanes then 32 (4 sectors each); copies of 16 bytes: 31 lanes then 32 (16 sectors each).
+    assert c["global_load_instructions"] == 4
+    assert c["global_load_bytes"] == 124 + 128 + 496 + 512 and c["global_load_sectors"] == 4 + 4 + 16 + 16
+
+
 def test_backend_is_opt_in_and_listed():
     q, k, v = make_qkv(1, (2, 3), 1, 16, torch.float16)
     reasons = dict(SCAN_ATTENTION_BACKENDS.explain("cpu", q, k, v, (2, 3), "corner", None))
