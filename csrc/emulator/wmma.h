@@ -11,8 +11,8 @@ namespace emulator {
 enum class WmmaOperand : uint8_t { kA, kB, kAccumulator };
 
 // Hooks in wmma.cpp: warp collectives that fill or read every lane's copy of the tile.
-void wmma_load(WmmaOperand operand, bool transposed, int element_bytes, bool bf16, const void* address,
-               unsigned ldm, float (*tile)[16], Site site);
+void wmma_load(WmmaOperand operand, bool transposed, bool bf16, const void* address, unsigned ldm,
+               float (*tile)[16], Site site);
 void wmma_store_accumulator(void* address, unsigned ldm, const float (*tile)[16], Site site);
 void wmma_mma(float (*d)[16], const float (*a)[16], const float (*b)[16], const float (*c)[16], Site site);
 
@@ -39,7 +39,7 @@ void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, SharedPtr<P> p, u
   constexpr WmmaOperand operand = std::is_same_v<Use, matrix_a> ? WmmaOperand::kA : WmmaOperand::kB;
   // Memory rows are A's rows or B's rows (row_major), or their columns (col_major).
   constexpr bool transposed = std::is_same_v<Layout, col_major>;
-  wmma_load(operand, transposed, 2, std::is_same_v<T, bfloat16>, p.raw(), ldm, f.tile, site);
+  wmma_load(operand, transposed, std::is_same_v<T, bfloat16>, p.raw(), ldm, f.tile, site);
 }
 
 template <typename P>
@@ -47,7 +47,7 @@ void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, SharedPtr<P> 
                       Site site = Site::here()) {
   static_assert(std::is_same_v<std::remove_const_t<P>, float>, "fp32 accumulator tiles");
   if (layout != mem_row_major) throw std::logic_error("the executor models row-major accumulator tiles only");
-  wmma_load(WmmaOperand::kAccumulator, false, 4, false, p.raw(), ldm, f.tile, site);
+  wmma_load(WmmaOperand::kAccumulator, false, false, p.raw(), ldm, f.tile, site);
 }
 
 inline void store_matrix_sync(SharedPtr<float> p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
