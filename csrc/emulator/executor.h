@@ -15,6 +15,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "emulator/device_emulated.h"
@@ -37,9 +38,10 @@ struct SharedTraffic {
   uint64_t instructions = 0, wavefronts = 0, ideal_wavefronts = 0;
 };
 // Per warp instruction with at least one lane accessing: the distinct bytes it reads or writes (a word several
-// lanes read counts once) and the distinct 32-byte sectors they lie in.
+// lanes read counts once) and the distinct 32-byte sectors they lie in; and the distinct sectors of the whole
+// launch (what a cache holding everything would fetch or write back).
 struct GlobalTraffic {
-  uint64_t instructions = 0, bytes = 0, sectors = 0;
+  uint64_t instructions = 0, bytes = 0, sectors = 0, unique_sectors = 0;
 };
 struct Counters {
   SharedTraffic shared_loads, shared_stores, ldmatrix, cp_async_shared;
@@ -143,6 +145,7 @@ struct Launch {
   ThreadState* current;
   std::exception_ptr error;
   Counters counters;
+  std::unordered_set<uint64_t> load_sectors, store_sectors;  // every global sector the launch read or wrote
 };
 
 // The launch being run (one at a time, under a process-wide lock) and its running thread.

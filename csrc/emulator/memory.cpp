@@ -172,7 +172,7 @@ void count_wavefronts(const InstructionGroup& g, SharedTraffic& traffic) {
 }
 
 // Distinct bytes and 32-byte sectors of one global warp instruction (lanes reading the same word count it once).
-void count_sectors(const InstructionGroup& g, GlobalTraffic& traffic) {
+void count_sectors(const InstructionGroup& g, GlobalTraffic& traffic, std::unordered_set<uint64_t>& launch_sectors) {
   std::pair<uint64_t, uint64_t> ranges[32];  // [begin, end) of each lane that accessed
   int n = 0;
   for (int lane = 0; lane < 32; ++lane) {
@@ -189,6 +189,7 @@ void count_sectors(const InstructionGroup& g, GlobalTraffic& traffic) {
     for (uint64_t s = begin / 32; s <= (end - 1) / 32; ++s) {
       if (s != last_sector) traffic.sectors += 1;
       last_sector = s;
+      launch_sectors.insert(s);
     }
     covered = end;
   }
@@ -245,7 +246,8 @@ void record_access(ThreadState& t, AccessKind kind, uint64_t address, uint32_t b
 }
 
 void close_warp_step(WarpState& warp) {
-  Counters& c = launch_state().counters;
+  Launch& launch = launch_state();
+  Counters& c = launch.counters;
   for (const InstructionGroup& g : warp.groups) {
     switch (g.kind) {
       case AccessKind::kSharedLoad:
@@ -261,10 +263,10 @@ void close_warp_step(WarpState& warp) {
         count_wavefronts(g, c.cp_async_shared);
         break;
       case AccessKind::kGlobalLoad:
-        count_sectors(g, c.global_loads);
+        count_sectors(g, c.global_loads, launch.load_sectors);
         break;
       case AccessKind::kGlobalStore:
-        count_sectors(g, c.global_stores);
+        count_sectors(g, c.global_stores, launch.store_sectors);
         break;
     }
   }

@@ -21,6 +21,7 @@ pybind11::dict counters_dict(const Counters& c) {
     d[(std::string(name) + "_instructions").c_str()] = g.instructions;
     d[(std::string(name) + "_bytes").c_str()] = g.bytes;
     d[(std::string(name) + "_sectors").c_str()] = g.sectors;
+    d[(std::string(name) + "_unique_sectors").c_str()] = g.unique_sectors;
   };
   shared("shared_load", c.shared_loads);
   shared("shared_store", c.shared_stores);

@@ -119,6 +119,7 @@ def test_lanes_that_skip_an_access_stay_in_step():
     # Loads of 4 bytes: 31 lanes then 32 (4 sectors each); copies of 16 bytes: 31 lanes then 32 (16 sectors each).
     assert c["global_load_instructions"] == 4
     assert c["global_load_bytes"] == 124 + 128 + 496 + 512 and c["global_load_sectors"] == 4 + 4 + 16 + 16
+    assert c["global_load_unique_sectors"] == 32  # x is 1 KB, read twice over
 
 
 def test_wmma_bf16_tiles_load_as_the_sass_does():
