@@ -10,7 +10,8 @@ and the backend, as csrc/<op>/ and ``torch.ops.ledit.<op>_*``):
     dwconv_modulate*.py                the same four for dwconv_modulate (csrc/dwconv_modulate/)
 
 ``ops`` imports nothing else of ledit. Each op picks its backend per call (see ``ledit.ops.backends``);
-``python -m ledit.info`` prints what is built and which backend each op would use, and why.
+``python -m ledit.info`` prints what is built and which backend each op would use for the representative call
+in ``ledit.ops.examples``, and why.
 """
 
 from ledit.ops import (  # each backend module registers its backends with its op when imported
