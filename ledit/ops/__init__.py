@@ -8,6 +8,8 @@ and the backend, as csrc/<op>/ and ``torch.ops.ledit.<op>_*``):
     scan_attention_triton.py           ``triton`` backend: launchers and torch.library.triton_op registration
     scan_attention_triton_kernels.py   the @triton.jit kernels
     dwconv_modulate*.py                the same four for dwconv_modulate (csrc/dwconv_modulate/)
+    triton_launch.py                   the one place Triton kernels are launched (on the tensors' GPU; recordable
+                                       for scripts/check_triton_compile.py)
 
 ``ops`` imports nothing else of ledit. Each op picks its backend per call (see ``ledit.ops.backends``);
 ``python -m ledit.info`` prints what is built and which backend each op would use for the representative call
