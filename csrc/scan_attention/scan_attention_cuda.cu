@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kTile * 2) forward_kernel(dev::Global<const T>
       float mx = -INFINITY;
       for (int t = 0; t < kTile / 32; ++t) {
         const int j = lane + 32 * t;
-        s[t] = (masked && !pair_visible(p, q_rect, k_rect, i, j)) ? -INFINITY : dev::ld_shared(s_rows + r * kTile + j) * p.qk_scale;
+        s[t] = (masked && !pair_visible(p, q_rect, k_rect, i, j)) ? -INFINITY : dev::ld_shared(s_rows + (r * kTile + j)) * p.qk_scale;
         mx = fmaxf(mx, s[t]);
       }
       const float m_old = dev::ld_shared(row_m + i);
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kTile * 2) forward_kernel(dev::Global<const T>
       for (int t = 0; t < kTile / 32; ++t) {
         const float prob = dev::exp2(s[t] - m_safe);
         sum += prob;
-        dev::st_shared(p_s + i * kTile + lane + 32 * t, dev::from_float<T>(prob));
+        dev::st_shared(p_s + (i * kTile + lane + 32 * t), dev::from_float<T>(prob));
       }
       sum = warp_sum(sum);
       const float alpha = dev::exp2(m_old - m_safe);
@@ -193,9 +193,9 @@ __global__ void __launch_bounds__(kTile * 2) forward_kernel(dev::Global<const T>
     const float l = dev::ld_shared(row_l + i);
     const dev::Global<T> out = O + base + int64_t{token} * p.heads * p.dim;
     for (int d = lane; d < p.dim; d += 32)
-      dev::st_global(out + d, dev::from_float<T>(dev::ld_shared(o_s + i * p.dim_padded + d) / l));
+      dev::st_global(out + d, dev::from_float<T>(dev::ld_shared(o_s + (i * p.dim_padded + d)) / l));
     if (lane == 0)
-      dev::st_global(LSE + int64_t{bh} * p.tokens + token, (dev::ld_shared(row_m + i) + dev::log2(l)) * kLn2);
+      dev::st_global(LSE + (int64_t{bh} * p.tokens + token), (dev::ld_shared(row_m + i) + dev::log2(l)) * kLn2);
   }
 }
 
@@ -285,8 +285,8 @@ __global__ void __launch_bounds__(kTile * 2) backward_dkdv_kernel(
     if (j >= k_rect.size()) break;
     const int64_t offset = base + int64_t{p.grid.token(k_rect, j)} * p.heads * p.dim;
     for (int d = lane; d < p.dim; d += 32) {
-      dev::st_global(dK + offset + d, dev::from_float<T>(dev::ld_shared(dk_s + j * p.dim_padded + d) * p.softmax_scale));
-      dev::st_global(dV + offset + d, dev::from_float<T>(dev::ld_shared(dv_s + j * p.dim_padded + d)));
+      dev::st_global(dK + (offset + d), dev::from_float<T>(dev::ld_shared(dk_s + (j * p.dim_padded + d)) * p.softmax_scale));
+      dev::st_global(dV + (offset + d), dev::from_float<T>(dev::ld_shared(dv_s + (j * p.dim_padded + d))));
     }
   }
 }
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(kTile * 2) backward_dq_kernel(
     if (i >= q_rect.size()) break;
     const int64_t offset = base + int64_t{p.grid.token(q_rect, i)} * p.heads * p.dim;
     for (int d = lane; d < p.dim; d += 32)
-      dev::st_global(dQ + offset + d, dev::from_float<T>(dev::ld_shared(dq_s + i * p.dim_padded + d) * p.softmax_scale));
+      dev::st_global(dQ + (offset + d), dev::from_float<T>(dev::ld_shared(dq_s + (i * p.dim_padded + d)) * p.softmax_scale));
   }
 }
 

@@ -88,6 +88,12 @@ def test_every_check_fails_a_faulty_kernel(fault, message):
     assert message in str(error.value)
 
 
+def test_a_block_that_is_not_one_dimensional_is_refused():
+    with pytest.raises(RuntimeError, match=r"launch of fault_kernel with a block of \(32, 2, 1\) threads: .*"
+                                           r"one-dimensional"):
+        probes.probe_fault(emulator.FAULTS["two_dimensional_block"])
+
+
 @pytest.mark.parametrize("fault", ["none", "with_wait"])
 def test_correct_kernels_pass_every_check(fault):
     out = probes.probe_fault(emulator.FAULTS[fault])
@@ -176,6 +182,18 @@ def test_scan_attention_kernel_on_the_executor(scan, grid, dim, dtype):
 def test_scan_attention_kernel_batch_and_heads():
     q, k, v = make_qkv(2, (3, 5), 2, 72, torch.bfloat16, layout="fused")
     attention_matches("cuda_emulated", q, k, v, (3, 5), "corner", softmax_scale=0.3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_scan_attention_32_token_kernels_on_the_executor(monkeypatch, dtype):
+    """The 32-token instantiations, which GPUs with less shared memory than an H100 get, through the launcher's test
+    hook."""
+    monkeypatch.setenv("LEDIT_CUDA_ATTENTION_TILE", "32")
+    q, k, v = make_qkv(1, (5, 7), 1, 72, dtype)
+    emulator.clear_launches()
+    attention_matches("cuda_emulated", q, k, v, (5, 7), "corner")
+    kernels = {launch["kernel"].split(",")[0] for launch in emulator.launches()}  # "forward_kernel<32, half>"
+    assert kernels == {"forward_kernel<32", "backward_dkdv_kernel<32", "backward_dq_kernel<32"}
 
 
 def test_all_scans_are_covered():
