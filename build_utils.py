@@ -16,7 +16,7 @@ CXX_FLAGS = ["-O3", "-fvisibility=hidden", "-ffp-contract=fast"] + (["-fopenmp"]
 DEFAULT_CUDA_ARCHS = "80;90"
 
 # csrc/ folders that are not an op's: the CPU executor's units (ledit._C_emulated) and the C++ unit tests (programs
-# with their own main(), built by CMake for ctest; linked into ledit._C, a main() would be a stray exported symbol).
+# with their own main(), built by CMake for ctest: never part of an extension).
 EMULATOR_DIR = os.path.join("csrc", "emulator")
 NOT_IN_EXTENSION = (EMULATOR_DIR, os.path.join("csrc", "tests"))
 

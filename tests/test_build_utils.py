@@ -1,6 +1,6 @@
 """What setup.py compiles into each extension (build_utils): ledit._C gets every op's C++ and CUDA source and no
-program — a C++ unit test's main() linked into it would be a stray exported symbol — and ledit._C_emulated gets the
-executor's units only."""
+program (csrc/tests/test_scan_tiles.cpp, the ctest program, was once linked into it, main() and all), and
+ledit._C_emulated gets the executor's units only."""
 
 from __future__ import annotations
 
