@@ -142,28 +142,34 @@ def stats_like(x: torch.Tensor, norm: bool) -> tuple[torch.Tensor, torch.Tensor]
     return x.new_empty(shape, dtype=torch.float32), x.new_empty(shape, dtype=torch.float32)
 
 
-def sums_like(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((x.shape[0], weight.shape[-1] ** 2 + 3, x.shape[2]), dtype=torch.float32)
+def sums_like(x: torch.Tensor, weight: torch.Tensor, samples: int | None = None) -> torch.Tensor:
+    """Empty per-sample sums (samples, k*k + 3, C): samples is B, or n_images for a packed sequence."""
+    samples = x.shape[0] if samples is None else samples
+    return x.new_empty((samples, weight.shape[-1] ** 2 + 3, x.shape[2]), dtype=torch.float32)
 
 
-def register_autograd(forward_op, backward_op) -> None:
+def register_autograd(forward_op, backward_op, packed: bool = False) -> None:
     """Autograd for a forward op with ledit::dwconv_modulate_fwd's signature, backed by a backward op with
-    ledit::dwconv_modulate_bwd's signature (the compiled and the Triton pairs share this)."""
+    ledit::dwconv_modulate_bwd's signature (the compiled and the Triton pairs share this); with ``packed``, the
+    signatures of ledit::dwconv_modulate_packed_fwd/_bwd, whose grids tensor stands where (h, w) does."""
+    geometry_args = 1 if packed else 2
 
     def setup_context(ctx, inputs, output):
-        x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm = inputs
+        x, geometry = inputs[0], inputs[1 : 1 + geometry_args]
+        weight, bias, shift, scale, gate, residual, dilation, norm = inputs[1 + geometry_args :]
         _, mean, rstd = output
-        ctx.save_for_backward(x, weight, bias, shift, scale, gate, mean, rstd)
-        ctx.geometry = (h, w, dilation, norm)
+        ctx.save_for_backward(x, weight, bias, shift, scale, gate, mean, rstd, *(geometry if packed else ()))
+        ctx.geometry = () if packed else geometry
+        ctx.options = (dilation, norm)
         ctx.has_residual = residual is not None
 
     def backward(ctx, grad_out, _grad_mean, _grad_rstd):
-        x, weight, bias, shift, scale, gate, mean, rstd = ctx.saved_tensors
-        h, w, dilation, norm = ctx.geometry
-        grad_x, sums = backward_op(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
+        x, weight, bias, shift, scale, gate, mean, rstd, *grids = ctx.saved_tensors
+        geometry = tuple(grids) if packed else ctx.geometry
+        grad_x, sums = backward_op(grad_out, x, *geometry, weight, shift, scale, gate, mean, rstd, *ctx.options)
         dweight, dbias, dshift, dscale, dgate = parameter_grads(sums, weight, bias, gate)
         grad_residual = grad_out if ctx.has_residual else None
-        return grad_x, None, None, dweight, dbias, dshift, dscale, dgate, grad_residual, None, None
+        return (grad_x, *(None,) * geometry_args, dweight, dbias, dshift, dscale, dgate, grad_residual, None, None)
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 

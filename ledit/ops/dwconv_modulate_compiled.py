@@ -7,6 +7,8 @@ csrc/dwconv_modulate/ defines two ``torch.library`` ops; this module gives them 
         -> (out, mean, rstd)   mean/rstd: (B, N) fp32 LayerNorm stats kept for the backward; (0,) without LN
     ledit::dwconv_modulate_bwd(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
         -> (grad_x, sums)      sums: (B, k*k + 3, C) fp32 per-sample sums over tokens
+    ledit::dwconv_modulate_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence, sums
+        per image (n_images, k*k + 3, C) (CPU only)
 
 The kernels reduce only over tokens; ``dwconv_modulate.parameter_grads`` turns those sums into the gradients of
 weight, bias, shift, scale and gate (a few tiny tensor ops, shared with the Triton backend). Row layout of ``sums``,
@@ -45,10 +47,26 @@ def _register_compiled_ops() -> None:
         return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight)
 
     register_autograd("ledit::dwconv_modulate_fwd", torch.ops.ledit.dwconv_modulate_bwd)
+    if not hasattr(torch.ops.ledit, "dwconv_modulate_packed_fwd"):
+        return  # an older build: the cpu backend says so for packed calls
+
+    @torch.library.register_fake("ledit::dwconv_modulate_packed_fwd")
+    def _(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm):
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), *stats_like(x, norm))
+
+    @torch.library.register_fake("ledit::dwconv_modulate_packed_bwd")
+    def _(grad_out, x, grids, weight, shift, scale, gate, mean, rstd, dilation, norm):
+        return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight, grids.shape[0])
+
+    register_autograd("ledit::dwconv_modulate_packed_fwd", torch.ops.ledit.dwconv_modulate_packed_bwd, packed=True)
 
 
 def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm):
     """The ``cpu``/``cuda`` backend: ledit._C's kernel for x's device."""
+    if is_packed(grid):
+        out, _, _ = torch.ops.ledit.dwconv_modulate_packed_fwd(x, grid, weight, bias, shift, scale, gate, residual,
+                                                               dilation, norm)
+        return out
     h, w = grid
     out, _, _ = torch.ops.ledit.dwconv_modulate_fwd(x, h, w, weight, bias, shift, scale, gate, residual,
                                                     dilation, norm)

@@ -94,21 +94,26 @@ def _packed_reference(q, k, v, grids, scan, softmax_scale):
     return torch.cat(outs, 1)
 
 
-def register_autograd(forward_op, backward_op) -> None:
+def register_autograd(forward_op, backward_op, packed: bool = False) -> None:
     """Autograd for a forward op with ledit::scan_attention_fwd's signature, backed by a backward op with
-    ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this)."""
+    ledit::scan_attention_bwd's signature (the compiled and the Triton pairs share this); with ``packed``, the
+    signatures of ledit::scan_attention_packed_fwd/_bwd, whose grids tensor stands where (h, w) does."""
+    geometry_args = 1 if packed else 2
 
     def setup_context(ctx, inputs, output):
-        q, k, v, h, w, scan, softmax_scale = inputs
+        q, k, v = inputs[:3]
+        geometry, options = inputs[3 : 3 + geometry_args], inputs[3 + geometry_args :]
         out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.geometry = (h, w, scan, softmax_scale)
+        ctx.save_for_backward(q, k, v, out, lse, *(geometry if packed else ()))
+        ctx.geometry = () if packed else geometry
+        ctx.options = options  # scan, softmax_scale
 
     def backward(ctx, dout, _dlse):
         # lse is a by-product kept for this backward; it is not differentiable (its gradient is ignored).
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward_op(dout, q, k, v, out, lse, *ctx.geometry)
-        return dq, dk, dv, None, None, None, None
+        q, k, v, out, lse, *grids = ctx.saved_tensors
+        geometry = tuple(grids) if packed else ctx.geometry
+        dq, dk, dv = backward_op(dout, q, k, v, out, lse, *geometry, *ctx.options)
+        return dq, dk, dv, *(None,) * (geometry_args + len(ctx.options))
 
     torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 

@@ -7,6 +7,7 @@ csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them f
         out: (B, N, H, D) in q's dtype; lse: (B, H, N) fp32 natural-log softmax normaliser of each query
     ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
         recomputes the probabilities from lse (no N x N tensor is ever stored)
+    ledit::scan_attention_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence (CPU only)
 
 The Triton backend (``scan_attention_triton.py``) defines ops with the same signatures; both register the
 autograd of ``ledit.ops.scan_attention``.
@@ -31,6 +32,9 @@ def _compiled_ops_built() -> bool:
 
 def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
     """The ``cpu``/``cuda`` backend: ledit._C's kernel for q's device."""
+    if is_packed(grid):
+        out, _ = torch.ops.ledit.scan_attention_packed_fwd(q, k, v, grid, scan, resolve_scale(q, softmax_scale))
+        return out
     h, w = grid
     out, _ = torch.ops.ledit.scan_attention_fwd(q, k, v, h, w, scan, resolve_scale(q, softmax_scale))
     return out
@@ -66,6 +70,19 @@ def _register_compiled_ops() -> None:
         return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
     register_autograd("ledit::scan_attention_fwd", torch.ops.ledit.scan_attention_bwd)
+    if not hasattr(torch.ops.ledit, "scan_attention_packed_fwd"):
+        return  # an older build: the cpu backend says so for packed calls
+
+    @torch.library.register_fake("ledit::scan_attention_packed_fwd")
+    def _(q, k, v, grids, scan, softmax_scale):
+        batch, tokens, heads, _ = q.shape
+        return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
+
+    @torch.library.register_fake("ledit::scan_attention_packed_bwd")
+    def _(dout, q, k, v, out, lse, grids, scan, softmax_scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    register_autograd("ledit::scan_attention_packed_fwd", torch.ops.ledit.scan_attention_packed_bwd, packed=True)
 
 
 _register_compiled_ops()
