@@ -87,6 +87,19 @@ def prefix_offsets(counts: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(counts.cumsum(0, dtype=torch.int32), (1, 0))
 
 
+def max_packed_units(tokens: int, images: int, unit_tokens: int) -> int:
+    """A bound on the units of unit_tokens consecutive tokens of each image, from shapes only (a GPU launch's size
+    without a host read): sum ceil(n_i / u) <= images + tokens // u."""
+    return images + tokens // unit_tokens
+
+
+def search_steps(grids: torch.Tensor) -> int:
+    """The binary-search steps that find any unit's image among n_images (the bit length of n): a compile-time
+    constant of the packed GPU kernels, so it is a Python int even where n is symbolic under torch.compile (a new
+    value recompiles, only when n crosses a power of two)."""
+    return int(grids.shape[0]).bit_length()
+
+
 def image_grids(grids: torch.Tensor) -> list[tuple[int, int]]:
     """The per-image (h, w) as Python ints: a host read (a device synchronisation for GPU grids); the reference
     backends only."""
