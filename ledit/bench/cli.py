@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ledit.bench import attention, dwconv, end_to_end
+from ledit.bench import attention, dwconv, end_to_end, packed_ops
 from ledit.bench.breakdown import profile_forward
 from ledit.bench.environment import device_info, versions
 from ledit.bench.records import case_label
@@ -26,7 +26,7 @@ from ledit.bench.targets import check_targets
 from ledit.bench.timing import Effort
 from ledit.ops.examples import explain_example_calls
 
-SUITES = {"attention": attention, "dwconv": dwconv, "end-to-end": end_to_end}
+SUITES = {"attention": attention, "dwconv": dwconv, "packed-ops": packed_ops, "end-to-end": end_to_end}
 DEFAULT_OUT_DIR = Path("benchmarks") / "results"
 SCHEMA_VERSION = 1
 
