@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -262,6 +263,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_tasks(const Conv& g, cons
                                                              const std::optional<at::Tensor>& residual_in, bool norm) {
   check_modulation(tasks, x_in, {&shift, &scale});
   if (gate.has_value()) check_modulation(tasks, x_in, {&*gate});
+  if (x_in.numel() == 0) {  // B = 0 or C = 0: nothing to compute
+    // The stats of a LayerNorm over C = 0 channels are NaN (as the CUDA glue returns them).
+    return {at::empty_like(x_in, at::MemoryFormat::Contiguous), empty_stats(x_in, norm).fill_(NAN),
+            empty_stats(x_in, norm).fill_(NAN)};
+  }
   const at::Tensor x = x_in.contiguous();
   const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
   const at::Tensor blocks = weight_blocks(taps_by_channel(weight), g.stride());
@@ -404,6 +410,11 @@ std::tuple<at::Tensor, at::Tensor> backward_tasks(const Conv& g, const Tasks& ta
                                                   const at::Tensor& rstd, bool norm) {
   check_modulation(tasks, x_in, {&shift, &scale});
   if (gate.has_value()) check_modulation(tasks, x_in, {&*gate});
+  if (x_in.numel() == 0) {  // B = 0 or C = 0: the sums over no tokens or of no channels are empty
+    return {at::empty_like(x_in, at::MemoryFormat::Contiguous),
+            at::zeros({static_cast<int64_t>(tasks.images.size()), sum_rows(g.k), g.channels},
+                      x_in.options().dtype(at::kFloat))};
+  }
   const at::Tensor x = x_in.contiguous();
   const at::Tensor dout = grad_out.contiguous();
   // Flipping the tap order negates every tap offset: e is the forward conv of g with this kernel.

@@ -46,8 +46,8 @@ def _packed_units(grids: torch.Tensor, tokens: int, unit_tokens: int) -> tuple[t
 
 
 def _weight_taps(weight: torch.Tensor) -> torch.Tensor:
-    """(C, 1, k, k) -> (k*k, C) fp32, each tap contiguous over channels."""
-    return weight.reshape(weight.shape[0], -1).t().float().contiguous()
+    """(C, 1, k, k) -> (k*k, C) fp32, each tap contiguous over channels (k*k spelled out: -1 is ambiguous at C = 0)."""
+    return weight.reshape(weight.shape[0], weight.shape[-2] * weight.shape[-1]).t().float().contiguous()
 
 
 def _start_forward(x: torch.Tensor, norm: bool) -> tuple[torch.Tensor, ...]:
@@ -56,7 +56,10 @@ def _start_forward(x: torch.Tensor, norm: bool) -> tuple[torch.Tensor, ...]:
     x = x.contiguous()
     batch, n_tokens, channels = x.shape
     mean, rstd = stats_like(x, norm)
-    if norm:
+    if x.numel() == 0:  # B = 0 or C = 0: no programs to launch; the stats of a LayerNorm over no channels are NaN
+        mean.fill_(float("nan"))
+        rstd.fill_(float("nan"))
+    elif norm:
         launch(kernels.ln_stats_kernel, (_cdiv(batch * n_tokens, BLOCK_T),), x, mean, rstd, batch * n_tokens, LN_EPS,
                C=channels, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
     return x, torch.empty_like(x), mean, rstd
@@ -79,6 +82,8 @@ def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.
              residual: torch.Tensor | None, dilation: int, norm: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, out, mean, rstd = _start_forward(x, norm)
+    if x.numel() == 0:
+        return out, mean, rstd
     grid = (x.shape[0] * h, _cdiv(w, BLOCK_W), _cdiv(x.shape[2], BLOCK_C))
     launch(kernels.forward_kernel, grid, x, mean, rstd, *_operands(x, weight, bias, shift, scale, gate, residual),
            out, h, w, **_options(weight, bias, gate, residual, dilation, norm))
@@ -90,6 +95,8 @@ def _packed_forward(x: torch.Tensor, grids: torch.Tensor, weight: torch.Tensor, 
                     residual: torch.Tensor | None, dilation: int, norm: bool
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, out, mean, rstd = _start_forward(x, norm)
+    if x.numel() == 0:  # C = 0 (a packed sequence holds tokens)
+        return out, mean, rstd
     unit_offsets, units = _packed_units(grids, x.shape[1], BLOCK_W)
     launch(kernels.packed_forward_kernel, (units, _cdiv(x.shape[2], BLOCK_C)), x, mean, rstd,
            *_operands(x, weight, bias, shift, scale, gate, residual), out, grids, token_offsets(grids),
@@ -103,6 +110,8 @@ def _backward(grad_out: torch.Tensor, x: torch.Tensor, h: int, w: int, weight: t
               dilation: int, norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     batch, _, channels = x.shape
+    if x.numel() == 0:  # B = 0 or C = 0: no programs to launch, and the sums over them are empty
+        return torch.empty_like(x), sums_like(x, weight).zero_()
     k = weight.shape[-1]
     row_blocks, col_blocks = _cdiv(h, BACKWARD_ROWS), _cdiv(w, BLOCK_W)
     partials = x.new_zeros((batch, row_blocks * col_blocks, *sums_like(x, weight).shape[1:]), dtype=torch.float32)
@@ -119,6 +128,8 @@ def _packed_backward(grad_out: torch.Tensor, x: torch.Tensor, grids: torch.Tenso
                      rstd: torch.Tensor, dilation: int, norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     images = grids.shape[0]
+    if x.numel() == 0:  # C = 0: no programs to launch, and the sums over them are empty
+        return torch.empty_like(x), sums_like(x, weight, images).zero_()
     unit_offsets, units = _packed_units(grids, x.shape[1], BACKWARD_ROWS * BLOCK_W)
     partials = x.new_zeros((units, *sums_like(x, weight).shape[1:]), dtype=torch.float32)
     grad_x = torch.empty_like(x)

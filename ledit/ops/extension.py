@@ -14,6 +14,34 @@ MIN_CUDA_CAPABILITY = (8, 0)
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 
 
+EMULATED_LIBRARY = "ledit_cuda_emulated"
+EMULATED_BUILD_HINT = ("build it with `LEDIT_BUILD_EMULATED=1 pip install --no-build-isolation -e .` "
+                       "(CI and the test setup do)")
+
+
+@functools.lru_cache(maxsize=None)
+def load_emulated_extension() -> tuple[Optional[ModuleType], Optional[str]]:
+    """(ledit._C_emulated, None) when it imports, else (None, why not): the CUDA kernels compiled for the CPU
+    executor (csrc/emulator/), registering torch.ops.ledit_cuda_emulated.*."""
+    try:
+        from ledit import _C_emulated
+    except ImportError as error:
+        return None, f"ledit._C_emulated is not built ({error}); {EMULATED_BUILD_HINT}"
+    return _C_emulated, None
+
+
+def emulated_op_unavailable_reason(op_name: str, tensor, argument: str) -> Optional[str]:
+    """Why the executor's ``op_name`` (the CUDA kernel run on the CPU) cannot take ``tensor``, or None."""
+    if tensor.device.type != "cpu":
+        return f"cuda_emulated runs the CUDA kernels on CPU tensors, {argument} is on {tensor.device}"
+    ext, reason = load_emulated_extension()
+    if ext is None:
+        return reason
+    if not hasattr(getattr(torch.ops, EMULATED_LIBRARY), f"{op_name}_fwd"):
+        return f"ledit._C_emulated was built before {op_name} existed; {EMULATED_BUILD_HINT}"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def load_extension() -> tuple[Optional[ModuleType], Optional[str]]:
     """(ledit._C, None) when it imports, else (None, why not). Importing it registers its torch.library ops."""
@@ -51,11 +79,13 @@ def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argum
     return reason
 
 
-def packed_op_unavailable_reason(op_name: str, device_type: str) -> Optional[str]:
-    """Why ledit._C cannot run ``op_name`` on a packed sequence on ``device_type``, or None if it can."""
-    if device_type == "cuda":
-        return (f"the CUDA {op_name} kernel takes no packed sequences yet; they run on the triton or reference "
-                "backend")
+def packed_op_unavailable_reason(op_name: str, backend: str) -> Optional[str]:
+    """Why the compiled ``backend`` ("cpu", "cuda" or "cuda_emulated") cannot run ``op_name`` on a packed sequence,
+    or None if it can."""
+    if backend in ("cuda", "cuda_emulated"):
+        elsewhere = "triton or reference" if backend == "cuda" else "cpu or reference"
+        return (f"the CUDA {op_name} kernel takes no packed sequences yet (its packed kernels follow the FA2 kernel "
+                f"of issue 15); they run on the {elsewhere} backend")
     if not hasattr(torch.ops.ledit, f"{op_name}_packed_fwd"):
         return f"ledit._C was built before packed sequences existed; {REBUILD_HINT}"
     return None

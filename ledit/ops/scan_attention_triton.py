@@ -123,6 +123,8 @@ def _run_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: _Lay
     batch, tokens, heads, _ = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((batch, heads, tokens), dtype=torch.float32)
+    if q.numel() == 0:  # B = 0 or H = 0: no programs to launch
+        return out, lse
     launch(kernels.forward_kernel, layout.grid, q, k, v, out, lse, softmax_scale * LOG2E, *layout.args, **layout.meta)
     return out, lse
 
@@ -133,6 +135,8 @@ def _run_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
     q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
     delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()  # (B, H, N): rowsum(dO * O)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if q.numel() == 0:  # B = 0 or H = 0: no programs to launch
+        return dq, dk, dv
     scales = (softmax_scale, softmax_scale * LOG2E)
     launch(kernels.backward_dkdv_kernel, layout.grid, q, k, v, dout, lse, delta, dk, dv, *scales, *layout.args,
            **layout.meta)

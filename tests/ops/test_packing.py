@@ -140,3 +140,4 @@ def test_cuda_backends_explain_that_packed_runs_elsewhere():
 
     for op in ("scan_attention", "dwconv_modulate"):
         assert "run on the triton or reference backend" in packed_op_unavailable_reason(op, "cuda")
+        assert "run on the cpu or reference backend" in packed_op_unavailable_reason(op, "cuda_emulated")
