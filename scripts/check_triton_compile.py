@@ -25,7 +25,7 @@ axis, and the full product of the axes that set block shapes and resources (kern
 
     python scripts/check_triton_compile.py [--arch 80,90] [--jobs N] [--quiet] [--only REGEX]
 
-About 300 s of CPU time per triton version for 160 configurations x 2 targets (2 jobs on 2 cores: under 3 minutes).
+About 300 s of CPU time per triton version for 168 configurations x 2 targets (2 jobs on 2 cores: under 3 minutes).
 """
 
 from __future__ import annotations
