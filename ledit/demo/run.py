@@ -20,6 +20,7 @@ from dataclasses import asdict
 import torch
 from tqdm.auto import tqdm
 
+from ledit.arguments import UsageError
 from ledit.demo.addons import run_addons
 from ledit.demo.config import DemoConfig, add_arguments, flag_values, resolve_config
 from ledit.demo.dataset import SHAPE_CLASSES
@@ -224,8 +225,8 @@ def main(args: argparse.Namespace) -> None:
     try:
         config = resolve_config(args)
         check_addons_apply(config)
-    except ValueError as error:
-        sys.exit(f"ledit demo: {error}")
+    except ValueError as error:  # every check of the flags: ledit reports it in one line, exit status 2
+        raise UsageError(str(error)) from error
     torch.set_num_threads(config.threads)
     command = command_line(args, config)
     if args.addons:
@@ -234,8 +235,8 @@ def main(args: argparse.Namespace) -> None:
         model_size, training = model_and_training(config)
         try:
             results = run_addons(config, model_size, training, command, machine_description())
-        except FileNotFoundError as error:
-            sys.exit(f"ledit demo: {error}")
+        except FileNotFoundError as error:  # the models to study were never trained with these settings
+            raise UsageError(str(error)) from error
         print_summary(config, results, results["table"], "addons")
         return
     print(

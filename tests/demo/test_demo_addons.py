@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from ledit.arguments import UsageError
 from ledit.demo import addons, config, run
 from ledit.demo.addons import LEDIT_TRIALS, NO_ADDON, ROPE_TRIALS, Trial, best_combination, combine
 from ledit.sampling.addons import SamplingAddons
@@ -30,7 +31,7 @@ def test_combine_and_best_combination():
 
 
 def test_addons_mode_trains_nothing_and_says_how_to_make_the_models(tmp_path, demo_args):
-    with pytest.raises(SystemExit, match=r"trains nothing.*ledit demo --models ledit,dit-rope"):
+    with pytest.raises(UsageError, match=r"trains nothing.*ledit demo --models ledit,dit-rope"):
         run.main(demo_args(*TINY, "--addons", "--out-dir", str(tmp_path)))
     assert not list(tmp_path.rglob("*.pt"))
 
