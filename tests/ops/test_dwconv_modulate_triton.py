@@ -48,10 +48,12 @@ def test_triton_backend_runs_cpu_tensors_only_on_request():
 
 PACKED = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
 
-# 1x1, 3x5, 17x9 and 24x40 in one pack: (C, k, dilation, norm, gate, residual, bias, dtype)
+# 1x1, 3x5, 17x9 and 24x40 in one pack: (C, k, dilation, norm, gate, residual, bias, dtype). 3x3 taps and one
+# channel block keep the interpreter's time down (C = 72 at k = 5 took 5 minutes); the packed kernels run the
+# batched kernels' tile code, which INTERPRETER_CASES covers at those.
 PACKED_CASES = [
     (8, 3, 1, True, True, True, True, torch.float32),
-    (72, 5, 2, False, True, False, True, torch.float32),
+    (8, 3, 2, False, True, False, True, torch.float32),
     (8, 3, 1, True, False, True, False, torch.float32),
 ]
 
