@@ -151,23 +151,36 @@ LEDIT_TILE_INLINE void apply_mask(float (&acc)[kM][kN][4], const uint32_t (&bits
   }
 }
 
+// Calls f(row, col) for each 16-byte chunk (col a multiple of 8) of a kRows x kCols 16-bit tile that thread `first`
+// of kCount threads handles. Consecutive threads take consecutive chunks in shared-memory order, so the 8 lanes of a
+// 16-byte access phase hit 8 different 4-bank groups and each row's chunks stay contiguous in global memory. When
+// rows are not a multiple of 8 chunks (80 columns: 10 chunks in 11), the padding chunk keeps its slot in that order
+// and its thread idles: otherwise a phase spanning two rows would put two chunks in one bank group.
+template <int kRows, int kCols, int kCount, typename F>
+LEDIT_TILE_INLINE void for_each_chunk(int first, F&& f) {
+  constexpr int kChunks = kCols / 8;
+  constexpr int kSlotsPerRow = kChunks % 8 == 0 ? kChunks : smem_stride(kCols) / 8;
+  constexpr int kSlots = kRows * kSlotsPerRow;
+  LEDIT_UNROLL
+  for (int i = 0; i < (kSlots + kCount - 1) / kCount; ++i) {
+    const int slot = first + i * kCount;
+    if (kSlots % kCount != 0 && slot >= kSlots) break;
+    const int row = slot / kSlotsPerRow, chunk = slot % kSlotsPerRow;
+    if (chunk < kChunks) f(row, 8 * chunk);
+  }
+}
+
 // cp.async copies of one tile of a head (`head` = element (b, 0, h, 0)): row i <- token tokens.token(i), its `dim`
-// real columns; rows past the tile and columns past dim (72 of an 80-column tile) are zero-filled. Consecutive
-// threads take consecutive 16-byte chunks of a row (coalesced). Every thread of the block takes part; the caller
-// commits the group.
+// real columns; rows past the tile and columns past dim (72 of an 80-column tile) are zero-filled. Every thread of
+// the block takes part; the caller commits the group.
 template <typename T, int kRows, int kCols>
 LEDIT_TILE_INLINE void copy_tile_async(const SmemTile<T, kRows, kCols>& tile, dev::Global<const T> head,
                                        int token_stride, const TileTokens& tokens, int dim, int thread) {
-  constexpr int kChunks = kCols / 8, kCopies = kRows * kChunks;
-  LEDIT_UNROLL
-  for (int i = 0; i < (kCopies + kThreads - 1) / kThreads; ++i) {
-    const int c = thread + i * kThreads;
-    if (kCopies % kThreads != 0 && c >= kCopies) break;
-    const int row = c / kChunks, col = (c % kChunks) * 8;
+  for_each_chunk<kRows, kCols, kThreads>(thread, [&](int row, int col) {
     const bool real = row < tokens.size() && col < dim;
     const int token = tokens.token(real ? row : 0);
     dev::cp_async_16(tile.at(row, col), head + (int64_t{token} * token_stride + col), real);
-  }
+  });
 }
 
 // ---- fragments -------------------------------------------------------------------------------------------------
@@ -274,7 +287,7 @@ LEDIT_TILE_INLINE void zero(float (&acc)[kM][kN][4]) {
 
 // Writes a warp's accumulator rows (kM m16 blocks from row0, kN n8 blocks; row (m, h) times scale[m][h]) as T to
 // the tokens of a tile, columns [col0, col0 + 8 kN) up to dim: through the warp's own rows of `staging` (conflict-free
-// 4-byte stores), then 16 bytes per global store, consecutive lanes on consecutive chunks of a row.
+// 4-byte stores), then 16 bytes per global store (for_each_chunk's order).
 template <typename T, int kM, int kN, int R, int C>
 LEDIT_TILE_INLINE void store_rows(const float (&acc)[kM][kN][4], const float (&scale)[kM][2],
                                   const SmemTile<T, R, C>& staging, int row0, dev::Global<T> head,
@@ -293,14 +306,13 @@ LEDIT_TILE_INLINE void store_rows(const float (&acc)[kM][kN][4], const float (&s
     }
   }
   dev::sync_warp();
-  constexpr int kChunks = kN;  // 8 columns (16 bytes) per chunk
-  for (int c = lane; c < 16 * kM * kChunks; c += 32) {
-    const int row = row0 + c / kChunks, col = 8 * (c % kChunks);
+  for_each_chunk<16 * kM, 8 * kN, 32>(lane, [&](int r, int col) {
+    const int row = row0 + r;
     if (row < tokens.size() && col0 + col < dim) {
       dev::st_global(dev::cast<uint4>(head + tokens.token(row) * token_stride + col0 + col),
                      dev::ld_shared(dev::cast<uint4>(staging.at(row, col))));
     }
-  }
+  });
 }
 
 // ---- the walk over visible tiles -------------------------------------------------------------------------------

@@ -1,0 +1,2 @@
+// The probe kernels compiled for the executor.
+#include "emulator/probe_kernels.cu"
