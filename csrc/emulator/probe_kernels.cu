@@ -54,7 +54,8 @@ __global__ void fault_kernel(dev::Global<float> out, int fault) {
   const dev::Shared<float> s = dev::dynamic_shared<float>();
   const int t = dev::thread_idx().x, lane = dev::lane_id();
   dev::st_shared(s + t, static_cast<float>(t));
-  if (fault != kRaceAcrossWarps) dev::sync_threads();
+  dev::sync_threads();
+  if (fault == kRaceAcrossWarps) dev::st_shared(s + t, 2.f * t);  // while the other warp reads it
   float v = dev::ld_shared(s + (t + 32) % 64);  // the other warp's value
   if (fault == kRaceInWarp) {
     dev::st_shared(s + t, v);
