@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <initializer_list>
 #include <utility>
 
@@ -32,8 +33,12 @@ struct DeviceGuard {
   explicit DeviceGuard(const c10::Device&) {}
 };
 inline cudaStream_t current_stream() { return nullptr; }
-// The executor models an H100 (sm_90): 227 KB of shared memory per block.
-inline int max_shared_per_block(const at::Tensor&) { return 227 * 1024; }
+// The executor models an H100 (sm_90): 227 KB of shared memory per block, or the opt-in limit of another GPU given in
+// LEDIT_EMULATED_SHARED_BYTES (sm_86/sm_89: 101376), so the glue's choices for smaller GPUs run here too.
+inline int max_shared_per_block(const at::Tensor&) {
+  const char* bytes = std::getenv("LEDIT_EMULATED_SHARED_BYTES");
+  return bytes != nullptr && *bytes != '\0' ? std::atoi(bytes) : 227 * 1024;
+}
 inline void check(cudaError_t error) { TORCH_CHECK(error == cudaSuccess, "cuda_emulated: ", cudaGetErrorString(error)); }
 
 // Bytes from a tensor's first element to the end of its last: a strided view (q of a fused qkv projection) spans

@@ -57,10 +57,10 @@ struct ForwardShape {
 template <int kDim>
 struct BackwardShape {
   static constexpr int kBlockN = 16 * kWarps;            // keys per block: 8 x 8
-  static constexpr int kBlockM = kDim <= 80 ? 64 : 16;   // queries per tile: 8 x 8 (or 4 x 4)
+  static constexpr int kBlockM = kDim <= 64 ? 64 : kDim <= 80 ? 32 : 16;  // queries per tile: 8x8, 4x8, 4x4
   static constexpr int kDimAcc = kDim <= 128 ? kDim : kDim / 2;
   static constexpr int kSplits = kDim / kDimAcc;
-  static constexpr bool kKVInRegisters = kDim <= 80;     // K's and V's A fragments, across the query loop
+  static constexpr bool kKVInRegisters = kDim <= 80;  // K's and V's A fragments, across the query loop
   static constexpr int kQBlockM = 16 * kWarps;            // dQ kernel: queries per block
   static constexpr int kQBlockN = kDim <= 128 ? 64 : 32;  // dQ kernel: keys per tile
   static constexpr bool kQInRegisters = kDim <= 80;       // dQ kernel: Q's and dO's A fragments
@@ -74,27 +74,30 @@ struct BackwardShape {
   }
 };
 
+// The kernels one call launches: the forward, the backward with dQ by atomics, or the deterministic backward.
+enum class Pass { kForward, kBackward, kBackwardDeterministic };
+
 template <int kDim>
-constexpr size_t shared_memory_bytes_for(bool backward, bool double_buffer) {
+constexpr size_t shared_memory_bytes_for(Pass pass, bool double_buffer) {
   using Backward = BackwardShape<kDim>;
-  const size_t backward_bytes = Backward::smem_kv(double_buffer) > Backward::smem_q(double_buffer)
-                                    ? Backward::smem_kv(double_buffer)
-                                    : Backward::smem_q(double_buffer);
-  return backward ? backward_bytes : ForwardShape<kDim>::smem(double_buffer);
+  const size_t kv = Backward::smem_kv(double_buffer), q = Backward::smem_q(double_buffer);
+  return pass == Pass::kForward ? ForwardShape<kDim>::smem(double_buffer)
+         : pass == Pass::kBackward ? kv
+                                    : (kv > q ? kv : q);
 }
 
-// Dynamic shared memory of one block of the forward, or of the backward's larger kernel, with double-buffered tiles
-// or without: the glue double-buffers when the GPU allows it, and refuses a call that fits neither way.
-inline size_t shared_memory_bytes(int dim, bool backward, bool double_buffer) {
+// Dynamic shared memory of the largest block a pass launches, with double-buffered tiles or without: the glue
+// double-buffers when the GPU allows it, and refuses a call that fits neither way.
+inline size_t shared_memory_bytes(int dim, Pass pass, bool double_buffer) {
   switch (padded_dim(dim)) {
     case 64:
-      return shared_memory_bytes_for<64>(backward, double_buffer);
+      return shared_memory_bytes_for<64>(pass, double_buffer);
     case 80:
-      return shared_memory_bytes_for<80>(backward, double_buffer);
+      return shared_memory_bytes_for<80>(pass, double_buffer);
     case 128:
-      return shared_memory_bytes_for<128>(backward, double_buffer);
+      return shared_memory_bytes_for<128>(pass, double_buffer);
     default:
-      return shared_memory_bytes_for<256>(backward, double_buffer);
+      return shared_memory_bytes_for<256>(pass, double_buffer);
   }
 }
 

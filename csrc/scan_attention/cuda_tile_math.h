@@ -198,20 +198,6 @@ LEDIT_TILE_INLINE void load_a_of_transpose(uint32_t (&a)[4], const SmemTile<T, R
   dev::ldmatrix<4, true>(a, x.at(col0 + lane % 8 + 8 * (lane / 16), row0 + 8 * ((lane / 8) % 2)));
 }
 
-// B fragments of the two n8 blocks n0, n0 + 8 (b[0..1], b[2..3]) at k16 step k0 of B = X^T, X row-major [n][k]
-// (K in S = Q K^T).
-template <typename T, int R, int C>
-LEDIT_TILE_INLINE void load_b_pair_of_transpose(uint32_t (&b)[4], const SmemTile<T, R, C>& x, int k0, int n0,
-                                                int lane) {
-  dev::ldmatrix<4>(b, x.at(n0 + lane % 8 + 8 * (lane / 16), k0 + 8 * ((lane / 8) % 2)));
-}
-
-// The same for B = X, X row-major [k][n] (V in O = P V): ldmatrix's transposing form.
-template <typename T, int R, int C>
-LEDIT_TILE_INLINE void load_b_pair(uint32_t (&b)[4], const SmemTile<T, R, C>& x, int k0, int n0, int lane) {
-  dev::ldmatrix<4, true>(b, x.at(k0 + lane % 8 + 8 * ((lane / 8) % 2), n0 + 8 * (lane / 16)));
-}
-
 template <typename T>
 LEDIT_TILE_INLINE void mma_pair(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4], const uint32_t (&b)[4]) {
   const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
@@ -219,45 +205,49 @@ LEDIT_TILE_INLINE void mma_pair(float (&c0)[4], float (&c1)[4], const uint32_t (
   dev::mma_m16n8k16<T>(c1, a, b1);
 }
 
-// acc[m][n] += A_m (X^T)_n over kSteps k16 steps from column k0: A's fragments from a_fragment(m, step, a) (registers
-// or ldmatrix), X row-major [n][k] in shared memory from row n0. Each B pair serves all kM row blocks.
-template <typename T, int kM, int kN, int kSteps, typename AFragment, int R, int C>
-LEDIT_TILE_INLINE void mma_a_xt(float (&acc)[kM][kN][4], AFragment&& a_fragment, const SmemTile<T, R, C>& x, int n0,
-                                int k0, int lane) {
-  static_assert(kN % 2 == 0, "B fragments are loaded in pairs of n8 blocks");
+// acc[m][n] += A_m B_n over kSteps k16 steps for every m and n: A's fragments from a_fragment(m, step, a)
+// (registers or ldmatrix), B's from load_b(b, step, n, matrices): n8 blocks n and n + 1 in one ldmatrix.x4 (or n
+// alone with .x2 when kN is odd), each B fragment serving all kM row blocks.
+template <typename T, int kM, int kN, int kSteps, typename AFragment, typename LoadB>
+LEDIT_TILE_INLINE void mma_blocks(float (&acc)[kM][kN][4], AFragment&& a_fragment, LoadB&& load_b) {
   LEDIT_UNROLL
   for (int step = 0; step < kSteps; ++step) {
     uint32_t a[kM][4];
     LEDIT_UNROLL
     for (int m = 0; m < kM; ++m) a_fragment(m, step, a[m]);
     LEDIT_UNROLL
-    for (int n = 0; n < kN; n += 2) {
+    for (int n = 0; n + 1 < kN; n += 2) {
       uint32_t b[4];
-      load_b_pair_of_transpose(b, x, k0 + 16 * step, n0 + 8 * n, lane);
+      load_b(b, step, n);
       LEDIT_UNROLL
       for (int m = 0; m < kM; ++m) mma_pair<T>(acc[m][n], acc[m][n + 1], a[m], b);
+    }
+    if constexpr (kN % 2 == 1) {
+      uint32_t b[2];
+      load_b(b, step, kN - 1);
+      LEDIT_UNROLL
+      for (int m = 0; m < kM; ++m) dev::mma_m16n8k16<T>(acc[m][kN - 1], a[m], b);
     }
   }
 }
 
-// acc[m][n] += A_m X_n over kSteps k16 steps: X row-major [k][n] in shared memory, rows from k0, columns from n0.
+// acc[m][n] += A_m (X^T)_n: X row-major [n][k] in shared memory (K in S = Q K^T), rows from n0, columns from k0.
+template <typename T, int kM, int kN, int kSteps, typename AFragment, int R, int C>
+LEDIT_TILE_INLINE void mma_a_xt(float (&acc)[kM][kN][4], AFragment&& a_fragment, const SmemTile<T, R, C>& x, int n0,
+                                int k0, int lane) {
+  mma_blocks<T, kM, kN, kSteps>(acc, a_fragment, [&](auto& b, int step, int n) {
+    dev::ldmatrix<sizeof(b) / 4>(b, x.at(n0 + 8 * n + lane % 8 + 8 * (lane / 16), k0 + 16 * step + 8 * ((lane / 8) % 2)));
+  });
+}
+
+// acc[m][n] += A_m X_n: X row-major [k][n] in shared memory (V in O = P V), rows from k0, columns from n0.
 template <typename T, int kM, int kN, int kSteps, typename AFragment, int R, int C>
 LEDIT_TILE_INLINE void mma_a_x(float (&acc)[kM][kN][4], AFragment&& a_fragment, const SmemTile<T, R, C>& x, int k0,
                                int n0, int lane) {
-  static_assert(kN % 2 == 0, "B fragments are loaded in pairs of n8 blocks");
-  LEDIT_UNROLL
-  for (int step = 0; step < kSteps; ++step) {
-    uint32_t a[kM][4];
-    LEDIT_UNROLL
-    for (int m = 0; m < kM; ++m) a_fragment(m, step, a[m]);
-    LEDIT_UNROLL
-    for (int n = 0; n < kN; n += 2) {
-      uint32_t b[4];
-      load_b_pair(b, x, k0 + 16 * step, n0 + 8 * n, lane);
-      LEDIT_UNROLL
-      for (int m = 0; m < kM; ++m) mma_pair<T>(acc[m][n], acc[m][n + 1], a[m], b);
-    }
-  }
+  mma_blocks<T, kM, kN, kSteps>(acc, a_fragment, [&](auto& b, int step, int n) {
+    dev::ldmatrix<sizeof(b) / 4, true>(
+        b, x.at(k0 + 16 * step + lane % 8 + 8 * ((lane / 8) % 2), n0 + 8 * n + 8 * (lane / 16)));
+  });
 }
 
 // The A fragments of an fp32 accumulator block rounded to T: k16 step j is accumulator blocks 2j and 2j + 1.

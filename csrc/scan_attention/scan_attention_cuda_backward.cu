@@ -25,6 +25,18 @@ LEDIT_TILE_INLINE void load_row_stats(dev::Shared<float> lse2, dev::Shared<float
   }
 }
 
+// How the 4 warps share dQ += dS K of one tile pair: one m16 query block each, then the output columns (in an even
+// number of n8 blocks, for paired B fragments), then the keys (each warp adds a partial sum; atomics add them up).
+template <int kQueryBlocks_, int kColumnBlocks>
+struct DqSplit {
+  static constexpr int kQueryBlocks = kQueryBlocks_;
+  static constexpr int kParts = kWarps / kQueryBlocks;
+  static constexpr int kColParts = (kColumnBlocks / kParts) % 2 == 0 ? kParts : (kColumnBlocks / 2) % 2 == 0 ? 2 : 1;
+  static constexpr int kKeyParts = kParts / kColParts;
+  static constexpr int kColBlocks = kColumnBlocks / kColParts;
+  static_assert(kParts * kQueryBlocks == kWarps && kColBlocks * kColParts == kColumnBlocks, "uneven dQ split");
+};
+
 template <typename T, int kDim>
 __global__ void __launch_bounds__(kThreads)
     backward_kv_kernel(dev::Global<const T> Q, dev::Global<const T> K, dev::Global<const T> V,
@@ -136,7 +148,7 @@ __global__ void __launch_bounds__(kThreads)
     if (dQ_accum == nullptr) return;
 
     // dQ += dS K over this block's keys: dS^T to shared memory (each A fragment register is a (row, 2 columns)
-    // pair), then warps split the tile's queries (and, with few queries, the columns) and add to dQ_accum.
+    // pair), then the warps split the tile's queries (DqSplit) and add their parts to dQ_accum.
     LEDIT_UNROLL
     for (int j = 0; j < kNq / 2; ++j) {
       LEDIT_UNROLL
@@ -146,14 +158,15 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     dev::sync_threads();
-    constexpr int kQueryBlocks = kQueries / 16, kParts = kWarps / kQueryBlocks;
-    constexpr int kPartD = kAccD / kParts;
-    const int query_row0 = 16 * (warp % kQueryBlocks), part_col0 = col0 + 8 * kPartD * (warp / kQueryBlocks);
-    float dq[1][kPartD][4];
+    using Split = DqSplit<kQueries / 16, kAccD>;
+    const int query_row0 = 16 * (warp % Split::kQueryBlocks);
+    const int part = warp / Split::kQueryBlocks, part_col0 = col0 + 8 * Split::kColBlocks * (part % Split::kColParts);
+    const int key0 = Shape::kBlockN / Split::kKeyParts * (part / Split::kColParts);
+    float dq[1][Split::kColBlocks][4];
     zero(dq);
-    mma_a_x<T, 1, kPartD, Shape::kBlockN / 16>(
-        dq, [&](int, int step, uint32_t (&a)[4]) { load_a_of_transpose(a, ds_s, query_row0, 16 * step, lane); }, k_s,
-        0, part_col0, lane);
+    mma_a_x<T, 1, Split::kColBlocks, Shape::kBlockN / 16 / Split::kKeyParts>(
+        dq, [&](int, int step, uint32_t (&a)[4]) { load_a_of_transpose(a, ds_s, query_row0, key0 + 16 * step, lane); },
+        k_s, key0, part_col0, lane);
     LEDIT_UNROLL
     for (int h = 0; h < 2; ++h) {
       const int row = query_row0 + 8 * h + lane / 4;
@@ -161,7 +174,7 @@ __global__ void __launch_bounds__(kThreads)
       const dev::Global<float> dq_row =
           dQ_accum + ((batch * p.tokens + q_tokens.token(row)) * p.heads + head) * p.dim + part_col0;
       LEDIT_UNROLL
-      for (int n = 0; n < kPartD; ++n) {
+      for (int n = 0; n < Split::kColBlocks; ++n) {
         LEDIT_UNROLL
         for (int e = 0; e < 2; ++e) {
           const int col = 8 * n + 2 * (lane % 4) + e;

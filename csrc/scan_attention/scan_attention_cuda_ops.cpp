@@ -76,11 +76,11 @@ Problem problem_of(const at::Tensor& q, int64_t h, int64_t w, c10::string_view s
 
 // Whether the blocks double-buffer their tiles: when the GPU allows that much shared memory per block (sm_80 and
 // sm_90 always do; sm_86/sm_89's 99 KB not at every head dim), else single-buffered, else an error naming the limit.
-bool double_buffer(const at::Tensor& q, int64_t dim, bool backward) {
+bool double_buffer(const at::Tensor& q, int64_t dim, Pass pass) {
   const size_t limit = static_cast<size_t>(device_glue::max_shared_per_block(q));
-  if (shared_memory_bytes(static_cast<int>(dim), backward, true) <= limit) return true;
-  const size_t single = shared_memory_bytes(static_cast<int>(dim), backward, false);
-  TORCH_CHECK(single <= limit, "scan_attention (CUDA kernel): the ", backward ? "backward" : "forward",
+  if (shared_memory_bytes(static_cast<int>(dim), pass, true) <= limit) return true;
+  const size_t single = shared_memory_bytes(static_cast<int>(dim), pass, false);
+  TORCH_CHECK(single <= limit, "scan_attention (CUDA kernel): the ", pass == Pass::kForward ? "forward" : "backward",
               " at head dim D=", dim, " needs ", single, " bytes of shared memory per block, this GPU allows ", limit,
               "; use backend='triton'");
   return false;
@@ -100,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at
   if (q.numel() == 0) return {out, lse};  // B = 0 or H = 0: no blocks to launch
   const ForwardArgs args{q.data_ptr(),    k.data_ptr(),    v.data_ptr(),      out.data_ptr(),   lse.data_ptr<float>(),
                          layout_of(q),    layout_of(k),    layout_of(v),      layout_of(out),   q.size(0),
-                         double_buffer(q, dim, false)};
+                         double_buffer(q, dim, Pass::kForward)};
   const device_glue::LaunchTensors tensors{{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}};
   device_glue::check(
       launch_forward(args, problem_of(q, h, w, scan, softmax_scale), dtype, device_glue::current_stream()));
@@ -151,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
                           layout_of(dk),
                           layout_of(dv),
                           q.size(0),
-                          double_buffer(q, dim, true)};
+                          double_buffer(q, dim, deterministic ? Pass::kBackwardDeterministic : Pass::kBackward)};
   {
     const device_glue::LaunchTensors tensors{{"q", &q},         {"k", &k},         {"v", &v},
                                             {"dout", &dout},   {"lse", &lse},     {"delta", &delta},
