@@ -57,7 +57,7 @@ struct ForwardShape {
 template <int kDim>
 struct BackwardShape {
   static constexpr int kBlockN = 16 * kWarps;            // keys per block: 8 x 8
-  static constexpr int kBlockM = kDim <= 64 ? 64 : kDim <= 80 ? 32 : 16;  // queries per tile: 8x8, 4x8, 4x4
+  static constexpr int kBlockM = kDim <= 80 ? 32 : 16;  // queries per tile: 4 x 8 (or 4 x 4)
   static constexpr int kDimAcc = kDim <= 128 ? kDim : kDim / 2;
   static constexpr int kSplits = kDim / kDimAcc;
   static constexpr bool kKVInRegisters = kDim <= 80;  // K's and V's A fragments, across the query loop

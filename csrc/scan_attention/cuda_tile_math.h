@@ -170,16 +170,28 @@ LEDIT_TILE_INLINE void for_each_chunk(int first, F&& f) {
   }
 }
 
-// cp.async copies of one tile of a head (`head` = element (b, 0, h, 0)): row i <- token tokens.token(i), its `dim`
-// real columns; rows past the tile and columns past dim (72 of an 80-column tile) are zero-filled. Every thread of
-// the block takes part; the caller commits the group.
-template <typename T, int kRows, int kCols>
-LEDIT_TILE_INLINE void copy_tile_async(const SmemTile<T, kRows, kCols>& tile, dev::Global<const T> head,
-                                       int token_stride, const TileTokens& tokens, int dim, int thread) {
+// Where a tensor's rows of one head start: element (b, 0, h, 0), and the stride between tokens.
+template <typename T>
+struct HeadRows {
+  dev::Global<const T> head;
+  int token_stride;
+};
+
+// cp.async copies of the same tile of kCount tensors (K and V, or Q and dO): row i of tiles[j] <- token
+// tokens.token(i) of rows[j], its `dim` real columns; rows past the tile and columns past dim (72 of an 80-column
+// tile) are zero-filled. Each chunk's token is found once for all tensors. Every thread of the block takes part; the
+// caller commits the group.
+template <int kCount, typename T, int kRows, int kCols>
+LEDIT_TILE_INLINE void copy_tiles_async(const SmemTile<T, kRows, kCols> (&tiles)[kCount],
+                                        const HeadRows<T> (&rows)[kCount], const TileTokens& tokens, int dim,
+                                        int thread) {
   for_each_chunk<kRows, kCols, kThreads>(thread, [&](int row, int col) {
     const bool real = row < tokens.size() && col < dim;
-    const int token = tokens.token(real ? row : 0);
-    dev::cp_async_16(tile.at(row, col), head + (int64_t{token} * token_stride + col), real);
+    const int64_t token = tokens.token(real ? row : 0);
+    LEDIT_UNROLL
+    for (int j = 0; j < kCount; ++j) {
+      dev::cp_async_16(tiles[j].at(row, col), rows[j].head + (token * rows[j].token_stride + col), real);
+    }
   });
 }
 

@@ -61,13 +61,14 @@ __global__ void __launch_bounds__(kThreads)
   auto lse2_s = [&](int stage) { return dev::cast<float>(stages + stage * kStageElements + 2 * QTile::kElements); };
   auto delta_s = [&](int stage) { return lse2_s(stage) + kQueries; };
 
-  const dev::Global<const T> q_head = Q + batch * p.q.batch + head * p.q.head;
-  const dev::Global<const T> do_head = dO + batch * p.o.batch + head * p.o.head;
+  const HeadRows<T> q_rows{Q + batch * p.q.batch + head * p.q.head, p.q.token};
+  const HeadRows<T> do_rows{dO + batch * p.o.batch + head * p.o.head, p.o.token};
   const int64_t stats_offset = (batch * p.heads + head) * p.tokens;
   const TileRect k_rect = p.k_tiles.rect(dev::block_idx().x / Shape::kSplits);
   const TileTokens k_tokens(k_rect, p.w);
-  copy_tile_async(k_s, K + batch * p.k.batch + head * p.k.head, p.k.token, k_tokens, p.dim, thread);
-  copy_tile_async(v_s, V + batch * p.v.batch + head * p.v.head, p.v.token, k_tokens, p.dim, thread);
+  const HeadRows<T> k_rows{K + batch * p.k.batch + head * p.k.head, p.k.token};
+  const HeadRows<T> v_rows{V + batch * p.v.batch + head * p.v.head, p.v.token};
+  copy_tiles_async<2>({k_s, v_s}, {k_rows, v_rows}, k_tokens, p.dim, thread);
 
   float dk[1][kAccD][4], dv[1][kAccD][4];
   zero(dk);
@@ -78,8 +79,7 @@ __global__ void __launch_bounds__(kThreads)
 
   auto issue = [&](const TileRect& rect, int stage) {
     const TileTokens q_tokens(rect, p.w);
-    copy_tile_async(q_s(stage), q_head, p.q.token, q_tokens, p.dim, thread);
-    copy_tile_async(do_s(stage), do_head, p.o.token, q_tokens, p.dim, thread);
+    copy_tiles_async<2>({q_s(stage), do_s(stage)}, {q_rows, do_rows}, q_tokens, p.dim, thread);
     load_row_stats(lse2_s(stage), delta_s(stage), LSE, DELTA, stats_offset, q_tokens, kQueries, thread);
   };
   // A fragments of the warp's 16 rows of K or V: from registers, or ldmatrix when they do not fit there.
@@ -211,13 +211,14 @@ __global__ void __launch_bounds__(kThreads)
   const QTile q_s{dev::dynamic_shared<T>()}, do_s{q_s.base + QTile::kElements};
   auto k_s = [&](int stage) { return KVTile{do_s.base + QTile::kElements + 2 * stage * KVTile::kElements}; };
   auto v_s = [&](int stage) { return KVTile{do_s.base + QTile::kElements + (2 * stage + 1) * KVTile::kElements}; };
-  const dev::Global<const T> k_head = K + batch * p.k.batch + head * p.k.head;
-  const dev::Global<const T> v_head = V + batch * p.v.batch + head * p.v.head;
+  const HeadRows<T> k_rows{K + batch * p.k.batch + head * p.k.head, p.k.token};
+  const HeadRows<T> v_rows{V + batch * p.v.batch + head * p.v.head, p.v.token};
 
   const TileRect q_rect = p.q_tiles.rect(dev::block_idx().x);
   const TileTokens q_tokens(q_rect, p.w);
-  copy_tile_async(q_s, Q + batch * p.q.batch + head * p.q.head, p.q.token, q_tokens, p.dim, thread);
-  copy_tile_async(do_s, dO + batch * p.o.batch + head * p.o.head, p.o.token, q_tokens, p.dim, thread);
+  const HeadRows<T> q_rows{Q + batch * p.q.batch + head * p.q.head, p.q.token};
+  const HeadRows<T> do_rows{dO + batch * p.o.batch + head * p.o.head, p.o.token};
+  copy_tiles_async<2>({q_s, do_s}, {q_rows, do_rows}, q_tokens, p.dim, thread);
   float lse2[2], delta[2];
   LEDIT_UNROLL
   for (int h = 0; h < 2; ++h) {
@@ -244,8 +245,7 @@ __global__ void __launch_bounds__(kThreads)
   };
   auto issue = [&](const TileRect& rect, int stage) {
     const TileTokens k_tokens(rect, p.w);
-    copy_tile_async(k_s(stage), k_head, p.k.token, k_tokens, p.dim, thread);
-    copy_tile_async(v_s(stage), v_head, p.v.token, k_tokens, p.dim, thread);
+    copy_tiles_async<2>({k_s(stage), v_s(stage)}, {k_rows, v_rows}, k_tokens, p.dim, thread);
   };
   auto accumulate = [&](const TileRect& rect, TileVisibility visibility, int stage) {
     if constexpr (kInRegisters) {

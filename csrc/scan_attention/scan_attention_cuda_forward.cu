@@ -66,13 +66,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   const QTile q_s{dev::dynamic_shared<T>()};
   auto k_s = [&](int stage) { return KVTile{q_s.base + QTile::kElements + 2 * stage * KVTile::kElements}; };
   auto v_s = [&](int stage) { return KVTile{q_s.base + QTile::kElements + (2 * stage + 1) * KVTile::kElements}; };
-  const dev::Global<const T> q_head = Q + batch * p.q.batch + head * p.q.head;
-  const dev::Global<const T> k_head = K + batch * p.k.batch + head * p.k.head;
-  const dev::Global<const T> v_head = V + batch * p.v.batch + head * p.v.head;
+  const HeadRows<T> q_rows{Q + batch * p.q.batch + head * p.q.head, p.q.token};
+  const HeadRows<T> k_rows{K + batch * p.k.batch + head * p.k.head, p.k.token};
+  const HeadRows<T> v_rows{V + batch * p.v.batch + head * p.v.head, p.v.token};
 
   const TileRect q_rect = p.q_tiles.rect(dev::block_idx().x);
   const TileTokens q_tokens(q_rect, p.w);
-  copy_tile_async(q_s, q_head, p.q.token, q_tokens, p.dim, thread);
+  copy_tiles_async<1>({q_s}, {q_rows}, q_tokens, p.dim, thread);
 
   float o[kM][kD][4], row_max[kM][2], row_sum[kM][2];
   zero(o);
@@ -81,8 +81,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   auto issue = [&](const TileRect& rect, int stage) {
     const TileTokens k_tokens(rect, p.w);
-    copy_tile_async(k_s(stage), k_head, p.k.token, k_tokens, p.dim, thread);
-    copy_tile_async(v_s(stage), v_head, p.v.token, k_tokens, p.dim, thread);
+    copy_tiles_async<2>({k_s(stage), v_s(stage)}, {k_rows, v_rows}, k_tokens, p.dim, thread);
   };
   auto attend = [&](const TileRect& rect, TileVisibility visibility, int stage) {
     const TileTokens k_tokens(rect, p.w);
