@@ -65,7 +65,7 @@ def measure(out: str) -> None:
         out_t = scan_attention(q, k, v, grid, "corner", backend="cuda_emulated")
         out_t.backward(torch.ones_like(out_t))
         for launch in emulator.launches():
-            records.append({"grid": list(grid), "dim": dim, **launch})
+            records.append({"token_grid": list(grid), "dim": dim, **launch})
             print(grid, launch["kernel"], launch["counters"]["mma"], flush=True)
     with open(out, "w") as f:
         json.dump({"scan": "corner", "dtype": "bfloat16", "launches": records}, f, indent=1)
@@ -136,7 +136,7 @@ def _mask_lines() -> set[tuple[str, int]]:
     for i, text in enumerate(lines):
         if "LEDIT_TILE_INLINE" in text and any(f in text or f in lines[i + 1] for f in MASK_FUNCTIONS):
             j = i
-            while not lines[j].startswith(("}", "  }")):
+            while lines[j] != "}":
                 j += 1
             out.update(("cuda_tile_math.h", n + 1) for n in range(i, j + 1))
     return out
@@ -289,8 +289,10 @@ def tile_pairs(grid, query_tokens: int, key_tokens: int) -> tuple[int, int]:
     return visited, partial
 
 
-def _kernel_key(launch_kernel: str) -> str:
-    return launch_kernel.replace("dev::", "").replace(" ", "")
+def _kernel_key(kernel: str) -> tuple:
+    """A kernel's name and its set of template arguments, whatever their order or namespace spelling."""
+    name, _, args = kernel.replace(" ", "").partition("<")
+    return name, tuple(sorted(a.split("::")[-1] for a in args.rstrip(">").split(",")))
 
 
 # The tile sizes (queries, keys) each kernel visits at D = 72 (cuda_kernel_shapes.h), for its partial-pair share.
@@ -304,7 +306,7 @@ def ours(counters: dict, sass_facts: dict, grid, dim, mma_rate: float) -> list[d
     scale = batch * HEADS
     rows = []
     for launch in counters["launches"]:
-        if tuple(launch["grid"]) != tuple(grid) or launch["dim"] != dim:
+        if tuple(launch["token_grid"]) != tuple(grid) or launch["dim"] != dim:
             continue
         c, name = launch["counters"], launch["kernel"]
         base = name.split("<")[0]
@@ -317,7 +319,8 @@ def ours(counters: dict, sass_facts: dict, grid, dim, mma_rate: float) -> list[d
         per_iteration = sum(v for k, v in loop.items() if not k.startswith("masked"))
         masked = sum(v for k, v in loop.items() if k.startswith("masked")) / 5  # one scan's branch of the five
         instructions = 4 * iterations * (per_iteration + masked * partial / visited)
-        hbm = c["global_load_bytes"] + c["global_store_bytes"]
+        # HBM: each of q, k, v, out (and dq, dk, dv, dout) once; K and V re-read per query tile come from L2.
+        hbm = (4 if "forward" in base else 8) * tokens * dim * 2
         per_sm = {"mma": c["mma"], "wavefronts": wavefronts, "instructions": instructions,
                   "mufu": 4 * iterations * loop.get("MUFU", 0), "hbm_bytes": hbm}
         per_sm = {k: v * scale / SMS for k, v in per_sm.items()}
@@ -374,6 +377,11 @@ def table(new_counters: str, new_sass: str, old: list[str] | None, write: str | 
                       "forward_us": fa2_seconds * 1e6, "bound": fa2_bound, "useful_tflops": fa2_rate / 1e12,
                       "vs_fa2": 1.0, "backward_over_forward": None, "blocks_per_sm": fa2_blocks, "rows": []})
     markdown = _markdown(lines, rate)
+    for line in lines:
+        for row in line["rows"]:
+            terms = ", ".join(f"{k} {v * 1e6:.0f}" for k, v in row["terms"].items())
+            print(f"# {line['case']} {line['kernel']} {row['kernel']}: {terms} (µs), partial share "
+                  f"{row['partial_share']:.2f}", file=sys.stderr)
     if write:
         text = open(write).read()
         if START not in text or END not in text:

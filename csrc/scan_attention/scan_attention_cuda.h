@@ -36,9 +36,10 @@ struct BackwardArgs {
   const void *q, *k, *v, *dout;
   const float *lse, *delta;  // (B, H, N) contiguous; delta = rowsum(dout * out)
   void *dq, *dk, *dv;
-  // Non-null: the dK/dV kernel also adds each key tile's dQ to this zeroed (B, N, H, D) fp32 buffer with atomics
-  // (unscaled; the caller scales and converts it, and dq is not written). Null: a second kernel computes dQ per
-  // query tile into dq, deterministic (bitwise the same on every run) at the cost of recomputing S and dP.
+  // Non-null: the dK/dV kernel also adds each key tile's dQ to this zeroed (B, N, H, padded_dim(D)) fp32 buffer
+  // with atomics (unscaled; the caller scales it, converts its first D columns, and dq is not written). Null: a
+  // second kernel computes dQ per query tile into dq, deterministic (bitwise the same on every run) at the cost of
+  // recomputing S and dP.
   float* dq_accum;
   Layout q_layout, k_layout, v_layout, dout_layout, dq_layout, dk_layout, dv_layout;
   int64_t batch;

@@ -171,15 +171,14 @@ __global__ void __launch_bounds__(kThreads)
     for (int h = 0; h < 2; ++h) {
       const int row = query_row0 + 8 * h + lane / 4;
       if (row >= q_tokens.size()) continue;
-      const dev::Global<float> dq_row =
-          dQ_accum + ((batch * p.tokens + q_tokens.token(row)) * p.heads + head) * p.dim + part_col0;
+      // dQ_accum's rows are kDim wide (padding columns get zeros and are dropped by the caller), so no column needs
+      // a test and every atomic is this lane's first column plus a compile-time offset (an immediate).
+      const dev::Global<float> dq_lane =
+          dQ_accum + (((batch * p.tokens + q_tokens.token(row)) * p.heads + head) * kDim + part_col0 + 2 * (lane % 4));
       LEDIT_UNROLL
       for (int n = 0; n < Split::kColBlocks; ++n) {
         LEDIT_UNROLL
-        for (int e = 0; e < 2; ++e) {
-          const int col = 8 * n + 2 * (lane % 4) + e;
-          if (part_col0 + col < p.dim) dev::atomic_add(dq_row + col, dq[0][n][2 * h + e]);
-        }
+        for (int e = 0; e < 2; ++e) dev::atomic_add(dq_lane + (8 * n + e), dq[0][n][2 * h + e]);
       }
     }
   };

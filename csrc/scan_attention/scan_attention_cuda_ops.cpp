@@ -131,7 +131,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(q.sizes(), q.options());
   at::Tensor dv = at::empty(q.sizes(), q.options());
-  at::Tensor dq_accum = deterministic ? at::Tensor() : at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+  at::Tensor dq_accum = deterministic ? at::Tensor()
+                                      : at::zeros({q.size(0), q.size(1), q.size(2), padded_dim(static_cast<int>(dim))},
+                                                  q.options().dtype(at::kFloat));
   if (q.numel() == 0) return {dq, dk, dv};
   const BackwardArgs args{q.data_ptr(),
                           k.data_ptr(),
@@ -160,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
     device_glue::check(
         launch_backward(args, problem_of(q, h, w, scan, softmax_scale), dtype, device_glue::current_stream()));
   }
-  if (!deterministic) dq.copy_(dq_accum.mul_(softmax_scale));
+  if (!deterministic) dq.copy_(dq_accum.narrow(3, 0, dim).mul_(softmax_scale));
   return {dq, dk, dv};
 }
 
