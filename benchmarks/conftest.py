@@ -9,7 +9,7 @@ are for pytest-benchmark's statistics, history and ``--benchmark-compare``.
 import pytest
 import torch
 
-from ledit.bench.environment import default_device
+from ledit.runtime import default_device
 
 DEVICE = default_device()
 

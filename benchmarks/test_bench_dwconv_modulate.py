@@ -3,8 +3,8 @@
 import pytest
 
 from ledit.bench import dwconv
-from ledit.bench.environment import default_device
 from ledit.ops import DWCONV_MODULATE_BACKENDS
+from ledit.runtime import default_device
 
 DEVICE = default_device()
 

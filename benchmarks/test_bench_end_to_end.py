@@ -3,7 +3,7 @@
 import pytest
 
 from ledit.bench import end_to_end
-from ledit.bench.environment import default_device
+from ledit.runtime import default_device
 
 DEVICE = default_device()
 

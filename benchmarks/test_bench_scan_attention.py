@@ -3,8 +3,8 @@
 import pytest
 
 from ledit.bench import attention
-from ledit.bench.environment import default_device
 from ledit.ops import SCAN_ATTENTION_BACKENDS
+from ledit.runtime import default_device
 
 DEVICE = default_device()
 

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "train": ("ledit.training.train", "train DiT/LEDiT (torchrun, DDP/FSDP) from latent shards or images"),
     "extract-latents": ("ledit.data.extract_latents", "encode an ImageFolder into VAE latent shards"),
     "convert-dit": ("ledit.training.convert_dit", "convert a facebookresearch/DiT checkpoint to ledit"),
+    "diffusers": ("ledit.diffusers.cli", "ledit checkpoint <-> diffusers folder (export a pipeline, import DiT-XL-2)"),
     "fid": ("ledit.evaluate.cli", "FID/sFID/IS/precision/recall and SWD between sample sets"),
     "bench": ("ledit.bench.cli", "benchmark the kernels and models against SDPA/FlexAttention"),
     "info": ("ledit.info", "what is built and which backend each op would use, and why"),

@@ -9,24 +9,9 @@ import platform
 import torch
 
 import ledit
-from ledit.ops import DWCONV_MODULATE_BACKENDS, SCAN_ATTENTION_BACKENDS
 from ledit.ops.backends import BACKEND_ENV
+from ledit.ops.examples import EXAMPLE_GRID, explain_example_calls
 from ledit.ops.extension import extension_unavailable_reason, load_extension, triton_unavailable_reason
-
-# A representative call of each op: LEDiT-XL/2's head dim and a small non-square grid.
-_GRID = (5, 7)
-
-
-def _example_calls(device: torch.device):
-    n = _GRID[0] * _GRID[1]
-    q = torch.zeros(1, n, 2, 72, device=device)
-    x = torch.zeros(1, n, 16, device=device)
-    w = torch.zeros(16, 1, 3, 3, device=device)
-    mod = torch.zeros(1, 16, device=device)
-    return {
-        SCAN_ATTENTION_BACKENDS: (q, q, q, _GRID, "corner", None),
-        DWCONV_MODULATE_BACKENDS: (x, _GRID, w, None, mod, mod, mod, x, 1, True),
-    }
 
 
 def report() -> str:
@@ -42,10 +27,11 @@ def report() -> str:
     lines.append(f"{BACKEND_ENV}={os.environ.get(BACKEND_ENV, '') or '(unset: automatic)'}")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
-        for op, args in _example_calls(device).items():
-            lines.append(f"\n{op.op_name} on {device.type} (example call: grid {_GRID[0]}x{_GRID[1]}, float32):")
+        for op_name, choices in explain_example_calls(device).items():
+            grid = "x".join(map(str, EXAMPLE_GRID))
+            lines.append(f"\n{op_name} on {device.type} (example call: grid {grid}, float32):")
             chosen = None
-            for name, reason in op.explain(device.type, *args):
+            for name, reason in choices:
                 if reason is None and chosen is None:
                     chosen = name
                 mark = "->" if name == chosen else "  "

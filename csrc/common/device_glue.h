@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
 #include <utility>
@@ -25,6 +26,13 @@
 namespace ledit {
 namespace device_glue {
 
+// LEDIT_MAX_SHARED_BYTES, when set, caps the shared memory per block the glue believes the device allows (101376
+// models sm_86/sm_89), so tests reach the choices kernels make for smaller GPUs on any device.
+inline int shared_bytes_cap(int device_limit) {
+  const char* cap = std::getenv("LEDIT_MAX_SHARED_BYTES");
+  return cap != nullptr && *cap != '\0' ? std::min(device_limit, std::atoi(cap)) : device_limit;
+}
+
 #if defined(LEDIT_EMULATED_DEVICE)
 
 constexpr const char* kDeviceName = "cpu (cuda_emulated: the CUDA kernels on the CPU executor)";
@@ -33,12 +41,8 @@ struct DeviceGuard {
   explicit DeviceGuard(const c10::Device&) {}
 };
 inline cudaStream_t current_stream() { return nullptr; }
-// The executor models an H100 (sm_90): 227 KB of shared memory per block, or the opt-in limit of another GPU given in
-// LEDIT_EMULATED_SHARED_BYTES (sm_86/sm_89: 101376), so the glue's choices for smaller GPUs run here too.
-inline int max_shared_per_block(const at::Tensor&) {
-  const char* bytes = std::getenv("LEDIT_EMULATED_SHARED_BYTES");
-  return bytes != nullptr && *bytes != '\0' ? std::atoi(bytes) : 227 * 1024;
-}
+// The executor models an H100 (sm_90): 227 KB of shared memory per block.
+inline int max_shared_per_block(const at::Tensor&) { return shared_bytes_cap(227 * 1024); }
 inline void check(cudaError_t error) { TORCH_CHECK(error == cudaSuccess, "cuda_emulated: ", cudaGetErrorString(error)); }
 
 // Bytes from a tensor's first element to the end of its last: a strided view (q of a fused qkv projection) spans
@@ -77,7 +81,7 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream();
 inline int max_shared_per_block(const at::Tensor& t) {
   int limit = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, t.get_device()));
-  return limit;
+  return shared_bytes_cap(limit);
 }
 inline void check(cudaError_t error) { C10_CUDA_CHECK(error); }
 struct LaunchTensors {

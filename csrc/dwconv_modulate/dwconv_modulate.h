@@ -1,5 +1,5 @@
 // Index math and per-element formulas of dwconv_modulate, shared by the CPU (.cpp) and CUDA (.cu) kernels so the
-// CPU tests exercise the same code the GPU runs. Python twin: ledit/ops/dwconv.py (dwconv_modulate_reference).
+// CPU tests exercise the same code the GPU runs. Python twin: ledit/ops/dwconv_modulate.py (dwconv_modulate_reference).
 //
 //   u = LN(x) (no affine, eps 1e-6) or x;  y = u * (1 + scale) + shift;  z = DWConv_{k x k, dilation}(y) + bias;
 //   out = residual + gate * z.

@@ -1,5 +1,5 @@
 // Host-side declarations shared by the scan_attention kernels (CPU .cpp and CUDA .cu): argument parsing and the
-// checks every kernel relies on. Python validates user input first (ledit/ops/attention.py); these checks
+// checks every kernel relies on. Python validates user input first (ledit/ops/scan_attention.py); these checks
 // guard direct torch.ops.ledit calls.
 #pragma once
 

@@ -7,7 +7,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
+#include <string>
 #include <tuple>
 #include <utility>
 

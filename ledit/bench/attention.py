@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from ledit.bench.records import comparison, timed_backends
 from ledit.bench.timing import Effort, fwd_bwd, measure, without_grad
@@ -102,8 +103,6 @@ def _flex_mask_mod(grid: tuple[int, int], scan: str):
 
 @functools.lru_cache(maxsize=4)
 def _flex_block_mask(grid: tuple[int, int], scan: str, device: torch.device):
-    from torch.nn.attention.flex_attention import create_block_mask
-
     n = grid[0] * grid[1]
     return create_block_mask(_flex_mask_mod(grid, scan), None, None, n, n, device=device)
 
@@ -126,8 +125,6 @@ def _baselines(case: AttentionCase, device: torch.device) -> dict[str, Callable]
     if case.scan == "raster":
         fns[SDPA_IS_CAUSAL] = sdpa(is_causal=True)
     if case.flex:
-        from torch.nn.attention.flex_attention import flex_attention
-
         torch._dynamo.reset()  # a fresh compile cache per case: no recompile limit across the sweep
         compiled = torch.compile(flex_attention, dynamic=False)
         block_mask = _flex_block_mask(case.grid, case.scan, device)

@@ -20,9 +20,11 @@ import torch
 from ledit.bench import attention, dwconv, end_to_end
 from ledit.bench.breakdown import profile_forward
 from ledit.bench.environment import device_info, versions
-from ledit.bench.results import case_label, write_results
+from ledit.bench.records import case_label
+from ledit.bench.results import write_results
 from ledit.bench.targets import check_targets
 from ledit.bench.timing import Effort
+from ledit.ops.examples import explain_example_calls
 
 SUITES = {"attention": attention, "dwconv": dwconv, "end-to-end": end_to_end}
 DEFAULT_OUT_DIR = Path("benchmarks") / "results"
@@ -80,16 +82,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def backend_report(device: torch.device) -> dict:
-    """Which backends each op would use on this device for LEDiT-XL/2's head dim, and why the others not."""
-    from ledit.ops import DWCONV_MODULATE_BACKENDS, SCAN_ATTENTION_BACKENDS
-
-    q = torch.zeros(1, 35, 2, 72, device=device)
-    x = torch.zeros(1, 35, 16, device=device)
-    w, mod = torch.zeros(16, 1, 3, 3, device=device), torch.zeros(1, 16, device=device)
-    calls = {SCAN_ATTENTION_BACKENDS: (q, q, q, (5, 7), "corner", None),
-             DWCONV_MODULATE_BACKENDS: (x, (5, 7), w, None, mod, mod, mod, x, 1, True)}
-    return {op.op_name: {name: reason or "ok" for name, reason in op.explain(device.type, *args)}
-            for op, args in calls.items()}
+    """Which backend each op would use on this device for LEDiT-XL/2's head dim, and why the others not."""
+    return {op_name: {name: reason or "ok" for name, reason in choices}
+            for op_name, choices in explain_example_calls(device).items()}
 
 
 def run_device(device: torch.device, args: argparse.Namespace) -> dict:

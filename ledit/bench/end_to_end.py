@@ -17,6 +17,7 @@ import torch
 
 from ledit.bench.records import comparison
 from ledit.bench.timing import Effort, measure
+from ledit.models import NUM_TRAIN_TIMESTEPS, build_model
 from ledit.ops import BACKEND_ENV
 
 SUITE = "end_to_end"
@@ -91,8 +92,6 @@ def _call(fn, backend: str | None):
 
 
 def _build(name: str, case: ModelCase, device: torch.device):
-    from ledit.models import build_model
-
     torch.manual_seed(0)
     model = build_model(name, input_size=case.latent_size, num_classes=NUM_CLASSES).to(device)
     if case.task == SAMPLING_STEP:
@@ -103,7 +102,7 @@ def _build(name: str, case: ModelCase, device: torch.device):
 def _batch(case: ModelCase, device: torch.device):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(case.batch, LATENT_CHANNELS, case.latent_size, case.latent_size, generator=generator)
-    t = torch.randint(0, 1000, (case.batch,), generator=generator)
+    t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (case.batch,), generator=generator)
     y = torch.randint(0, NUM_CLASSES, (case.batch,), generator=generator)
     x = x.to(device, case.dtype if case.task == SAMPLING_STEP else torch.float32)
     return x, t.to(device), y.to(device)

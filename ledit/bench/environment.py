@@ -15,18 +15,13 @@ import ledit
 from ledit.ops.extension import load_extension
 
 # Dense fp16/bf16 tensor-core peak (TFLOP/s) and HBM bandwidth (GB/s) by GPU name, from the vendors' spec
-# sheets (see the project's perf anchors). Checked in order: "H100 PCIe" must match before plain "H100".
+# sheets. Checked in order: "H100 PCIe" must match before plain "H100".
 GPU_PEAKS = (
     ("H100 PCIe", 756.0, 2000.0),
     ("H100", 989.4, 3350.0),
     ("H200", 989.4, 4800.0),
     ("A100", 312.0, 2039.0),
 )
-
-
-def default_device() -> torch.device:
-    """The device a benchmark runs on when none is named: the GPU when one is visible, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def cpu_model() -> str:

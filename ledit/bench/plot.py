@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+
+from ledit.bench.records import case_label
+from ledit.files import atomic_path
 
 # The baseline each panel divides by, per suite and pass.
 PANELS = (
@@ -16,8 +18,6 @@ PANELS = (
 
 def _bars(records: list[dict], pass_name, baseline: str):
     """(labels, {method: speedups}) for the records of one panel."""
-    from ledit.bench.results import case_label
-
     rows = [r for r in records if (pass_name is None or r["pass"] == pass_name) and baseline in r["speedups"]]
     labels, series = [], {}
     for i, r in enumerate(rows):
@@ -33,8 +33,6 @@ def plot_results(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ledit.bench.results import write_atomic
 
     panels = [(p, _bars([r for r in result["comparisons"] if r["suite"] == p[0]], p[1], p[2])) for p in PANELS]
     panels = [(p, bars) for p, bars in panels if bars[0]]
@@ -55,7 +53,6 @@ def plot_results(result: dict, path: Path) -> None:
         axes[0, 0].set_axis_off()
     fig.suptitle(f"ledit on {result['device']['name']} ({result['date'][:10]}, {result['mode']})", fontsize=10)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    write_atomic(Path(path), buffer.getvalue())

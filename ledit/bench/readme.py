@@ -13,7 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from ledit.bench.results import case_label, cpu_threads_label, format_ms, write_atomic
+from ledit.bench.records import case_label
+from ledit.bench.results import cpu_threads_label, format_ms
+from ledit.files import atomic_path
 
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 BASELINE_NAMES = {
@@ -101,7 +103,8 @@ def update_readme(readme: Path, results_dir: Path) -> bool:
                          "where the table should go, then rerun")
     new = text[:start] + render_block(results_dir, readme.parent) + text[end + len(END):]
     if new != text:
-        write_atomic(readme, new.encode())
+        with atomic_path(readme) as tmp:
+            tmp.write_text(new)
     return new != text
 
 

@@ -37,6 +37,15 @@ def comparison(suite: str, case: dict, pass_name: str, timings: dict[str, Timing
     }
 
 
+def case_label(suite: str, case: dict) -> str:
+    """A record's shape for tables and plots: '32×32 D=72 corner', 'B=4 32×32 C=1152 float32', ..."""
+    if suite == "scan_attention":
+        return f"{case['grid'][0]}×{case['grid'][1]} D={case['head_dim']} {case['scan']}"
+    if suite == "dwconv_modulate":
+        return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
+    return f"{case['model']} {case['image_size']}² B={case['batch']}"
+
+
 def median_ms(record: dict, method: str):
     """The method's median time in a comparison record, or None when it was not timed."""
     return record["methods"].get(method, {}).get("median_ms")

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from ledit.bench.environment import device_slug
+from ledit.bench.plot import plot_results
+from ledit.bench.records import case_label
+from ledit.files import atomic_path, write_json_atomic
 
 SUITE_TITLES = {"scan_attention": "scan_attention", "dwconv_modulate": "dwconv_modulate", "end_to_end": "End to end"}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def results_stem(result: dict) -> str:
@@ -32,13 +19,12 @@ def results_stem(result: dict) -> str:
 
 def write_results(result: dict, out_dir: Path) -> dict[str, Path]:
     """Write the JSON, Markdown and plot of one run; returns their paths."""
-    from ledit.bench.plot import plot_results
-
     stem = Path(out_dir) / results_stem(result)
     paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
     plot_results(result, paths["png"])
-    write_atomic(paths["md"], render_markdown(result, paths["png"].name).encode())
-    write_atomic(paths["json"], (json.dumps(result, indent=1) + "\n").encode())
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text(render_markdown(result, paths["png"].name))
+    write_json_atomic(paths["json"], result)
     return paths
 
 
@@ -53,14 +39,6 @@ def _ms(entry: dict | None) -> str:
     if "error" in entry:
         return "failed"
     return format_ms(entry["median_ms"])
-
-
-def case_label(suite: str, case: dict) -> str:
-    if suite == "scan_attention":
-        return f"{case['grid'][0]}×{case['grid'][1]} D={case['head_dim']} {case['scan']}"
-    if suite == "dwconv_modulate":
-        return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
-    return f"{case['model']} {case['image_size']}² B={case['batch']}"
 
 
 def _rate(entry: dict | None) -> str:

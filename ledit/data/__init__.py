@@ -1,6 +1,5 @@
 """Data for training and evaluation: ADM centre-crop preprocessing, ImageFolder listing, latent shards."""
 
-from ledit.data.files import atomic_path
 from ledit.data.images import ImageFolderDataset, center_crop_arr, list_image_folder
 from ledit.data.shards import LatentShardDataset, ShardError, is_shard_dir
 
@@ -8,7 +7,6 @@ __all__ = [
     "ImageFolderDataset",
     "LatentShardDataset",
     "ShardError",
-    "atomic_path",
     "center_crop_arr",
     "is_shard_dir",
     "list_image_folder",

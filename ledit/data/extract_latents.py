@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ledit.data.files import atomic_path, write_json_atomic
 from ledit.data.images import ImageFolderDataset
 from ledit.data.shards import (
     INDEX_NAME,
@@ -28,7 +27,8 @@ from ledit.data.shards import (
     shard_shape,
 )
 from ledit.data.vae import VAE_HELP, encode_moments, load_vae, vae_channels, vae_downsample, vae_scale_factor
-from ledit.training.distributed import barrier, cleanup_distributed, setup_distributed
+from ledit.files import atomic_path, write_json_atomic
+from ledit.runtime import barrier, cleanup_distributed, setup_distributed
 
 # Index fields that must agree between a run and the run it resumes.
 _PLAN_KEYS = ("num_images", "shard_size", "latent_shape", "dtype", "image_size", "vae", "classes")

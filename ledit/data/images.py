@@ -56,6 +56,12 @@ def image_to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
+def to_uint8_nhwc(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] NCHW (decoded samples) -> uint8 NHWC on the CPU, rounded as DiT's sample_ddp.py does; the
+    inverse of ``image_to_tensor`` up to rounding."""
+    return torch.clamp(127.5 * images + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8)
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Centre-cropped images in [-1, 1]. Items are keyed by (index, flip) so that the sampler, whose random state
     is part of a checkpoint, decides the flip: a resumed run sees exactly the same batches."""

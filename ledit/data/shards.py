@@ -73,7 +73,7 @@ def open_shard(root: str | os.PathLike, index: dict, i: int) -> np.ndarray:
     return arr
 
 
-def sample_latents(moments: torch.Tensor, scale_factor: float, generator: torch.Generator | None = None):
+def sample_posterior(moments: torch.Tensor, scale_factor: float, generator: torch.Generator | None = None):
     """A latent drawn from the VAE posterior (diffusers' DiagonalGaussianDistribution.sample), times the scale."""
     mean, logvar = moments.float().chunk(2, dim=1)
     std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))

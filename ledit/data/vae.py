@@ -63,8 +63,3 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     if vae is None:
         return latents
     return vae.decode(latents / vae_scale_factor(vae)).sample
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] NCHW -> uint8 NHWC, rounded as DiT's sample_ddp.py does."""
-    return torch.clamp(127.5 * images + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8)

@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass, replace
 
 from tqdm.auto import tqdm
 
-from ledit.data.files import atomic_path
 from ledit.demo.dataset import SHAPE_CLASSES
 from ledit.demo.figure import save_figure
 from ledit.demo.report import REAL_ROW
 from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name
 from ledit.demo.train import TrainingConfig, cached_weights, checkpoint_path
 from ledit.demo.variants import VARIANTS
+from ledit.files import atomic_path
 from ledit.sampling.addons import SamplingAddons
 
 NO_ADDON = "none"

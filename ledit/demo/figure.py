@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ledit.data.files import atomic_path
+from ledit.files import atomic_path
 
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ledit.data.files import atomic_path
+from ledit.files import atomic_path
 
 REAL_ROW = "real"
 

@@ -7,7 +7,8 @@ import torch
 
 from ledit.demo.dataset import derive_seed, render_shapes, to_uint8
 from ledit.evaluate.swd import sliced_wasserstein
-from ledit.sampling.addons import SamplingAddons, sample_latents
+from ledit.sampling.addons import SamplingAddons
+from ledit.sampling.loop import sample_latents
 
 
 def parse_size(text: str) -> tuple[int, int]:

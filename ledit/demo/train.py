@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ledit.data.files import atomic_path
 from ledit.demo.dataset import DATASET_PARAMETERS, derive_seed, render_shapes, to_model_range
 from ledit.diffusion import create_diffusion
+from ledit.files import atomic_path
 
 
 @dataclass(frozen=True)

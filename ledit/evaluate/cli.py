@@ -11,14 +11,13 @@ weights) and the weight-free SWD, between a sample set and a reference; or build
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ledit.data.files import atomic_path
+from ledit.data.npz import ImageSet
 from ledit.evaluate.evaluator import INCEPTION_METRICS, METRICS, Reference, build_reference, evaluate
 from ledit.evaluate.inception import load_inception
-from ledit.evaluate.npz import ImageSet
-from ledit.training.distributed import default_device
+from ledit.files import write_json_atomic
+from ledit.runtime import default_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,5 +77,4 @@ def main(args: argparse.Namespace) -> None:
                        metrics, args.batch_size, device, args.swd_images)
     print(format_results(results))
     if args.output:
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(json.dumps(results, indent=1) + "\n")
+        write_json_atomic(args.output, results)

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ledit.data.npz import ImageSet, npz_keys, write_image_npz
 from ledit.evaluate.metrics import RunningMoments, frechet_distance, inception_score, precision_recall
-from ledit.evaluate.npz import ImageSet, npz_keys, write_image_npz
+from ledit.evaluate.swd import sliced_wasserstein
 
 METRICS = ("fid", "sfid", "is", "pr", "swd")
 INCEPTION_METRICS = frozenset({"fid", "sfid", "is", "pr"})
@@ -103,8 +104,6 @@ def evaluate(samples: ImageSet, reference: Reference, extractor: Extractor | Non
         if reference.images is None:
             notes.append("swd skipped: the reference has statistics only, no images")
         else:
-            from ledit.evaluate.swd import sliced_wasserstein
-
             a, b = _images_tensor(samples, swd_images), _images_tensor(reference.images, swd_images)
             if a.shape[1:] != b.shape[1:]:
                 raise ValueError(f"swd compares images of one size: samples {tuple(a.shape[2:])}, reference "

@@ -5,9 +5,9 @@ and the dwconv locality through ``ledit.ops.dwconv_modulate``, so the compiled a
 """
 
 from ledit.models.backbone import DiffusionTransformer
-from ledit.models.checkpoint import CheckpointLoadReport, from_dit_checkpoint
 from ledit.models.dit import POS_EMBEDS, DiT
-from ledit.models.inference import INFERENCE_TEMPERATURES, ROPE_DYNAMIC, InferenceOptions
+from ledit.models.dit_checkpoint import CheckpointLoadReport, from_dit_checkpoint
+from ledit.models.inference import INFERENCE_TEMPERATURES, NUM_TRAIN_TIMESTEPS, ROPE_DYNAMIC, InferenceOptions
 from ledit.models.ledit import ATTENTION_SCHEDULES, LEDiT, causal_block_indices
 from ledit.models.locality import LOCALITIES, LOCALITY_PLACEMENTS
 from ledit.models.registry import DiT_models, LEDiT_models, build_model
@@ -26,6 +26,7 @@ __all__ = [
     "LEDiT_models",
     "LOCALITIES",
     "LOCALITY_PLACEMENTS",
+    "NUM_TRAIN_TIMESTEPS",
     "POS_EMBEDS",
     "ROPE_DYNAMIC",
     "ROPE_METHODS",

@@ -1,6 +1,8 @@
 """The DiT backbone shared by ``DiT`` (the baselines) and ``LEDiT``: embedders, adaLN-Zero blocks, final layer.
 
-Subclasses differ only in how tokens get position, through a few small overridable methods:
+The blocks are built complete: each block's attention scan and its optional locality branch are constructor
+arguments (``scans``, ``block_locality``), never patched in afterwards. Subclasses differ only in how tokens get
+position, through a few small overridable methods:
 ``embed_tokens`` (after patchify: add a PE, or run the locality conv), ``rope_tables`` (2D RoPE or None),
 ``softmax_scale`` (per block, e.g. Jin et al. scaling at other token counts) and ``draw_dilation``
 (multi-dilation training). The token grid (h, w) is carried explicitly, so any H x W divisible by the patch
@@ -11,6 +13,7 @@ size works, square or not. Inference-only add-ons (``ledit.models.inference``) a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Optional, Union
 
 import torch
@@ -27,6 +30,7 @@ from ledit.models.inference import (
 )
 from ledit.models.layers import DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, SoftmaxScale, TimestepEmbedder
 from ledit.models.scaling import temperature_softmax_scale
+from ledit.ops import SCANS
 
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -63,7 +67,14 @@ class DiffusionTransformer(nn.Module):
         learn_sigma=True,
         attention_scaling=False,
         config_kwargs: Optional[dict] = None,
+        *,
+        scans: Optional[Sequence[str]] = None,
+        block_locality: Optional[Callable[[int], nn.Module]] = None,
     ):
+        """DiT's arguments, then: ``attention_scaling`` (the default inference temperature, see
+        ``softmax_scale``), ``config_kwargs`` (what ``config`` reports), ``scans`` (each block's attention scan;
+        default "full" everywhere, as DiT) and ``block_locality`` (a factory ``hidden_size -> module`` giving
+        every block a locality branch; default none, as DiT)."""
         super().__init__()
         if not isinstance(patch_size, int) or patch_size <= 0:
             raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
@@ -78,6 +89,12 @@ class DiffusionTransformer(nn.Module):
             )
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        scans = ("full",) * depth if scans is None else tuple(scans)
+        if len(scans) != depth:
+            raise ValueError(f"scans gives {len(scans)} blocks' scans for depth={depth}; give one per block")
+        unknown = sorted(set(scans) - set(SCANS))
+        if unknown:
+            raise ValueError(f"scans holds unknown scans {unknown}; valid scans: {', '.join(SCANS)}")
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.learn_sigma = learn_sigma
@@ -95,12 +112,17 @@ class DiffusionTransformer(nn.Module):
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList([
+            DiTBlock(hidden_size, num_heads, mlp_ratio, scan=scan,
+                     local_conv=block_locality(hidden_size) if block_locality is not None else None)
+            for scan in scans
+        ])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
 
     def initialize_weights(self):
-        """DiT's init: xavier Linears, patch embed like a Linear, N(0, 0.02) embedders, adaLN-Zero, zero output."""
+        """DiT's init: xavier Linears, patch embed like a Linear, N(0, 0.02) embedders, adaLN-Zero (every
+        ``adaLN_modulation``'s last Linear, a block's locality branch included), zero output."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -111,9 +133,11 @@ class DiffusionTransformer(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for layer in [block.adaLN_modulation[-1] for block in self.blocks] + [self.final_layer.adaLN_modulation[-1]]:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        for module in self.modules():
+            modulation = getattr(module, "adaLN_modulation", None)
+            if modulation is not None:
+                nn.init.zeros_(modulation[-1].weight)
+                nn.init.zeros_(modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 

@@ -21,7 +21,9 @@ from typing import Optional
 
 INFERENCE_TEMPERATURES = ("jin", "fitv2-log", "lumina", "none")
 ROPE_DYNAMIC = ("none", "dy-ntk", "dy-yarn", "lumina")
-NUM_TRAIN_TIMESTEPS = 1000  # T: the DDPM process the models are trained on (t = 0..999)
+# T, the one definition: the models take DDPM steps t = 0..T-1 of DiT's process (``create_diffusion``'s default
+# diffusion_steps, which the diffusion package, importing nothing of ledit, spells out; a test ties them).
+NUM_TRAIN_TIMESTEPS = 1000
 
 
 @dataclass(frozen=True)

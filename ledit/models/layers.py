@@ -2,7 +2,7 @@
 
 Differences from facebookresearch/DiT: attention takes the explicit (h, w) token grid and runs through
 ``ledit.ops.scan_attention`` (full or scanned-causal per block), can rotate q/k with 2D RoPE, and takes the
-softmax scale per call; a block can carry an optional modulated depthwise-conv branch (``local_conv``).
+softmax scale per call; a block can be built with a locality branch (``local_conv``) that runs first.
 """
 
 from __future__ import annotations
@@ -135,16 +135,22 @@ class Attention(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """adaLN-Zero transformer block; ``local_conv`` (None unless a model adds it) runs first, on the residual."""
+    """adaLN-Zero transformer block with attention under ``scan`` ("full" in DiT).
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, scan: str = "full"):
+    ``local_conv``, when given, is a module ``(x, c, grid, dilation) -> x`` run first, on the residual stream
+    (LEDiT's ``locality_placement="every_block"``). It is registered last, so DiT's state-dict keys come first
+    and are unchanged.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, scan: str = "full",
+                 local_conv: Optional[nn.Module] = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads, scan=scan)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
-        self.local_conv: Optional[nn.Module] = None
+        self.local_conv = local_conv
 
     def forward(self, x, c, grid, softmax_scale: SoftmaxScale = None, rope=None, dilation: int = 1):
         if self.local_conv is not None:

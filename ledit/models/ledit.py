@@ -107,19 +107,15 @@ class LEDiT(DiffusionTransformer):
         super().__init__(
             input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio, class_dropout_prob,
             num_classes, learn_sigma, attention_scaling, config_kwargs=config,
+            scans=[scan if index in causal_blocks else "full" for index in range(depth)],
+            block_locality=ModulatedDWConv if locality_placement == "every_block" else None,
         )
         self.causal_blocks = causal_blocks
         self.scan = scan
         self.locality_kind = locality
         self.multi_dilation_prob = float(multi_dilation_prob)
-        for index in causal_blocks:
-            self.blocks[index].attn.scan = scan
-        if locality_placement == "stem":
-            self.locality = build_locality(locality, hidden_size)
-        else:
-            self.locality = None
-            for block in self.blocks:
-                block.local_conv = ModulatedDWConv(hidden_size)
+        # Built after the backbone's init: under one seed, the backbone starts from exactly DiT's weights.
+        self.locality = build_locality(locality, hidden_size) if locality_placement == "stem" else None
         self.locality_norm = nn.LayerNorm(hidden_size, eps=1e-6) if conv_post_norm else None
 
     def draw_dilation(self) -> int:

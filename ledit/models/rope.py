@@ -6,7 +6,7 @@ frequencies ``theta_i = base^(-2i / (head_dim/2))``.
 
 At a test grid larger than the training grid, an axis with scale ``s = max(1, L_test / L_train)`` (in tokens,
 per axis when ``decouple``, else one scale from the longer side) changes its frequencies by ``method``
-(formulas as in FiT's ``rope.py`` and RIFLEx's ``riflex_utils.py``; see the paper digest, section 5):
+(formulas as in FiT's ``rope.py`` and RIFLEx's ``riflex_utils.py``):
 
 - ``none``: unchanged (plain RoPE extrapolation).
 - ``pi``: position interpolation, ``theta_i / s``.

@@ -9,9 +9,12 @@ and the backend, as csrc/<op>/ and ``torch.ops.ledit.<op>_*``):
     scan_attention_triton_kernels.py   the @triton.jit kernels
     scan_attention_flex.py             ``flex`` backend: FlexAttention in 2D tile order (opt-in, the GPU baseline)
     dwconv_modulate*.py                the same four for dwconv_modulate (csrc/dwconv_modulate/)
+    triton_launch.py                   the one place Triton kernels are launched (on the tensors' GPU; recordable
+                                       for scripts/check_triton_compile.py)
 
 ``ops`` imports nothing else of ledit. Each op picks its backend per call (see ``ledit.ops.backends``);
-``python -m ledit.info`` prints what is built and which backend each op would use, and why.
+``python -m ledit.info`` prints what is built and which backend each op would use for the representative call
+in ``ledit.ops.examples``, and why.
 """
 
 from ledit.ops import (  # each backend module registers its backends with its op when imported

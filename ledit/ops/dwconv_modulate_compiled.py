@@ -10,8 +10,9 @@ csrc/dwconv_modulate/ defines two ``torch.library`` ops; this module gives them 
     ledit::dwconv_modulate_bwd(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
         -> (grad_x, sums)      sums: (B, k*k + 3, C) fp32 per-sample sums over tokens
 
-The kernels reduce only over tokens; ``dwconv_modulate.parameter_grads`` turns those sums into the gradients of weight, bias,
-shift, scale and gate (a few tiny tensor ops, shared with the Triton backend). Row layout of ``sums``, with
+The kernels reduce only over tokens; ``dwconv_modulate.parameter_grads`` turns those sums into the gradients of
+weight, bias, shift, scale and gate (a few tiny tensor ops, shared with the Triton backend). Row layout of ``sums``,
+with
 g = grad_out, y the modulated input and e = sum_t w_t * g[n - offset(t)] (csrc/dwconv_modulate/dwconv_modulate.h):
 rows [0, k*k) sum g * y[n + offset(t)] per tap t, then sum g, sum e, sum e * u.
 """

@@ -16,6 +16,7 @@ import torch
 
 from ledit.ops.dwconv_modulate import DWCONV_MODULATE_BACKENDS, LN_EPS, register_autograd, stats_like, sums_like
 from ledit.ops.extension import triton_unavailable_reason
+from ledit.ops.triton_launch import launch
 
 try:
     from ledit.ops import dwconv_modulate_triton_kernels as kernels
@@ -45,16 +46,15 @@ def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.
     batch, n_tokens, channels = x.shape
     mean, rstd = stats_like(x, norm)
     if norm:
-        torch.library.wrap_triton(kernels.ln_stats_kernel)[(_cdiv(batch * n_tokens, BLOCK_T),)](
-            x, mean, rstd, batch * n_tokens, LN_EPS, C=channels, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        launch(kernels.ln_stats_kernel, (_cdiv(batch * n_tokens, BLOCK_T),), x, mean, rstd, batch * n_tokens, LN_EPS,
+               C=channels, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
     out = torch.empty_like(x)
     grid = (batch * h, _cdiv(w, BLOCK_W), _cdiv(channels, BLOCK_C))
-    torch.library.wrap_triton(kernels.forward_kernel)[grid](
-        x, mean, rstd, _weight_taps(weight), x if bias is None else bias.contiguous(), shift.contiguous(),
-        scale.contiguous(),
-        x if gate is None else gate.contiguous(), x if residual is None else residual.contiguous(), out,
-        h, w, C=channels, K=weight.shape[-1], DIL=dilation, NORM=norm, HAS_BIAS=bias is not None,
-        HAS_GATE=gate is not None, HAS_RESIDUAL=residual is not None, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)
+    launch(kernels.forward_kernel, grid, x, mean, rstd, _weight_taps(weight),
+           x if bias is None else bias.contiguous(), shift.contiguous(), scale.contiguous(),
+           x if gate is None else gate.contiguous(), x if residual is None else residual.contiguous(), out,
+           h, w, C=channels, K=weight.shape[-1], DIL=dilation, NORM=norm, HAS_BIAS=bias is not None,
+           HAS_GATE=gate is not None, HAS_RESIDUAL=residual is not None, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)
     return out, mean, rstd
 
 
@@ -67,11 +67,10 @@ def _backward(grad_out: torch.Tensor, x: torch.Tensor, h: int, w: int, weight: t
     row_blocks, col_blocks = _cdiv(h, BACKWARD_ROWS), _cdiv(w, BLOCK_W)
     partials = x.new_zeros((batch, row_blocks * col_blocks, *sums_like(x, weight).shape[1:]), dtype=torch.float32)
     grad_x = torch.empty_like(x)
-    torch.library.wrap_triton(kernels.backward_kernel)[(batch * row_blocks, col_blocks)](
-        grad_out.contiguous(), x, mean, rstd, _weight_taps(weight), shift.contiguous(), scale.contiguous(),
-        x if gate is None else gate.contiguous(), grad_x, partials, h, w, row_blocks, col_blocks,
-        C=channels, K=k, DIL=dilation, NORM=norm, HAS_GATE=gate is not None, ROWS=BACKWARD_ROWS, BLOCK_W=BLOCK_W,
-        BLOCK_C=BLOCK_C)
+    launch(kernels.backward_kernel, (batch * row_blocks, col_blocks), grad_out.contiguous(), x, mean, rstd,
+           _weight_taps(weight), shift.contiguous(), scale.contiguous(), x if gate is None else gate.contiguous(),
+           grad_x, partials, h, w, row_blocks, col_blocks, C=channels, K=k, DIL=dilation, NORM=norm,
+           HAS_GATE=gate is not None, ROWS=BACKWARD_ROWS, BLOCK_W=BLOCK_W, BLOCK_C=BLOCK_C)
     return grad_x, partials.sum(1)
 
 

@@ -5,13 +5,18 @@ TILE_H x TILE_W grid positions (TILE_H * TILE_W = BLOCK), positions outside the 
 (query tile, key tile) pair is classified from the two rectangles: masked pairs are skipped, fully visible ones
 run without the per-element mask, partial ones (and edge tiles holding padding) evaluate it. q, k, v, out are
 contiguous (B, N, H, D); scores are in base 2 (qk_scale = softmax_scale * log2(e)); lse is in natural log.
+
+The head count and the grid (h, w) are runtime arguments; the tile counts are compile-time constants because
+Triton 3.6's interpreter (CI's) cannot loop to a runtime bound under numpy >= 2.4, so a new grid compiles new
+kernels once (Triton caches them on disk).
 """
 
 import triton
 import triton.language as tl
 
-MASKED, PARTIAL, VISIBLE = 0, 1, 2
-LN2 = 0.6931471805599453
+# tl.constexpr: the GPU compiler refuses plain Python globals inside @jit code (the interpreter does not check).
+MASKED, PARTIAL, VISIBLE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -55,9 +60,10 @@ def _classify(SCAN: tl.constexpr, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w):
 
 
 @triton.jit
-def _tile(tile, h, w, TILES_W: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr):
+def _tile(tile, h, w, TILES_W: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr):
     """Grid coordinates of a tile's positions, which are inside the grid, their token index, the tile's bounds,
-    and whether it holds padding."""
+    and whether it holds padding. A tile is TILE_H = BLOCK // TILE_W rows of TILE_W positions."""
+    TILE_H: tl.constexpr = BLOCK // TILE_W
     r0 = (tile // TILES_W) * TILE_H
     c0 = (tile % TILES_W) * TILE_W
     offs = tl.arange(0, BLOCK)
@@ -71,7 +77,7 @@ def _tile(tile, h, w, TILES_W: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.co
 
 
 @triton.jit
-def _head(N, H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
+def _head(N, H, D: tl.constexpr, BLOCK_D: tl.constexpr):
     """This program's batch*head index, the offset of its (b, 0, head, 0) element, and the head-dim lanes."""
     bh = tl.program_id(1)
     base = (bh // H).to(tl.int64) * N * H * D + (bh % H) * D
@@ -80,18 +86,17 @@ def _head(N, H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _rows(base, tok, ok, d, d_ok, H: tl.constexpr, D: tl.constexpr):
+def _rows(base, tok, ok, d, d_ok, H, D: tl.constexpr):
     """Offsets and mask of a tile's (token, head-dim) elements in a contiguous (B, N, H, D) tensor."""
     return base + tok.to(tl.int64)[:, None] * (H * D) + d[None, :], ok[:, None] & d_ok[None, :]
 
 
 @triton.jit
-def forward_kernel(Q, K, V, O, LSE, qk_scale, h, w, N, H: tl.constexpr, D: tl.constexpr, SCAN: tl.constexpr,
-                   TILES_W: tl.constexpr, NUM_TILES: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-                   BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+def forward_kernel(Q, K, V, O, LSE, qk_scale, h, w, N, H, D: tl.constexpr, SCAN: tl.constexpr,
+                   TILES_W: tl.constexpr, NUM_TILES: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr,
+                   BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     bh, base, d, d_ok = _head(N, H, D, BLOCK_D)
-    q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_H,
-                                                                     TILE_W, BLOCK)
+    q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_W, BLOCK)
     q_ptrs, q_mask = _rows(base, q_tok, q_ok, d, d_ok, H, D)
     q = tl.load(Q + q_ptrs, mask=q_mask, other=0.0)
 
@@ -99,8 +104,7 @@ def forward_kernel(Q, K, V, O, LSE, qk_scale, h, w, N, H: tl.constexpr, D: tl.co
     l_i = tl.zeros([BLOCK], tl.float32)
     acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     for k_tile in range(0, NUM_TILES):
-        k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(k_tile, h, w, TILES_W, TILE_H, TILE_W,
-                                                                         BLOCK)
+        k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(k_tile, h, w, TILES_W, TILE_W, BLOCK)
         visibility = _classify(SCAN, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w)
         if visibility != MASKED:
             kv_ptrs, kv_mask = _rows(base, k_tok, k_ok, d, d_ok, H, D)
@@ -125,22 +129,19 @@ def forward_kernel(Q, K, V, O, LSE, qk_scale, h, w, N, H: tl.constexpr, D: tl.co
 
 
 @triton.jit
-def backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, softmax_scale, qk_scale, h, w, N, H: tl.constexpr,
+def backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, softmax_scale, qk_scale, h, w, N, H,
                          D: tl.constexpr, SCAN: tl.constexpr, TILES_W: tl.constexpr, NUM_TILES: tl.constexpr,
-                         TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
-                         PRECISION: tl.constexpr):
+                         TILE_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """dK and dV of one key tile, over every query tile that sees it (scores computed transposed: keys x queries)."""
     bh, base, d, d_ok = _head(N, H, D, BLOCK_D)
-    k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_H,
-                                                                     TILE_W, BLOCK)
+    k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_W, BLOCK)
     kv_ptrs, kv_mask = _rows(base, k_tok, k_ok, d, d_ok, H, D)
     k = tl.load(K + kv_ptrs, mask=kv_mask, other=0.0)
     v = tl.load(V + kv_ptrs, mask=kv_mask, other=0.0)
     dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     for q_tile in range(0, NUM_TILES):
-        q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(q_tile, h, w, TILES_W, TILE_H, TILE_W,
-                                                                         BLOCK)
+        q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(q_tile, h, w, TILES_W, TILE_W, BLOCK)
         visibility = _classify(SCAN, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w)
         if visibility != MASKED:
             q_ptrs, q_mask = _rows(base, q_tok, q_ok, d, d_ok, H, D)
@@ -162,14 +163,12 @@ def backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, softmax_scale, qk_scal
 
 
 @triton.jit
-def backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, softmax_scale, qk_scale, h, w, N, H: tl.constexpr,
+def backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, softmax_scale, qk_scale, h, w, N, H,
                        D: tl.constexpr, SCAN: tl.constexpr, TILES_W: tl.constexpr, NUM_TILES: tl.constexpr,
-                       TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
-                       PRECISION: tl.constexpr):
+                       TILE_W: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """dQ of one query tile, over every key tile it sees."""
     bh, base, d, d_ok = _head(N, H, D, BLOCK_D)
-    q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_H,
-                                                                     TILE_W, BLOCK)
+    q_row, q_col, q_ok, q_tok, qr0, qr1, qc0, qc1, q_padded = _tile(tl.program_id(0), h, w, TILES_W, TILE_W, BLOCK)
     q_ptrs, q_mask = _rows(base, q_tok, q_ok, d, d_ok, H, D)
     q = tl.load(Q + q_ptrs, mask=q_mask, other=0.0)
     do = tl.load(DO + q_ptrs, mask=q_mask, other=0.0)
@@ -177,8 +176,7 @@ def backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, softmax_scale, qk_scale, h, 
     delta = tl.load(DELTA + bh.to(tl.int64) * N + q_tok, mask=q_ok, other=0.0)
     dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     for k_tile in range(0, NUM_TILES):
-        k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(k_tile, h, w, TILES_W, TILE_H, TILE_W,
-                                                                         BLOCK)
+        k_row, k_col, k_ok, k_tok, kr0, kr1, kc0, kc1, k_padded = _tile(k_tile, h, w, TILES_W, TILE_W, BLOCK)
         visibility = _classify(SCAN, qr0, qr1, qc0, qc1, kr0, kr1, kc0, kc1, w)
         if visibility != MASKED:
             kv_ptrs, kv_mask = _rows(base, k_tok, k_ok, d, d_ok, H, D)

@@ -1,6 +1,6 @@
 """Inference add-ons for sampling above the training resolution, in one options object with one set of flags
 for ``ledit sample``, ``ledit sample-ddp`` and ``ledit demo``. Every add-on is off by default, and with all of
-them off sampling is bit-identical to plain DiT sampling.
+them off sampling is bit-identical to plain DiT sampling. ``ledit.sampling.loop.sample_latents`` applies them.
 
 Sampler side (this package):
   * resolution-dependent CFG scale (``--cfg-scale-per-doubling``, ``guidance.resolution_cfg_scale``);
@@ -10,26 +10,16 @@ Sampler side (this package):
 Model side (``ledit.models.inference.InferenceOptions``, applied with ``model.set_inference_options`` for the
 duration of the sampling call): attention temperature per layer kind and its schedule, dynamic RoPE scaling for
 the RoPE baselines, LEDiT's dilated stem over the early steps.
-
-    addons = SamplingAddons(timestep_shift="auto", lowres_renoise=0.6, model_options={"stem_dilation": 2})
-    latents = sample_latents(model, labels, (64, 64), respacing="250", sampler="ddpm", cfg_scale=1.5,
-                             addons=addons, initial_noise=lambda size: torch.randn(len(labels), 4, *size))
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
-import torch
-
-from ledit.diffusion import create_diffusion
 from ledit.models.inference import INFERENCE_TEMPERATURES, ROPE_DYNAMIC, InferenceOptions
-from ledit.sampling.guidance import guided_model, resolution_cfg_scale, token_ratio
-from ledit.sampling.lowres import SAMPLERS, refine_from_reference
 
 MODEL_OPTION_NAMES = tuple(f.name for f in fields(InferenceOptions))
 
@@ -177,51 +167,3 @@ def check_model_options(model, addons: SamplingAddons) -> None:
     """Raise the error ``sample_latents`` would raise for model options ``model`` refuses, without sampling."""
     with inference_options(model, addons.model_options):
         pass
-
-
-@torch.no_grad()
-def sample_latents(model, labels: torch.Tensor, size: tuple[int, int], *, respacing: str, sampler: str,
-                   cfg_scale: float, initial_noise: Callable[[tuple[int, int]], torch.Tensor],
-                   addons: SamplingAddons | None = None, generator: torch.Generator | None = None,
-                   diffusion_kwargs: dict | None = None, clip_denoised: bool = False,
-                   progress: bool = False) -> torch.Tensor:
-    """Samples (B, C, *size) in the model's space (latents or pixels) with the add-ons applied.
-
-    ``initial_noise(size)`` returns the starting noise x_T (B, C, *size) for a run at ``size``: the target size,
-    or the training size for the low-resolution reference. ``generator`` draws the DDPM step noise and the
-    re-noising noise. ``respacing`` as ``create_diffusion`` ("250", "ddim50"); ``diffusion_kwargs`` its other
-    options (``learn_sigma``, ``predict_xstart``, ...). ``cfg_scale`` <= 1 samples without guidance.
-    """
-    addons = addons or SamplingAddons()
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    ratio = token_ratio(model, *size)
-    scale = resolution_cfg_scale(cfg_scale, ratio, addons.cfg_scale_per_doubling)
-    diffusion = create_diffusion(respacing, timestep_shift=addons.shift(ratio), **(diffusion_kwargs or {}))
-    model_fn, doubled = guided_model(model, scale, addons.guidance_interval, diffusion.original_num_steps)
-    null_labels = torch.full_like(labels, model.num_classes)
-    model_kwargs = {"y": torch.cat([labels, null_labels]) if doubled else labels}
-
-    train_size = tuple(cells * model.patch_size for cells in model.train_grid)
-    if addons.lowres_renoise is not None and ratio > 1.0:
-        # The training-size pass: the other add-ons act as they do at m = 1 (no shift, the base CFG scale; the
-        # model's temperatures and stem dilation are neutral at its training size).
-        reference_addons = SamplingAddons(guidance_interval=addons.guidance_interval,
-                                          model_options=addons.model_options)
-        reference = sample_latents(model, labels, train_size, respacing=respacing, sampler=sampler,
-                                   cfg_scale=cfg_scale, initial_noise=initial_noise, addons=reference_addons,
-                                   generator=generator, diffusion_kwargs=diffusion_kwargs,
-                                   clip_denoised=clip_denoised, progress=progress)
-        with inference_options(model, addons.model_options):
-            samples = refine_from_reference(diffusion, model_fn, reference, size, addons.lowres_renoise, sampler,
-                                            model_kwargs, generator, duplicate=doubled,
-                                            clip_denoised=clip_denoised, progress=progress)
-    else:
-        noise = initial_noise(size)
-        if doubled:
-            noise = torch.cat([noise, noise])
-        loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
-        with inference_options(model, addons.model_options):
-            samples = loop(model_fn, noise.shape, noise, clip_denoised=clip_denoised, model_kwargs=model_kwargs,
-                           progress=progress, device=noise.device, generator=generator)
-    return samples.chunk(2)[0] if doubled else samples

@@ -8,15 +8,12 @@ import json
 
 import torch
 
-from ledit.data.vae import VAE_HELP, decode_latents, load_vae, to_uint8, vae_downsample
-from ledit.sampling.addons import (
-    SamplingAddons,
-    add_addon_arguments,
-    addons_from_args,
-    check_model_options,
-    sample_latents,
-)
-from ledit.training.checkpoint import CheckpointError, inference_weights, load_checkpoint, load_weights_into
+from ledit.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint, load_weights_into
+from ledit.data.images import to_uint8_nhwc
+from ledit.data.vae import VAE_HELP, decode_latents, load_vae, vae_downsample
+from ledit.models import build_model
+from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, check_model_options
+from ledit.sampling.loop import sample_latents
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, cfg_scale: float) -> None:
@@ -39,21 +36,19 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, cfg_scale: float) ->
 
 def load_model_for_sampling(args, device, vae) -> torch.nn.Module:
     """Build the checkpoint's model (its stored config, or --model for a raw state dict) with the EMA weights."""
-    from ledit import models
-
     state = load_checkpoint(args.ckpt)
-    weights, which = inference_weights(state, args.ckpt)
+    weights, which = checkpoint_weights(state, f"--ckpt {args.ckpt}")
     config = state.get("config")
     if config is not None:
         if args.model not in (None, config["name"]):
             raise CheckpointError(f"--ckpt {args.ckpt} holds a {config['name']}, not --model {args.model}")
-        model = models.build_model(**config)
+        model = build_model(**config)
     else:
         if args.model is None:
             raise CheckpointError(f"--ckpt {args.ckpt} is a raw state dict without a model config: pass --model")
         kwargs = {"input_size": args.image_size // vae_downsample(vae), "num_classes": args.num_classes,
                   **args.model_kwargs}
-        model = models.build_model(args.model, **kwargs)
+        model = build_model(args.model, **kwargs)
     load_weights_into(model, weights, f"--ckpt {args.ckpt} ({which} weights)")
     return model.to(device).eval()
 
@@ -90,8 +85,8 @@ def load_sampling_setup(args, device):
 
 
 @torch.no_grad()
-def sample_images(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
-                  generator: torch.Generator, addons: SamplingAddons | None = None, progress: bool = False):
+def sample_batch(model, vae, labels, height, width, *, cfg_scale: float, sampler: str, num_steps: int,
+                 generator: torch.Generator, addons: SamplingAddons | None = None, progress: bool = False):
     """One batch: noise -> latents (CFG as DiT's sample scripts, plus the add-ons) -> decoded uint8 NHWC images
     on the CPU. The starting noise is the generator's first draw, then it draws the sampler's noise."""
     device = labels.device
@@ -104,4 +99,4 @@ def sample_images(model, vae, labels, height, width, *, cfg_scale: float, sample
                              respacing=f"ddim{num_steps}" if sampler == "ddim" else str(num_steps), sampler=sampler,
                              cfg_scale=cfg_scale, initial_noise=initial_noise, addons=addons, generator=generator,
                              progress=progress)
-    return to_uint8(decode_latents(vae, samples))
+    return to_uint8_nhwc(decode_latents(vae, samples))

@@ -35,6 +35,7 @@ class GuidanceInterval:
     """A model callable for the diffusion loops that applies classifier-free guidance only while
     ``low <= t / num_timesteps <= high`` (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval
     improves sample and distribution quality"), and the plain conditional prediction elsewhere.
+    ``num_timesteps`` is the diffusion's original step count T (``diffusion.original_num_steps``).
 
     Called like ``forward_with_cfg`` as the loops call it: ``(x, t, y)`` with x = [x_half, x_half], y = [labels,
     null] and t the original DDPM steps, per sample. When no sample of the batch is inside the interval the
@@ -42,7 +43,7 @@ class GuidanceInterval:
     scale 1, i.e. the conditional prediction.
     """
 
-    def __init__(self, model, cfg_scale: float, interval: tuple[float, float], num_timesteps: int = 1000):
+    def __init__(self, model, cfg_scale: float, interval: tuple[float, float], num_timesteps: int):
         self.model = model
         self.cfg_scale = cfg_scale
         self.low, self.high = interval
@@ -64,10 +65,10 @@ class GuidanceInterval:
         return self.model.forward_with_cfg(x, t, y, scale)
 
 
-def guided_model(model, cfg_scale: float, interval: tuple[float, float] | None, num_timesteps: int = 1000):
+def guided_model(model, cfg_scale: float, interval: tuple[float, float] | None, num_timesteps: int):
     """(callable(x, t, y), whether it needs DiT's doubled CFG batch): ``model.forward`` without guidance
     (scale <= 1), DiT's ``forward_with_cfg`` at ``cfg_scale`` with it, a ``GuidanceInterval`` when an interval
-    is given."""
+    is given (``num_timesteps``: the diffusion's original step count T, which the interval's fractions are of)."""
     if cfg_scale <= 1.0:
         return model.forward, False
     if interval is None:

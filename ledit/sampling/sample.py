@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ledit.data.files import atomic_path
-from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
-from ledit.training.distributed import default_device
+from ledit.files import atomic_path
+from ledit.runtime import default_device
+from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_batch
 
 # DiT's sample.py classes: 207 golden retriever, 360 otter, 387 red panda, 974 geyser, 88 macaw, 979 valley,
 # 417 balloon, 279 arctic fox.
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> None:
     if not all(0 <= label < num_classes for label in labels):
         raise ValueError(f"--class-labels {labels} must lie in [0, {num_classes})")
     generator = torch.Generator(device).manual_seed(args.seed)
-    images = sample_images(model, vae, torch.tensor(labels, device=device), height, width, cfg_scale=args.cfg_scale,
+    images = sample_batch(model, vae, torch.tensor(labels, device=device), height, width, cfg_scale=args.cfg_scale,
                            sampler=args.sampler, num_steps=args.num_sampling_steps, generator=generator,
                            addons=addons, progress=True)
     with atomic_path(args.output) as tmp:

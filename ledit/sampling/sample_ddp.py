@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ledit.data.files import atomic_path
-from ledit.evaluate.npz import write_image_npz
-from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_images
-from ledit.training.distributed import barrier, cleanup_distributed, setup_distributed
+from ledit.data.npz import write_image_npz
+from ledit.files import atomic_path
+from ledit.runtime import barrier, cleanup_distributed, setup_distributed
+from ledit.sampling.common import add_sampling_arguments, load_sampling_setup, sample_batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> None:
     for b in tqdm(mine, desc="batches (rank 0)", disable=not ctx.is_main):
         generator = torch.Generator(ctx.device).manual_seed(args.global_seed * 1_000_003 + b)
         labels = torch.randint(0, num_classes, (args.per_proc_batch_size,), generator=generator, device=ctx.device)
-        images = sample_images(model, vae, labels, height, width, cfg_scale=args.cfg_scale, sampler=args.sampler,
+        images = sample_batch(model, vae, labels, height, width, cfg_scale=args.cfg_scale, sampler=args.sampler,
                                num_steps=args.num_sampling_steps, generator=generator, addons=addons)
         with atomic_path(parts / f"{b:06d}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, images.numpy())

@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ledit.training.checkpoint import export_safetensors, load_dit_checkpoint, save_checkpoint
+from ledit.checkpoint import export_safetensors, load_dit_checkpoint, save_checkpoint
+from ledit.models import from_dit_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +44,6 @@ def convert(state: dict, name: str, **kwargs):
     """(ledit checkpoint dict, conversion report, which weights it describes) from a loaded DiT file.
 
     A training checkpoint's "model" and "ema" weights are both converted; the report describes the EMA's."""
-    from ledit.models import from_dit_checkpoint
-
     parts = {k: state[k] for k in ("model", "ema") if k in state} or {"model": state}
     for part, weights in parts.items():
         missing = [k for k in DIT_KEYS if k not in weights]

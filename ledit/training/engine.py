@@ -1,4 +1,5 @@
-"""The distributed pieces of training: wrapping (DDP or FSDP2), full state dicts for checkpoints, per-rank RNG.
+"""The distributed pieces of training: wrapping (DDP or FSDP2), the EMA update, full state dicts for checkpoints,
+per-rank RNG.
 
 Checkpoints always hold full, unsharded, CPU state dicts (torch.distributed.checkpoint.state_dict), so a file
 written by an FSDP run on 64 GPUs loads into ``ledit sample`` on a laptop, and the reverse.
@@ -14,9 +15,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_state_dict,
 )
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from ledit.training.distributed import DistContext, all_gather_objects
+from ledit.runtime import DistContext, all_gather_objects
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -29,8 +31,6 @@ def wrap_model(model: torch.nn.Module, ema: torch.nn.Module, ctx: DistContext, f
     if fsdp:
         if ctx.world_size == 1:
             raise ValueError("--fsdp needs torchrun with several processes (one process has nothing to shard over)")
-        from torch.distributed.fsdp import fully_shard
-
         for module in (model, ema):
             for block in getattr(module, "blocks", []):
                 fully_shard(block)
@@ -40,6 +40,13 @@ def wrap_model(model: torch.nn.Module, ema: torch.nn.Module, ctx: DistContext, f
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids), model, ema
     return model, model, ema
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float = 0.9999) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (works on FSDP-sharded DTensors too)."""
+    for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
+        ema_param.lerp_(param.detach(), 1.0 - decay)
 
 
 def full_training_state(model, ema, opt) -> tuple[dict, dict, dict]:

@@ -20,24 +20,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ledit.checkpoint import CheckpointError, export_safetensors, load_checkpoint, save_checkpoint
 from ledit.data.images import ImageFolderDataset
 from ledit.data.sampler import ResumableDistributedSampler
-from ledit.data.shards import LatentShardDataset, is_shard_dir, sample_latents
+from ledit.data.shards import LatentShardDataset, is_shard_dir, sample_posterior
 from ledit.data.vae import VAE_HELP, load_vae, vae_channels, vae_downsample, vae_scale_factor
-from ledit.training.checkpoint import (
-    CheckpointError,
-    export_safetensors,
-    load_checkpoint,
-    load_dit_checkpoint,
-    save_checkpoint,
-    update_ema,
-)
-from ledit.training.distributed import DistContext, broadcast_object, cleanup_distributed, setup_distributed
+from ledit.diffusion import create_diffusion
+from ledit.models import build_model, from_dit_checkpoint
+from ledit.runtime import DistContext, broadcast_object, cleanup_distributed, setup_distributed
 from ledit.training.engine import (
     full_training_state,
     gather_rng_states,
     load_training_state,
     restore_rng_state,
+    update_ema,
     wrap_model,
 )
 
@@ -95,14 +91,12 @@ def build_data(args, ctx: DistContext):
     return data, (vae_channels(vae), size, size), vae, vae_scale_factor(vae), False
 
 
-def build_model(args, latent_shape, config: dict | None = None) -> torch.nn.Module:
+def model_from_args(args, latent_shape, config: dict | None = None) -> torch.nn.Module:
     """The model from a checkpoint's config, or from --model/--model-kwargs (optionally with DiT's weights)."""
-    from ledit import models
-
     if config is not None:
         if args.model not in (None, config["name"]):
             raise ValueError(f"--model {args.model}: the checkpoint to resume holds a {config['name']}")
-        return models.build_model(**config)
+        return build_model(**config)
     args.model = args.model or "LEDiT-XL/2"
     c, h, w = latent_shape
     kwargs = {"input_size": h if h == w else (h, w), "in_channels": c, "num_classes": args.num_classes}
@@ -112,8 +106,8 @@ def build_model(args, latent_shape, config: dict | None = None) -> torch.nn.Modu
         kwargs["multi_dilation_prob"] = args.multi_dilation_prob
     kwargs.update(args.model_kwargs)
     if args.init_from_dit is None:
-        return models.build_model(args.model, **kwargs)
-    model, report = models.from_dit_checkpoint(load_dit_checkpoint(args.init_from_dit), name=args.model, **kwargs)
+        return build_model(args.model, **kwargs)
+    model, report = from_dit_checkpoint(args.init_from_dit, name=args.model, **kwargs)
     logger.info("--init-from-dit %s: %d tensors loaded (%s weights), dropped %s, freshly initialised %s",
                 args.init_from_dit, len(report.loaded), report.source, list(report.dropped), list(report.initialized))
     return model
@@ -170,8 +164,6 @@ class TrainingLog:
 
 
 def main(args: argparse.Namespace) -> None:
-    from ledit.diffusion import create_diffusion
-
     ctx = setup_distributed(args.device)
     logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING, format="[%(asctime)s] %(message)s")
     if args.global_batch_size % ctx.world_size:
@@ -189,7 +181,7 @@ def main(args: argparse.Namespace) -> None:
         raise ValueError(f"--resume: the run used --global-batch-size {resume['args']['global_batch_size']}")
     torch.manual_seed(args.global_seed * ctx.world_size + ctx.rank)
     data, latent_shape, vae, scale, from_moments = build_data(args, ctx)
-    model = build_model(args, latent_shape, resume.get("config") if resume else None)
+    model = model_from_args(args, latent_shape, resume.get("config") if resume else None)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -255,7 +247,7 @@ def main(args: argparse.Namespace) -> None:
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             with torch.no_grad():
                 if from_moments:
-                    x = sample_latents(x, scale)
+                    x = sample_posterior(x, scale)
                 elif vae is not None:
                     x = vae.encode(x).latent_dist.sample().mul_(scale)
             t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), device=ctx.device)

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ledit.data import ImageFolderDataset, center_crop_arr, list_image_folder
-from ledit.data.files import atomic_path
+from ledit.data.images import image_to_tensor, to_uint8_nhwc
 from ledit.data.sampler import ResumableDistributedSampler
 
 
@@ -44,15 +45,6 @@ def test_image_folder_order_and_errors(image_folder, tmp_path):
         list_image_folder(tmp_path / "empty")
 
 
-def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "ckpt.pt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError, match="killed"), atomic_path(target) as tmp:
-        tmp.write_text("half of the new")
-        raise RuntimeError("killed mid-write")
-    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
-
-
 def test_sampler_partitions_and_resumes_exactly():
     ranks = [ResumableDistributedSampler(10, 3, r, seed=5) for r in range(3)]
     for s in ranks:
@@ -66,3 +58,10 @@ def test_sampler_partitions_and_resumes_exactly():
     other_epoch = ResumableDistributedSampler(10, 3, 1, seed=5)
     other_epoch.set_epoch(3)
     assert list(other_epoch) != keys[1]
+
+
+def test_to_uint8_nhwc_inverts_image_to_tensor_exactly():
+    arr = np.arange(256, dtype=np.uint8).reshape(8, 32, 1).repeat(3, axis=2)
+    images = image_to_tensor(arr)[None]
+    assert np.array_equal(to_uint8_nhwc(images)[0].numpy(), arr)
+    assert to_uint8_nhwc(torch.tensor([-2.0, 2.0]).view(1, 1, 1, 2)).flatten().tolist() == [0, 255]  # clamped

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from ledit.cli import main as ledit
+from ledit.data.npz import ImageSet, write_image_npz
 from ledit.evaluate.evaluator import Reference, build_reference, evaluate
 from ledit.evaluate.inception import InceptionFeatures, MissingWeightsError
 from ledit.evaluate.metrics import RunningMoments, frechet_distance, inception_score, precision_recall
-from ledit.evaluate.npz import ImageSet, write_image_npz
 
 _W = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
 

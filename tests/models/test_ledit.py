@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import model_inputs
+from model_helpers import TINY, model_inputs
 
 import ledit.models.layers as layers
-from ledit.models import causal_block_indices, jin_softmax_scale
+from ledit.models import DiffusionTransformer, build_model, causal_block_indices, jin_softmax_scale
 from ledit.models.locality import DenseConv, ModulatedDWConv
 from ledit.ops import dwconv_modulate_reference
 
@@ -159,12 +159,35 @@ def test_every_block_placement_and_post_norm_modules(tiny):
     assert model.blocks[0].adaLN_modulation[-1].weight.shape == (6 * 32, 32)
     assert model.blocks[0].local_conv.adaLN_modulation[-1].weight.shape == (3 * 32, 32)
 
+    fresh = tiny("LEDiT", randomized=False, locality_placement="every_block", depth=3)
+    for block in fresh.blocks:  # adaLN-Zero: every branch starts as the identity, as the stem does
+        assert not block.local_conv.adaLN_modulation[-1].weight.any()
+        assert not block.local_conv.adaLN_modulation[-1].bias.any()
+        assert block.local_conv.conv.weight.any()  # a zero gate learns only through non-zero taps
+
     normed = tiny("LEDiT", conv_post_norm=True).eval()
     assert {"locality_norm.weight", "locality_norm.bias"} <= set(normed.state_dict())
     x, c = torch.randn(1, 4, 8, 8), torch.randn(1, 32)
     raw = normed.locality(normed.x_embedder(x), c, (4, 4), 1)
     expected = F.layer_norm(raw, (32,), normed.locality_norm.weight, normed.locality_norm.bias, eps=1e-6)
     torch.testing.assert_close(normed.embed_tokens(x, c, (4, 4), 1, torch.tensor([500.0])), expected)
+
+
+def test_blocks_are_built_with_their_scans_and_the_stem_leaves_the_seeded_backbone_as_dits():
+    """Under one seed, a stem LEDiT's backbone starts from exactly DiT's weights: a controlled comparison."""
+    options = {**TINY, "depth": 4}
+    torch.manual_seed(0)
+    dit = build_model("DiT", pos_embed="none", **options)
+    torch.manual_seed(0)
+    ledit = build_model("LEDiT", scan="raster", **options)
+    assert [block.attn.scan for block in ledit.blocks] == ["full", "raster", "full", "raster"]
+    assert [block.attn.scan for block in dit.blocks] == ["full"] * 4
+    dit_state, ledit_state = dit.state_dict(), ledit.state_dict()
+    assert all(torch.equal(ledit_state[key], value) for key, value in dit_state.items())
+    with pytest.raises(ValueError, match="gives 3 blocks' scans for depth=4"):
+        DiffusionTransformer(**options, scans=["full"] * 3)
+    with pytest.raises(ValueError, match=r"unknown scans \['diagonal'\]; valid scans: full, raster"):
+        DiffusionTransformer(**options, scans=["full", "diagonal", "full", "full"])
 
 
 @pytest.mark.parametrize("name", ["LEDiT", "DiT"])

@@ -1,4 +1,5 @@
-"""2D RoPE frequencies against values worked out by hand (digest section 5), and the rotation itself.
+"""2D RoPE frequencies against values worked out by hand from the formulas in ledit/models/rope.py, and the
+rotation itself.
 
 head_dim 16 -> 8 channels per axis -> 4 frequencies theta = 10000^(-2j/8) = 1, 0.1, 0.01, 0.001.
 """

@@ -65,3 +65,29 @@ def assert_matches_reference(backend, q, k, v, grid, scan, softmax_scale=None, c
         error = (fast_t.to(high) - hi).abs().max().item()
         bound = 2 * (lo.to(high) - hi).abs().max().item() + rounding_noise(hi, q.dtype)
         assert error <= bound, f"{label}: max error {error:.3g} > bound {bound:.3g} ({backend}, {grid}, {scan})"
+
+
+def misaligned_like(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of t whose data starts one element past an allocation's (16-byte aligned) start, as a view
+    into a larger buffer can: kernels that load 16 bytes at a time must not assume alignment."""
+    buffer = torch.empty(t.numel() + 8, dtype=t.dtype, device=t.device)
+    view = buffer[1 : 1 + t.numel()].view(t.shape)
+    view.copy_(t)
+    assert view.is_contiguous() and view.data_ptr() % 16 != 0
+    return view
+
+
+def assert_matches_reference_on_batches(backend, q, k, v, grid, scan, batches):
+    """For inputs too large for the reference: run the backend on all of them, the reference only on `batches`
+    (batches are independent), and apply the 2x rule to out, dq, dk, dv of those batches."""
+    high = torch.float32
+    dout = torch.randn_like(q)
+    got = _run(lambda *a: scan_attention(*a, backend=backend), q, k, v, grid, scan, None, dout)
+    for b in batches:
+        picked = [t[b : b + 1] for t in (q, k, v)]
+        lo = _run(scan_attention_reference, *picked, grid, scan, None, dout[b : b + 1])
+        hi = _run(scan_attention_reference, *(t.to(high) for t in picked), grid, scan, None, dout[b : b + 1])
+        for label, fast_t, lo_t, hi_t in zip(("out", "dq", "dk", "dv"), got, lo, hi):
+            error = (fast_t[b : b + 1].to(high) - hi_t).abs().max().item()
+            bound = 2 * (lo_t.to(high) - hi_t).abs().max().item() + rounding_noise(hi_t, q.dtype)
+            assert error <= bound, f"batch {b} {label}: max error {error:.3g} > bound {bound:.3g} ({backend})"

@@ -39,9 +39,19 @@ def non_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
-def run_with_grads(fn, inputs, grid, dilation, norm, grad_out, dtype, device, strided=False):
+def misaligned(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous leaf with t's values whose data starts one element past an allocation's (aligned) start."""
+    buffer = torch.empty(t.numel() + 8, dtype=t.dtype, device=t.device)
+    view = buffer[1 : 1 + t.numel()].view(t.shape).copy_(t)
+    assert view.is_contiguous() and view.data_ptr() % 16 != 0
+    return view
+
+
+def run_with_grads(fn, inputs, grid, dilation, norm, grad_out, dtype, device, strided=False, unaligned=False):
     """Output and the gradient of every tensor argument, computed in dtype on device."""
-    leaves = {n: None if t is None else t.detach().to(device, dtype).requires_grad_() for n, t in inputs.items()}
+    place = misaligned if unaligned else (lambda t: t)
+    leaves = {n: None if t is None else place(t.detach().to(device, dtype)).requires_grad_()
+              for n, t in inputs.items()}
     args = {n: None if t is None else (non_contiguous(t) if strided else t) for n, t in leaves.items()}
     out = fn(args["x"], grid, args["weight"], args["bias"], args["shift"], args["scale"], args["gate"],
              args["residual"], dilation, norm)
@@ -52,7 +62,7 @@ def run_with_grads(fn, inputs, grid, dilation, norm, grad_out, dtype, device, st
 
 
 def assert_matches_reference(backend, batch, grid, channels, k, dilation, norm, dtype, bias=True, gate=True,
-                             residual=True, device="cpu", strided=False):
+                             residual=True, device="cpu", strided=False, unaligned=False):
     inputs = make_inputs(batch, grid, channels, k, bias, gate, residual)
     grad_out = torch.randn(batch, grid[0] * grid[1], channels, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(1))
@@ -60,7 +70,8 @@ def assert_matches_reference(backend, batch, grid, channels, k, dilation, norm, 
               "device": device}
     oracle = run_with_grads(dwconv_modulate_reference, dtype=torch.float64, **common)
     low_precision = run_with_grads(dwconv_modulate_reference, dtype=dtype, **common)
-    fast = run_with_grads(functools.partial(dwconv_modulate, backend=backend), dtype=dtype, strided=strided, **common)
+    fast = run_with_grads(functools.partial(dwconv_modulate, backend=backend), dtype=dtype, strided=strided,
+                          unaligned=unaligned, **common)
     assert fast.keys() == oracle.keys()
     for name, expected in oracle.items():
         assert fast[name].dtype == dtype and fast[name].shape == expected.shape, name
@@ -71,3 +82,34 @@ def assert_matches_reference(backend, batch, grid, channels, k, dilation, norm, 
             f"{backend} {name}: error {fast_error:.3g} vs {dtype} reference error {reference_error:.3g} "
             f"(grid {grid}, C={channels}, k={k}, dilation={dilation}, norm={norm})"
         )
+
+
+def assert_large_batch_matches_reference(backend, batch, grid, channels, dtype, samples, device="cuda"):
+    """For inputs too large for the fp64 reference: run the backend on the whole batch (made on the GPU), the
+    reference only on `samples` (samples are independent in out and dx), and apply the 2x rule to out and dx."""
+    n = grid[0] * grid[1]
+    x = (1.5 * torch.randn(batch, n, channels, device=device) + 0.5).to(dtype).requires_grad_()
+    weight, bias = (torch.randn(channels, 1, 3, 3, device=device) / 3).to(dtype), torch.randn(channels, device=device)
+    shift, scale, gate = (0.5 * torch.randn(batch, channels, device=device).to(dtype) for _ in range(3))
+    grad_out = torch.randn_like(x)
+    out = dwconv_modulate(x, grid, weight, bias.to(dtype), shift, scale, gate, x, 1, True, backend=backend)
+    out.backward(grad_out)
+    for s in samples:
+        picked = {"x": x[s : s + 1], "weight": weight, "bias": bias.to(dtype), "shift": shift[s : s + 1],
+                  "scale": scale[s : s + 1], "gate": gate[s : s + 1], "residual": None}
+        common = {"inputs": picked, "grid": grid, "dilation": 1, "norm": True, "grad_out": grad_out[s : s + 1],
+                  "device": device}
+        # residual = x, as in the fast call: the reference gets it through the same leaf.
+        oracle = _with_residual_x(run_with_grads, dwconv_modulate_reference, torch.float64, common)
+        low = _with_residual_x(run_with_grads, dwconv_modulate_reference, dtype, common)
+        for name, fast_t in (("out", out.detach()[s : s + 1]), ("x", x.grad[s : s + 1])):
+            fast_error = (fast_t.double() - oracle[name]).abs().max().item()
+            bound = 2 * (low[name].double() - oracle[name]).abs().max().item() + 1e-5 * oracle[name].abs().max().item()
+            assert fast_error <= bound + 1e-6, f"{backend} sample {s} {name}: {fast_error:.3g} > {bound:.3g}"
+
+
+def _with_residual_x(run, fn, dtype, common):
+    def with_residual(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm):
+        return fn(x, grid, weight, bias, shift, scale, gate, x, dilation, norm)
+
+    return run(with_residual, dtype=dtype, **common)

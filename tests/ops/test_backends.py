@@ -3,8 +3,10 @@ import types
 import pytest
 import torch
 
+import ledit.ops
 from ledit.ops import BACKEND_ENV, BackendUnavailableError, extension, scan_attention
 from ledit.ops.backends import OpBackends
+from ledit.ops.examples import example_calls, explain_example_calls
 
 
 def _registry():
@@ -69,3 +71,15 @@ def test_cuda_backends_refuse_pre_ampere_gpus(monkeypatch, capability, refused):
         assert "compute capability >= 8.0" in reason and "7.5" in reason
     else:
         assert reason is None
+
+
+def test_example_calls_name_every_backend_of_every_op_and_run():
+    """The call `ledit info` and `ledit bench` explain is a valid call of the public op, on every backend listed."""
+    calls = example_calls(torch.device("cpu"))
+    explained = explain_example_calls(torch.device("cpu"))
+    assert set(explained) == {op.op_name for op in calls} == {"scan_attention", "dwconv_modulate"}
+    for op, args in calls.items():
+        assert sorted(name for name, _ in explained[op.op_name]) == sorted(op.names)
+        assert dict(explained[op.op_name])["reference"] is None
+        out = getattr(ledit.ops, op.op_name)(*args)
+        assert out.shape == args[0].shape and out.device.type == "cpu"

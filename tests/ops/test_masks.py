@@ -50,7 +50,7 @@ def test_every_token_sees_itself(scan, grid):
 
 
 def test_corner_visible_count_formula():
-    # The digest's count for corner: query (r, c) sees (r+1)*W + (H-1-r)*(c+1) keys.
+    # Corner's count in closed form: query (r, c) sees (r+1)*W + (H-1-r)*(c+1) keys.
     h, w = 4, 6
     mask = scan_mask((h, w), "corner")
     counts = mask.sum(1).reshape(h, w)

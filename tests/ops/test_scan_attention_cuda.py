@@ -127,12 +127,12 @@ def test_tiles_are_single_buffered_where_shared_memory_is_short(monkeypatch):
     (forward,) = emulator.launches()
     (backward,), _ = _backward_launches(q, k, v, (9, 13), "corner")
     limit = min(forward["shared_bytes"], backward["shared_bytes"]) - 1
-    monkeypatch.setenv("LEDIT_EMULATED_SHARED_BYTES", str(limit))
+    monkeypatch.setenv("LEDIT_MAX_SHARED_BYTES", str(limit))
     emulator.clear_launches()
     assert_matches_reference("cuda_emulated", q, k, v, (9, 13), "corner")
     single = {launch["kernel"].split("<")[0]: launch["shared_bytes"] for launch in emulator.launches()}
     assert single["forward_kernel"] < forward["shared_bytes"] and single["backward_kv_kernel"] <= limit
-    monkeypatch.setenv("LEDIT_EMULATED_SHARED_BYTES", "16384")
+    monkeypatch.setenv("LEDIT_MAX_SHARED_BYTES", "16384")
     with pytest.raises(RuntimeError, match="bytes of shared memory per block, this GPU allows 16384; use backend"):
         scan_attention(q, k, v, (9, 13), "corner", backend="cuda_emulated")
 

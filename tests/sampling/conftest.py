@@ -2,7 +2,7 @@ import pytest
 import torch
 from workflow_fixtures import TINY_MODEL, tiny_vae_dir  # noqa: F401  (fixture)
 
-from ledit.training.checkpoint import save_checkpoint
+from ledit.checkpoint import save_checkpoint
 
 
 def save_tiny_checkpoint(path, in_channels, input_size, seed=0):

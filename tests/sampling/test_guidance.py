@@ -67,7 +67,7 @@ def test_interval_switches_between_guided_and_conditional_at_the_bounds():
 
 def test_interval_with_per_sample_timesteps_guides_only_the_samples_inside():
     model = RecordingModel()
-    guided = GuidanceInterval(model, 3.0, (0.2, 0.6))
+    guided = GuidanceInterval(model, 3.0, (0.2, 0.6), num_timesteps=1000)
     t = torch.tensor([500, 900, 500, 900])
     out = guided(torch.zeros(4, 1, 2, 2), t, torch.tensor([1, 2, 4, 4]))
     assert model.calls == [("cfg", [500, 900, 500, 900], [3.0, 1.0])]
@@ -76,9 +76,9 @@ def test_interval_with_per_sample_timesteps_guides_only_the_samples_inside():
 
 def test_guided_model_keeps_dit_semantics_without_an_interval():
     model = RecordingModel()
-    fn, doubled = guided_model(model, 1.0, (0.2, 0.6))
+    fn, doubled = guided_model(model, 1.0, (0.2, 0.6), num_timesteps=1000)
     assert fn == model.forward and not doubled  # scale 1: no guidance at all, interval or not
-    fn, doubled = guided_model(model, 4.0, None)
+    fn, doubled = guided_model(model, 4.0, None, num_timesteps=1000)
     assert doubled and fn.func == model.forward_with_cfg and fn.keywords == {"cfg_scale": 4.0}
     fn, doubled = guided_model(model, 4.0, (0.0, 0.5), num_timesteps=500)
     assert isinstance(fn, GuidanceInterval) and fn.num_timesteps == 500

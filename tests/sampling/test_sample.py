@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ledit.checkpoint import CheckpointError, save_checkpoint
 from ledit.cli import main as ledit
-from ledit.training.checkpoint import CheckpointError, save_checkpoint
 
 
 def _sample(ckpt, vae, out, *extra):

@@ -8,8 +8,9 @@ import torch
 from workflow_fixtures import TINY_MODEL
 
 from ledit.diffusion import create_diffusion
-from ledit.models import build_model
-from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, sample_latents
+from ledit.models import NUM_TRAIN_TIMESTEPS, build_model
+from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args
+from ledit.sampling.loop import sample_latents
 from ledit.sampling.lowres import refine_from_reference, renoise_step
 
 TRAIN = 8  # latent pixels: a 4x4 token grid with patch 2
@@ -69,6 +70,10 @@ def test_all_addons_off_is_bit_identical_to_dit_sampling(model, sampler, cfg_sca
     # A guidance interval covering every step is DiT's guidance, bit for bit.
     assert torch.equal(run(model, (16, 12), sampler, cfg_scale, SamplingAddons(guidance_interval=(0.0, 1.0))),
                        reference)
+
+
+def test_dits_diffusion_has_the_steps_the_models_are_trained_on():
+    assert create_diffusion("").num_timesteps == create_diffusion("ddim25").original_num_steps == NUM_TRAIN_TIMESTEPS
 
 
 def test_renoise_step_picks_the_noisiest_step_at_or_below_the_strength():

@@ -4,9 +4,9 @@ import pytest
 import torch
 from workflow_fixtures import TINY_MODEL
 
+from ledit.checkpoint import CheckpointError, load_checkpoint
 from ledit.cli import main as ledit
 from ledit.models import build_model
-from ledit.training.checkpoint import CheckpointError, load_checkpoint
 
 
 def _write_dit_training_checkpoint(path):

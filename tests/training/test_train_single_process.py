@@ -3,8 +3,8 @@ import pytest
 import torch
 from workflow_fixtures import TINY_MODEL_JSON
 
+from ledit.checkpoint import CheckpointError, save_checkpoint
 from ledit.cli import main as ledit
-from ledit.training.checkpoint import CheckpointError, save_checkpoint
 
 FLAGS = ["--model", "LEDiT", "--model-kwargs", TINY_MODEL_JSON, "--num-classes", "2", "--global-batch-size", "2",
          "--log-every", "1", "--num-workers", "0", "--device", "cpu"]

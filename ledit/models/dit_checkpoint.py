@@ -15,12 +15,12 @@ from typing import Mapping, Union
 
 import torch
 
+from ledit.checkpoint import checkpoint_weights, load_dit_checkpoint
 from ledit.models.backbone import DiffusionTransformer
 from ledit.models.configs import DIT_ARGUMENTS, MODEL_SIZES
 from ledit.models.registry import build_model
 
 DROPPABLE_KEYS = ("pos_embed",)
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
 
 
 @dataclass(frozen=True)
@@ -40,46 +40,16 @@ class CheckpointLoadReport:
     initialized: tuple[str, ...]
 
 
-def _read(path_or_state_dict) -> Mapping:
-    if isinstance(path_or_state_dict, Mapping):
-        return path_or_state_dict
-    if not isinstance(path_or_state_dict, (str, os.PathLike)):
-        raise TypeError(
-            f"path_or_state_dict must be a file path or a state dict, got {type(path_or_state_dict).__name__}"
-        )
-    if not os.path.isfile(path_or_state_dict):
-        raise FileNotFoundError(f"DiT checkpoint not found: {os.fspath(path_or_state_dict)!r}")
-    try:
-        checkpoint = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors have many types; all mean the same thing to the caller
-        raise ValueError(
-            f"could not read {os.fspath(path_or_state_dict)!r} as a weights-only torch checkpoint: {error}"
-        ) from error
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{os.fspath(path_or_state_dict)!r} holds a {type(checkpoint).__name__}, not a DiT state "
-                         f"dict or training checkpoint dict")
-    return checkpoint
-
-
 def dit_state_dict(path_or_state_dict) -> tuple[dict, str]:
-    """(state dict, source) from a DiT state dict, a DiT training checkpoint ({"model", "ema", ...}) or a path."""
-    checkpoint = _read(path_or_state_dict)
-    source = "state_dict"
-    for part in ("ema", "model"):
-        if isinstance(checkpoint.get(part), Mapping):
-            checkpoint, source = checkpoint[part], part
-            break
-    for key, value in checkpoint.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(
-                f"not a DiT state dict: key {key!r} holds a {type(value).__name__}, not a tensor (expected a "
-                f"state dict or a training checkpoint with an 'ema' or 'model' state dict)"
-            )
-    state = dict(checkpoint)
-    for prefix in WRAPPER_PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
-    return state, source
+    """(state dict, source) from a DiT state dict, a DiT training checkpoint ({"model", "ema", ...}) or a path
+    to either (read by ``ledit.checkpoint.load_dit_checkpoint``: weights-only, DiT's Namespace args allowed)."""
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        return checkpoint_weights(load_dit_checkpoint(path_or_state_dict), os.fspath(path_or_state_dict))
+    if isinstance(path_or_state_dict, Mapping):
+        return checkpoint_weights(path_or_state_dict, "the DiT state dict")
+    raise TypeError(
+        f"path_or_state_dict must be a file path or a state dict, got {type(path_or_state_dict).__name__}"
+    )
 
 
 def _describe_size(state: Mapping) -> str:
@@ -116,8 +86,9 @@ def from_dit_checkpoint(path_or_state_dict: Union[str, os.PathLike, Mapping], na
     """Build ``name`` (any registry or class name) and load a facebookresearch/DiT checkpoint into it.
 
     Args:
-        path_or_state_dict: a path (read with ``torch.load(weights_only=True)``), a DiT state dict, or a DiT
-            training checkpoint dict {"model", "ema", ...} (its "ema" weights are preferred).
+        path_or_state_dict: a path to a DiT file (read with ``torch.load(weights_only=True)``; a training
+            checkpoint's ``argparse.Namespace`` args are allowed), a DiT state dict, or a DiT training checkpoint
+            dict {"model", "ema", ...} (its "ema" weights are preferred).
         name: the model to build (default "LEDiT-XL/2"); its size must match the checkpoint's.
         **kwargs: the model's other options. ``input_size`` defaults to the checkpoint's (read off pos_embed),
             so a DiT-XL/2-512 checkpoint gives a model trained at 64x64 latents (attention scaling's N_train).
@@ -126,6 +97,9 @@ def from_dit_checkpoint(path_or_state_dict: Union[str, os.PathLike, Mapping], na
         (model, report): the model in train mode on CPU, and a ``CheckpointLoadReport``.
 
     Raises:
+        FileNotFoundError: no file at the path.
+        ledit.checkpoint.CheckpointError (a ValueError): the file is corrupt or holds objects weights-only
+            loading refuses, or a value is not a tensor.
         ValueError: the checkpoint has keys the model lacks, lacks backbone keys, or a tensor's shape differs
             (wrong model size, num_classes, learn_sigma or input_size); the message names the key.
     """

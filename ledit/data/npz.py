@@ -1,4 +1,5 @@
-"""Image sets for evaluation: ADM-compatible ``.npz`` (``arr_0``: uint8 N x H x W x 3) and image folders.
+"""Image sets: ADM-compatible ``.npz`` (``arr_0``: uint8 N x H x W x 3), written by ``ledit sample-ddp`` and read
+by ``ledit fid``, and image folders.
 
 ``write_image_npz`` streams batches into the archive, so 50K samples at 512x512 (39 GB) never sit in memory.
 """
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ledit.data.files import atomic_path
 from ledit.data.images import IMAGE_EXTENSIONS, center_crop_arr
+from ledit.files import atomic_path
 
 
 def write_image_npz(path: str | os.PathLike, batches: Iterable[np.ndarray], count: int, height: int, width: int,

@@ -1,5 +1,7 @@
 """from_dit_checkpoint: DiT weights into LEDiT (and other baselines), with clear errors on mismatches."""
 
+import argparse
+
 import pytest
 import torch
 from model_helpers import TINY, model_inputs
@@ -53,6 +55,16 @@ def test_sincos_dit_loads_everything_and_input_size_is_read_off_pos_embed(tiny):
     torch.testing.assert_close(model.pos_embed, big["pos_embed"])
 
 
+def test_a_dit_training_checkpoint_with_namespace_args_loads_from_its_path(tmp_path, dit_state):
+    """facebookresearch/DiT's train.py pickles its args as an argparse.Namespace; the path loads all the same."""
+    path = _save(tmp_path / "0050000.pt", {"model": dit_state, "ema": dit_state, "opt": {},
+                                           "args": argparse.Namespace(model="DiT-XL/2", global_batch_size=256)})
+    with pytest.raises(Exception, match="weights_only|Namespace"):
+        torch.load(path, weights_only=True)
+    model, report = from_dit_checkpoint(path, name="LEDiT", **TINY)
+    assert report.source == "ema" and set(report.loaded) == set(dit_state) - {"pos_embed"}
+
+
 def test_wrapper_prefixes_are_stripped(dit_state):
     wrapped = {"module." + k: v for k, v in dit_state.items()}
     _, report = from_dit_checkpoint(wrapped, name="LEDiT", **TINY)
@@ -77,13 +89,13 @@ def test_missing_and_unexpected_keys_are_named(dit_state):
 
 
 def test_unreadable_inputs(tmp_path, dit_state):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         from_dit_checkpoint(tmp_path / "absent.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="weights-only torch checkpoint"):
         from_dit_checkpoint(corrupt)
-    with pytest.raises(ValueError, match="holds a list, not a DiT state dict"):
+    with pytest.raises(ValueError, match="holds a list, not a dict"):
         from_dit_checkpoint(_save(tmp_path / "list.pt", [torch.ones(1)]))
     with pytest.raises(ValueError, match="key 'step' holds a int"):
         from_dit_checkpoint({**dit_state, "step": 3}, name="LEDiT", **TINY)

@@ -1,7 +1,8 @@
-"""torchrun process-group setup shared by training, distributed sampling and latent extraction.
+"""What every run needs before it starts: its device and, under torchrun, its process group.
 
-Launched by torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) it joins the group: nccl on GPUs, gloo on CPU. Launched
-plainly it runs as a world of one, without a process group, so every command also works without torchrun.
+Shared by training, sampling, latent extraction, evaluation and the benchmarks. Launched by torchrun
+(RANK/WORLD_SIZE/LOCAL_RANK set) a process joins the group: nccl on GPUs, gloo on CPU. Launched plainly it runs
+as a world of one, without a process group, so every command also works without torchrun.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ class DistContext:
 
 
 def default_device(device: str | None = None, local_rank: int = 0) -> torch.device:
-    """`device` ("cuda", "cuda:1", "cpu"), or cuda if available; a bare "cuda" becomes cuda:`local_rank`."""
+    """`device` ("cuda", "cuda:1", "cpu"), or the GPU when one is visible, else the CPU.
+
+    A bare "cuda" becomes cuda:`local_rank`, and a CUDA device is made current (kernels that launch on the
+    current device, such as Triton's, then run where the tensors are)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
