@@ -19,6 +19,9 @@
 //                aligned), sized by LaunchConfig::shared_bytes.
 //   Memory       dev::ld_global(p), st_global(p, v), ld_shared(p), st_shared(p, v) for scalars and 16-byte
 //                vectors (uint4, float4; naturally aligned); dev::atomic_add(Global<float>, float) (fp32, global).
+//                dev::ld_global_if(pred, p) (zero when pred is false) and st_global_if(pred, p, v): a global
+//                access that some lanes skip in the middle of a sequence (e.g. columns past D in a loop over a
+//                tile), written predicated so the executor's counters keep the warp's lanes in step.
 //   Tensor core  dev::ldmatrix<kMatrices, kTranspose>(uint32_t (&r)[kMatrices], Shared<const b16> row):
 //                ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16; lane i gives the address of row i % 8 of
 //                matrix i / 8 (lanes past 8 * kMatrices are ignored).
@@ -140,6 +143,12 @@ template <typename T>
 LEDIT_DEVICE_INLINE T ld_global(const T* p) { return *p; }
 template <typename T, typename V>
 LEDIT_DEVICE_INLINE void st_global(T* p, const V& v) { *p = v; }
+template <typename T>
+LEDIT_DEVICE_INLINE T ld_global_if(bool predicate, const T* p) { return predicate ? *p : T{}; }
+template <typename T, typename V>
+LEDIT_DEVICE_INLINE void st_global_if(bool predicate, T* p, const V& v) {
+  if (predicate) *p = v;
+}
 template <typename T>
 LEDIT_DEVICE_INLINE T ld_shared(const T* p) { return *p; }
 template <typename T, typename V>

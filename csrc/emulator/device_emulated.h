@@ -48,6 +48,9 @@ const Allocation* find_allocation(const void* address);  // the registered tenso
 void push_allocation(const void* begin, size_t bytes, const char* name);
 void pop_allocations(size_t count);
 void global_access(const void* address, size_t bytes, const Allocation* allocation, bool write, Site site);
+// A global access this lane skips (a false predicate): it keeps the lane in step with the warp's other lanes when
+// the counters group their accesses into warp instructions.
+void global_access_skipped(bool write, Site site);
 void shared_access(const void* address, size_t bytes, bool write, Site site);
 void atomic_add_f32(float* address, const Allocation* allocation, float value, Site site);
 unsigned char* dynamic_shared_base();
@@ -199,6 +202,20 @@ void st_global(GlobalPtr<T> p, const V& v, Site site = Site::here()) {
   const T value = v;
   global_access(p.raw(), sizeof(T), p.allocation(), true, site);
   std::memcpy(p.raw(), &value, sizeof(T));
+}
+template <typename T>
+std::remove_cv_t<T> ld_global_if(bool predicate, GlobalPtr<T> p, Site site = Site::here()) {
+  if (predicate) return ld_global(p, site);
+  global_access_skipped(false, site);
+  return std::remove_cv_t<T>{};
+}
+template <typename T, typename V>
+void st_global_if(bool predicate, GlobalPtr<T> p, const V& v, Site site = Site::here()) {
+  if (predicate) {
+    st_global(p, v, site);
+  } else {
+    global_access_skipped(true, site);
+  }
 }
 template <typename T>
 std::remove_cv_t<T> ld_shared(SharedPtr<T> p, Site site = Site::here()) {

@@ -231,6 +231,8 @@ cudaError_t run_launch(const char* kernel_signature, dim3 grid, dim3 block, size
       }
     }
   }
+  launch.counters.global_loads.unique_sectors = launch.load_sectors.size();
+  launch.counters.global_stores.unique_sectors = launch.store_sectors.size();
   launch.counters.blocks = uint64_t{grid.x} * grid.y * grid.z;
   launch.counters.threads = launch.counters.blocks * static_cast<uint64_t>(threads);
   std::vector<LaunchRecord>& records = launch_records();

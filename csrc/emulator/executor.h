@@ -15,6 +15,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "emulator/device_emulated.h"
@@ -36,14 +37,17 @@ class EmulatorError : public std::runtime_error {
 struct SharedTraffic {
   uint64_t instructions = 0, wavefronts = 0, ideal_wavefronts = 0;
 };
+// Per warp instruction with at least one lane accessing: the distinct bytes it reads or writes (a word several
+// lanes read counts once) and the distinct 32-byte sectors they lie in; and the distinct sectors of the whole
+// launch (what a cache holding everything would fetch or write back).
 struct GlobalTraffic {
-  uint64_t instructions = 0, bytes = 0, sectors = 0;  // sectors: distinct 32-byte segments per warp instruction
+  uint64_t instructions = 0, bytes = 0, sectors = 0, unique_sectors = 0;
 };
 struct Counters {
   SharedTraffic shared_loads, shared_stores, ldmatrix, cp_async_shared;
   GlobalTraffic global_loads, global_stores;
   uint64_t global_atomics = 0;
-  uint64_t mma = 0;  // mma.sync m16n8k16 (a 16x16x16 WMMA product counts 2)
+  uint64_t mma = 0;  // mma.sync m16n8k16
   uint64_t block_barriers = 0, warp_syncs = 0, shuffles = 0, votes = 0;
   uint64_t blocks = 0, threads = 0;
 };
@@ -141,6 +145,7 @@ struct Launch {
   ThreadState* current;
   std::exception_ptr error;
   Counters counters;
+  std::unordered_set<uint64_t> load_sectors, store_sectors;  // every global sector the launch read or wrote
 };
 
 // The launch being run (one at a time, under a process-wide lock) and its running thread.

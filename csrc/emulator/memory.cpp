@@ -142,19 +142,21 @@ void check_global(ThreadState& t, const void* address, size_t bytes, const Alloc
   }
 }
 
-// Wavefronts of one shared-memory warp instruction, and the fewest its bytes could take.
+// Wavefronts of one shared-memory warp instruction, and the fewest its bytes could take. Lanes with no bytes were
+// predicated off.
 void count_wavefronts(const InstructionGroup& g, SharedTraffic& traffic) {
-  uint32_t width = 1;
+  uint32_t width = 0;
   for (int lane = 0; lane < 32; ++lane) {
     if (g.lanes >> lane & 1u) width = std::max(width, g.bytes[lane]);
   }
+  if (width == 0) return;
   const int lanes_per_phase = g.kind == AccessKind::kLdmatrix ? 8 : width <= 4 ? 32 : width <= 8 ? 16 : 8;
   traffic.instructions += 1;
   for (int phase = 0; phase < 32; phase += lanes_per_phase) {
     uint64_t words[32 * 4];
     int n = 0;
     for (int lane = phase; lane < phase + lanes_per_phase; ++lane) {
-      if (!(g.lanes >> lane & 1u)) continue;
+      if (!(g.lanes >> lane & 1u) || g.bytes[lane] == 0) continue;
       const uint64_t first = g.address[lane] / 4, last = (g.address[lane] + g.bytes[lane] - 1) / 4;
       for (uint64_t w = first; w <= last; ++w) words[n++] = w;
     }
@@ -169,17 +171,28 @@ void count_wavefronts(const InstructionGroup& g, SharedTraffic& traffic) {
   }
 }
 
-void count_sectors(const InstructionGroup& g, GlobalTraffic& traffic) {
-  uint64_t sectors[32 * 2];
+// Distinct bytes and 32-byte sectors of one global warp instruction (lanes reading the same word count it once).
+void count_sectors(const InstructionGroup& g, GlobalTraffic& traffic, std::unordered_set<uint64_t>& launch_sectors) {
+  std::pair<uint64_t, uint64_t> ranges[32];  // [begin, end) of each lane that accessed
   int n = 0;
-  traffic.instructions += 1;
   for (int lane = 0; lane < 32; ++lane) {
-    if (!(g.lanes >> lane & 1u)) continue;
-    traffic.bytes += g.bytes[lane];
-    for (uint64_t s = g.address[lane] / 32; s <= (g.address[lane] + g.bytes[lane] - 1) / 32; ++s) sectors[n++] = s;
+    if ((g.lanes >> lane & 1u) && g.bytes[lane] != 0) ranges[n++] = {g.address[lane], g.address[lane] + g.bytes[lane]};
   }
-  std::sort(sectors, sectors + n);
-  traffic.sectors += static_cast<uint64_t>(std::unique(sectors, sectors + n) - sectors);
+  if (n == 0) return;
+  std::sort(ranges, ranges + n);
+  traffic.instructions += 1;
+  uint64_t covered = ranges[0].first, last_sector = ~uint64_t{0};
+  for (int i = 0; i < n; ++i) {
+    const uint64_t begin = std::max(ranges[i].first, covered), end = ranges[i].second;
+    if (end <= begin) continue;
+    traffic.bytes += end - begin;
+    for (uint64_t s = begin / 32; s <= (end - 1) / 32; ++s) {
+      if (s != last_sector) traffic.sectors += 1;
+      last_sector = s;
+      launch_sectors.insert(s);
+    }
+    covered = end;
+  }
 }
 
 }  // namespace
@@ -238,7 +251,8 @@ void record_access(ThreadState& t, AccessKind kind, uint64_t address, uint32_t b
 }
 
 void close_warp_step(WarpState& warp) {
-  Counters& c = launch_state().counters;
+  Launch& launch = launch_state();
+  Counters& c = launch.counters;
   for (const InstructionGroup& g : warp.groups) {
     switch (g.kind) {
       case AccessKind::kSharedLoad:
@@ -254,10 +268,10 @@ void close_warp_step(WarpState& warp) {
         count_wavefronts(g, c.cp_async_shared);
         break;
       case AccessKind::kGlobalLoad:
-        count_sectors(g, c.global_loads);
+        count_sectors(g, c.global_loads, launch.load_sectors);
         break;
       case AccessKind::kGlobalStore:
-        count_sectors(g, c.global_stores);
+        count_sectors(g, c.global_stores, launch.store_sectors);
         break;
     }
   }
@@ -289,6 +303,10 @@ void global_access(const void* address, size_t bytes, const Allocation* allocati
   record_access(t, kind, reinterpret_cast<uintptr_t>(address), static_cast<uint32_t>(bytes), site);
 }
 
+void global_access_skipped(bool write, Site site) {
+  record_access(current_thread(), write ? AccessKind::kGlobalStore : AccessKind::kGlobalLoad, 0, 0, site);
+}
+
 void atomic_add_f32(float* address, const Allocation* allocation, float value, Site site) {
   ThreadState& t = current_thread();
   check_global(t, address, sizeof(float), allocation, AccessKind::kGlobalStore, site);
@@ -307,6 +325,8 @@ void cp_async_16(void* shared_dst, const void* global_src, const Allocation* all
     check_global(t, global_src, 16, allocation, AccessKind::kGlobalLoad, site);
     record_access(t, AccessKind::kGlobalLoad, reinterpret_cast<uintptr_t>(global_src), 16, site);
     std::memcpy(copy.data, global_src, 16);
+  } else {
+    record_access(t, AccessKind::kGlobalLoad, 0, 0, site);  // reads nothing, but keeps this lane in step
   }
   for (uint32_t i = 0; i < 16; ++i) {
     ShadowByte& s = launch.shadow[offset + i];

@@ -79,6 +79,22 @@ __global__ void fault_kernel(dev::Global<float> out, int fault) {
   dev::st_global(out + t, v);
 }
 
+// Counting under divergence: lane 0 skips the first of two warp instructions (ld_global_if, cp_async_16 without
+// fill), every other lane runs both. x has 256 floats; out gets each lane's sum.
+__global__ void predicated_kernel(dev::Global<const float> x, dev::Global<float> out) {
+  const dev::Shared<float> s = dev::dynamic_shared<float>();  // 256 floats
+  const int lane = dev::lane_id();
+  float sum = 0.f;
+  for (int i = 0; i < 2; ++i) sum += dev::ld_global_if(lane != 0 || i != 0, x + 32 * i + lane);
+  for (int i = 0; i < 2; ++i) {
+    const int offset = 4 * (32 * i + lane);
+    dev::cp_async_16(s + offset, x + offset, lane != 0 || i != 0);
+  }
+  dev::cp_async_wait_all();
+  sum += dev::ld_shared(s + 4 * lane);
+  dev::st_global(out + lane, sum);
+}
+
 }  // namespace
 
 cudaError_t launch_mma(const void* a, const void* b, float* c, bool bf16, bool b_is_transposed) {
@@ -106,6 +122,10 @@ cudaError_t launch_ldmatrix(const uint16_t* m, uint32_t* registers, int matrices
 
 cudaError_t launch_fault(float* out, int fault) {
   return dev::launch<fault_kernel>(dev::LaunchConfig{dim3(1), dim3(64), 128 * sizeof(float), nullptr}, out, fault);
+}
+
+cudaError_t launch_predicated(const float* x, float* out) {
+  return dev::launch<predicated_kernel>(dev::LaunchConfig{dim3(1), dim3(32), 256 * sizeof(float), nullptr}, x, out);
 }
 
 }  // namespace emulator_probes

@@ -24,6 +24,7 @@ enum Fault : int {
 cudaError_t launch_mma(const void* a, const void* b, float* c, bool bf16, bool b_is_transposed);
 cudaError_t launch_ldmatrix(const uint16_t* m, uint32_t* registers, int matrices, bool transpose);
 cudaError_t launch_fault(float* out, int fault);
+cudaError_t launch_predicated(const float* x, float* out);
 
 }  // namespace emulator_probes
 }  // namespace ledit

@@ -310,10 +310,9 @@ LEDIT_TILE_INLINE void store_rows(const float (&acc)[kM][kN][4], const float (&s
   dev::sync_warp();
   for_each_chunk<16 * kM, 8 * kN, 32>(lane, [&](int r, int col) {
     const int row = row0 + r;
-    if (row < tokens.size() && col0 + col < dim) {
-      dev::st_global(dev::cast<uint4>(head + tokens.token(row) * token_stride + col0 + col),
-                     dev::ld_shared(dev::cast<uint4>(staging.at(row, col))));
-    }
+    const bool real = row < tokens.size() && col0 + col < dim;
+    dev::st_global_if(real, dev::cast<uint4>(head + tokens.token(real ? row : 0) * token_stride + col0 + col),
+                      dev::ld_shared(dev::cast<uint4>(staging.at(row, col))));
   });
 }
 

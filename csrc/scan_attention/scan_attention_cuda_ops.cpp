@@ -7,9 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <initializer_list>
-#include <string>
 #include <tuple>
 #include <utility>
 

@@ -4,6 +4,8 @@ hand-worked PTX cases, each check proved able to fail, and the real .cu kernels 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from attention_checks import assert_matches_reference as attention_matches
@@ -11,10 +13,14 @@ from attention_checks import make_qkv
 from dwconv_checks import assert_matches_reference as dwconv_matches
 
 from ledit.ops import SCAN_ATTENTION_BACKENDS, SCANS
-from ledit.ops.extension import load_emulated_extension
+from ledit.ops.extension import EMULATED_LIBRARY, load_emulated_extension
 
 emulator, why_not = load_emulated_extension()
+# CI builds the module (LEDIT_BUILD_EMULATED=1 in .ci/run): there a missing module is a failure, not a skip.
+if emulator is None and os.environ.get("LEDIT_BUILD_EMULATED") == "1":
+    raise ImportError(f"LEDIT_BUILD_EMULATED=1 but {why_not}")
 pytestmark = pytest.mark.skipif(emulator is None, reason=str(why_not))
+probes = getattr(torch.ops, EMULATED_LIBRARY)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -24,7 +30,7 @@ def test_mma_and_ldmatrix_equal_a_matmul(dtype, b_is_transposed):
     a = torch.randn(16, 16, generator=gen).to(dtype)
     b = torch.randn(16, 8, generator=gen).to(dtype)
     stored_b = b.t().contiguous() if b_is_transposed else b.contiguous()
-    c = emulator.probe_mma(a, stored_b, b_is_transposed)
+    c = probes.probe_mma(a, stored_b, b_is_transposed)
     torch.testing.assert_close(c, a.float() @ b.float(), rtol=1e-6, atol=1e-5)
 
 
@@ -39,7 +45,7 @@ def _matrix_rows():
 def test_ldmatrix_lane_elements_follow_the_ptx_isa(matrices, transpose):
     """PTX ISA, ldmatrix: lane l holds elements (l / 4, 2 (l % 4)) and (l / 4, 2 (l % 4) + 1) of each matrix, or
     with .trans (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4); matrix i's rows come from lanes 8i .. 8i + 7."""
-    registers = emulator.probe_ldmatrix(_matrix_rows(), matrices, transpose)
+    registers = probes.probe_ldmatrix(_matrix_rows(), matrices, transpose)
     for lane in (0, 5, 13, 31):
         for i in range(matrices):
             r, c = lane // 4, 2 * (lane % 4)
@@ -53,7 +59,7 @@ def test_mma_hand_worked_lane_case():
     identity, D = B, so those are B[1][2] and B[9][3]."""
     a = torch.eye(16, dtype=torch.float16)
     b = torch.arange(128, dtype=torch.float32).reshape(16, 8).to(torch.float16)
-    d = emulator.probe_mma(a, b.contiguous(), False)
+    d = probes.probe_mma(a, b.contiguous(), False)
     assert d[1, 2] == b[1, 2].float() and d[9, 3] == b[9, 3].float()
     torch.testing.assert_close(d, b.float())
 
@@ -63,7 +69,7 @@ def test_conversions_round_to_nearest_even_as_torch(dtype):
     x = torch.cat([torch.randn(100000) * 10 ** torch.randint(-9, 6, (100000,)).float(),
                    torch.tensor([65504.0, 65519.0, 65520.0, 2 ** -24, 2 ** -25, 3 * 2 ** -26, float("inf"), -0.0])])
     expected = x.to(dtype).float()
-    assert torch.equal(emulator.round_trip(x, dtype == torch.bfloat16), expected)
+    assert torch.equal(probes.round_trip(x, dtype == torch.bfloat16), expected)
 
 
 @pytest.mark.parametrize("fault, message", [
@@ -78,19 +84,19 @@ def test_conversions_round_to_nearest_even_as_torch(dtype):
 ])
 def test_every_check_fails_a_faulty_kernel(fault, message):
     with pytest.raises(RuntimeError, match="kernel fault_kernel, block \\(0, 0, 0\\), thread") as error:
-        emulator.probe_fault(emulator.FAULTS[fault])
+        probes.probe_fault(emulator.FAULTS[fault])
     assert message in str(error.value)
 
 
 @pytest.mark.parametrize("fault", ["none", "with_wait"])
 def test_correct_kernels_pass_every_check(fault):
-    out = emulator.probe_fault(emulator.FAULTS[fault])
+    out = probes.probe_fault(emulator.FAULTS[fault])
     assert out.shape == (64,)
 
 
 def test_counters_of_a_launch():
     emulator.clear_launches()
-    emulator.probe_mma(torch.randn(16, 16).half(), torch.randn(16, 8).half(), False)
+    probes.probe_mma(torch.randn(16, 16).half(), torch.randn(16, 8).half(), False)
     (launch,) = emulator.launches()
     counters = launch["counters"]
     assert launch["kernel"] == "mma_kernel<half>" and launch["block"] == (32, 1, 1)
@@ -98,6 +104,22 @@ def test_counters_of_a_launch():
     # A's rows are 32 bytes apart: rows r and r + 4 of an 8x8 matrix share banks, 2 wavefronts per matrix.
     assert counters["ldmatrix_ideal_wavefronts"] == 6 and counters["ldmatrix_wavefronts"] == 10
     assert counters["global_load_bytes"] == 512 + 256 and counters["global_store_bytes"] == 16 * 8 * 4
+
+
+def test_lanes_that_skip_an_access_stay_in_step():
+    """Lane 0 skips the first of two loads and of two cp.async copies: predicated, its later accesses still group
+    with the other lanes' second ones, so each instruction's sectors are exactly those its lanes read."""
+    x = torch.arange(256, dtype=torch.float32)
+    emulator.clear_launches()
+    out = probes.probe_predicated(x)
+    lane = torch.arange(32)
+    torch.testing.assert_close(out, torch.where(lane == 0, 0.0, lane + 4.0 * lane) + 32 + lane)
+    (launch,) = emulator.launches()
+    c = launch["counters"]
+    # Loads of 4 bytes: 31 lanes then 32 (4 sectors each); copies of 16 bytes: 31 lanes then 32 (16 sectors each).
+    assert c["global_load_instructions"] == 4
+    assert c["global_load_bytes"] == 124 + 128 + 496 + 512 and c["global_load_sectors"] == 4 + 4 + 16 + 16
+    assert c["global_load_unique_sectors"] == 32  # x is 1 KB, read twice over
 
 
 def test_backend_is_opt_in_and_listed():

@@ -1,2 +1,0 @@
-// The probe kernels compiled for the executor.
-#include "emulator/probe_kernels.cu"
