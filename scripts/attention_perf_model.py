@@ -2,22 +2,25 @@
 from the CPU executor's counters and the kernels' SASS. No GPU is involved and nothing here is a measurement: the
 model (docs/kernels-attention.md, "Performance model") turns counts into time, and the claim is the ratio.
 
-    python scripts/attention_perf_model.py measure OUT.json
-        Runs the cuda_emulated kernels (bf16, corner, D = 72, B = H = 1) on the 32 x 32 and 64 x 64 grids and writes
-        every launch's counters (~8 minutes). With another commit's tree first on PYTHONPATH (and its
-        ledit._C_emulated built) it measures that commit's kernels.
-    python scripts/attention_perf_model.py sass OUT.json SOURCE.cu [SOURCE.cu ...]
-        nvcc -cubin for sm_90 with the build's flags; per kernel: registers, spills, local memory, and the
-        instruction mix of its main loop (the loop holding the most HMMA), with and without the mask branches.
-    python scripts/attention_perf_model.py table NEW_COUNTERS NEW_SASS [--old OLD_COUNTERS OLD_SASS] [--write DOC]
-        Applies the model to each kernel and to FlashAttention-2's forward; prints the table, or rewrites the block
-        between the markers in DOC. The inputs used for the docs are committed under benchmarks/results/.
+    python scripts/attention_perf_model.py measure --label mma-sync
+        Runs the cuda_emulated kernels (bf16, corner, D = 72, B = H = 1) on the 32 x 32 and 64 x 64 grids and saves
+        every launch's counters in benchmarks/results/attention-model-<label>.json (~8 minutes on one core). With
+        another commit's tree first on PYTHONPATH (and its ledit._C_emulated built) it measures that tree's kernels.
+    python scripts/attention_perf_model.py sass --label mma-sync SOURCE.cu [SOURCE.cu ...]
+        nvcc -cubin for sm_90 with the build's flags; per kernel: registers, stack, local-memory instructions, and
+        the instruction mix of its main loop (the loop holding the most HMMA), with and without the mask branches;
+        saved in the same file.
+    python scripts/attention_perf_model.py table [--write]
+        Applies the model to every saved build's kernels and to FlashAttention-2's forward; prints the tables, or
+        rewrites the block between the markers in docs/kernels-attention.md (tests/scripts/test_attention_perf_model.py
+        checks the docs hold this output).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import json
 import math
 import os
@@ -26,8 +29,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from executor_counters import kernels_commit, replace_block  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "kernels-attention.md"
 START, END = "<!-- attention-model:start -->", "<!-- attention-model:end -->"
 
 # H100 SXM5 (perf-anchors.md section 1): the clock behind the 989 TFLOP/s dense bf16 peak, per SM and clock.
@@ -45,30 +54,58 @@ CASES = [((32, 32), 72), ((64, 64), 72)]
 HEADS, TOKENS_PER_CALL = 16, 16384
 
 
+def record_path(label: str) -> Path:
+    return RESULTS_DIR / f"attention-model-{label}.json"
+
+
+def _update_record(label: str, **fields) -> None:
+    """Adds fields to the build's saved record (created with its label on first use)."""
+    path = record_path(label)
+    record = json.loads(path.read_text()) if path.exists() else {"label": label}
+    record.update(fields)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"attention_perf_model: wrote {path.relative_to(ROOT)}")
+
+
+def saved_records() -> list[dict]:
+    """Every saved build holding both counters and SASS, in the order their kernels were committed."""
+    records = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("attention-model-*.json"))]
+    return sorted((r for r in records if "counters" in r and "sass" in r), key=lambda r: r["committed"])
+
+
 # ---- measure -------------------------------------------------------------------------------------------------
 
-def measure(out: str) -> None:
+def measure(label: str) -> None:
     import torch
 
+    import ledit
     from ledit.ops import scan_attention
     from ledit.ops.extension import load_emulated_extension
 
     emulator, why_not = load_emulated_extension()
     if emulator is None:
         sys.exit(f"attention_perf_model: {why_not}")
-    records = []
+    launches = []
     for grid, dim in CASES:
         gen = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, grid[0] * grid[1], 1, dim, generator=gen).bfloat16().requires_grad_()
                    for _ in range(3))
         emulator.clear_launches()
-        out_t = scan_attention(q, k, v, grid, "corner", backend="cuda_emulated")
-        out_t.backward(torch.ones_like(out_t))
+        out = scan_attention(q, k, v, grid, "corner", backend="cuda_emulated")
+        out.backward(torch.ones_like(out))
         for launch in emulator.launches():
-            records.append({"token_grid": list(grid), "dim": dim, **launch})
+            launches.append({"token_grid": list(grid), "dim": dim, **launch})
             print(grid, launch["kernel"], launch["counters"]["mma"], flush=True)
-    with open(out, "w") as f:
-        json.dump({"scan": "corner", "dtype": "bfloat16", "launches": records}, f, indent=1)
+    tree = Path(ledit.__file__).resolve().parent.parent
+    commit, committed = kernels_commit(tree), _commit_time(tree)
+    _update_record(label, commit=commit, committed=committed, scan="corner", dtype="bfloat16",
+                   counters=launches)
+
+
+def _commit_time(tree: Path) -> str:
+    """When the tree's HEAD was committed (orders the builds), or now outside a git checkout."""
+    out = subprocess.run(["git", "show", "-s", "--format=%cI", "HEAD"], cwd=tree, capture_output=True, text=True)
+    return out.stdout.strip() or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 # ---- sass ----------------------------------------------------------------------------------------------------
@@ -127,9 +164,9 @@ MASK_FUNCTIONS = ("grid_point(", "next_point(", "with_scan(", "visibility_bits("
 HEAVY = ("HMMA", "LDSM", "LDGSTS", "BAR", "MUFU")
 
 
-def _mask_lines() -> set[tuple[str, int]]:
-    """(file, line) of the per-element mask helpers in cuda_tile_math.h."""
-    path = os.path.join(ROOT, "csrc", "scan_attention", "cuda_tile_math.h")
+def _mask_lines(source_dir: str) -> set[tuple[str, int]]:
+    """(file, line) of the per-element mask helpers in the kernels' cuda_tile_math.h."""
+    path = os.path.join(source_dir, "cuda_tile_math.h")
     if not os.path.exists(path):
         return set()
     lines, out = open(path).read().split("\n"), set()
@@ -166,28 +203,29 @@ def _loop_mix(instructions, mask_lines) -> dict:
     mix = collections.Counter()
     for a, op, _, _ in loop:
         base = op.split(".")[0]
-        kind = base if base in HEAVY + ("SHFL",) else "FP" if base[0] == "F" or base == "MUFU" else "other"
+        kind = base if base in HEAVY + ("SHFL",) else "FP" if base[0] == "F" else "other"
         mix[("masked " if a in masked else "") + kind] += 1
     return dict(mix)
 
 
-def sass(out: str, sources: list[str]) -> None:
-    sys.path.insert(0, ROOT)
+def sass(label: str, sources: list[str]) -> None:
+    sys.path.insert(0, str(ROOT))
     from torch.utils import cpp_extension
 
     from build_utils import NVCC_FLAGS
 
-    mask_lines, result = _mask_lines(), {}
+    result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for source in sources:
             cubin = os.path.join(tmp, os.path.basename(source) + ".cubin")
-            include = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(source))))
-            subprocess.run(["nvcc", "-cubin", source, "-o", cubin, "-arch=sm_90", f"-I{include}"]
+            source_dir = os.path.dirname(os.path.abspath(source))
+            subprocess.run(["nvcc", "-cubin", source, "-o", cubin, "-arch=sm_90", f"-I{os.path.dirname(source_dir)}"]
                            + cpp_extension.COMMON_NVCC_FLAGS + NVCC_FLAGS, check=True)
             usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", cubin], capture_output=True,
                                    text=True, check=True).stdout
             resources = {f: (int(r), int(s)) for f, r, s in
                          re.findall(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+)", usage)}
+            mask_lines = _mask_lines(source_dir)
             for mangled, instructions in _instructions(cubin).items():
                 registers, stack = resources.get(mangled, (None, None))
                 result[_kernel_name(mangled)] = {
@@ -196,8 +234,7 @@ def sass(out: str, sources: list[str]) -> None:
                     "instructions": len(instructions),
                     "loop": _loop_mix(instructions, mask_lines),
                 }
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
+    _update_record(label, sass=result)
 
 
 # ---- model ---------------------------------------------------------------------------------------------------
@@ -279,13 +316,15 @@ def tile_pairs(grid, query_tokens: int, key_tokens: int) -> tuple[int, int]:
         return [torch.tensor([r * w + c for r in range(r0, min(r0 + th, h)) for c in range(c0, min(c0 + tw, w))])
                 for r0 in range(0, h, th) for c0 in range(0, w, tw)]
 
+    key_tiles = tiles(key_tokens)
     visited = partial = 0
-    for qt in tiles(query_tokens):
-        for kt in tiles(key_tokens):
-            block = mask[qt][:, kt]
-            if block.any():
+    for query_tile in tiles(query_tokens):
+        rows = mask[query_tile]
+        any_visible, all_visible = rows.any(0), rows.all(0)  # per key, over the tile's queries
+        for key_tile in key_tiles:
+            if any_visible[key_tile].any():
                 visited += 1
-                partial += int(not block.all() or len(kt) < key_tokens)
+                partial += int(not all_visible[key_tile].all() or len(key_tile) < key_tokens)
     return visited, partial
 
 
@@ -295,135 +334,174 @@ def _kernel_key(kernel: str) -> tuple:
     return name, tuple(sorted(a.split("::")[-1] for a in args.rstrip(">").split(",")))
 
 
-# The tile sizes (queries, keys) each kernel visits at D = 72 (cuda_kernel_shapes.h), for its partial-pair share.
-TILES_AT_72 = {"forward_kernel": (128, 32), "backward_kv_kernel": (32, 64), "backward_q_kernel": (64, 64)}
+def _facts(sass_facts: dict, kernel: str) -> dict:
+    return next((f for k, f in sass_facts.items() if _kernel_key(k) == _kernel_key(kernel)), {})
 
 
-def ours(counters: dict, sass_facts: dict, grid, dim, mma_rate: float) -> list[dict]:
+# (queries, keys) per tile pair of each kernel the D = 72 cases launch, for the share of pairs that run the mask:
+# cuda_kernel_shapes.h at padded D = 80, and the WMMA kernel's 64-token tiles.
+TILES_AT_72 = {"forward_kernel<bfloat16, 80>": (128, 32), "backward_kv_kernel<bfloat16, 80>": (32, 64),
+               "backward_q_kernel<bfloat16, 80>": (64, 64), "forward_kernel<64, bfloat16>": (64, 64),
+               "backward_dkdv_kernel<64, bfloat16>": (64, 64), "backward_dq_kernel<64, bfloat16>": (64, 64)}
+
+
+def ours(record: dict, grid, dim, mma_rate: float) -> list[dict]:
     """The model for each kernel of one measured call, scaled from B = H = 1 to the case's batch and heads."""
     tokens = grid[0] * grid[1]
-    batch = TOKENS_PER_CALL // tokens
-    scale = batch * HEADS
+    scale = TOKENS_PER_CALL // tokens * HEADS
     rows = []
-    for launch in counters["launches"]:
+    for launch in record["counters"]:
         if tuple(launch["token_grid"]) != tuple(grid) or launch["dim"] != dim:
             continue
         c, name = launch["counters"], launch["kernel"]
-        base = name.split("<")[0]
-        facts = next((f for k, f in sass_facts.items() if _kernel_key(k) == _kernel_key(name)), {})
-        loop = facts.get("loop", {})
+        facts = _facts(record["sass"], name)
+        loop = facts["loop"]
         wavefronts = sum(c[f"{kind}_wavefronts"] for kind in ("ldmatrix", "shared_load", "shared_store",
                                                                "cp_async_shared"))
-        iterations = c["block_barriers"] / 2  # the loop of every kernel has two barriers per tile pair
-        visited, partial = tile_pairs(grid, *TILES_AT_72.get(base, (64, 64)))
-        per_iteration = sum(v for k, v in loop.items() if not k.startswith("masked"))
+        # Warp-level runs of the main loop: every run issues the loop's HMMA once (the executor counts each mma).
+        runs = c["mma"] / loop["HMMA"]
+        visited, partial = tile_pairs(grid, *TILES_AT_72[name])
+        unmasked = sum(v for k, v in loop.items() if not k.startswith("masked"))
         masked = sum(v for k, v in loop.items() if k.startswith("masked")) / 5  # one scan's branch of the five
-        instructions = 4 * iterations * (per_iteration + masked * partial / visited)
-        # HBM: each of q, k, v, out (and dq, dk, dv, dout) once; K and V re-read per query tile come from L2.
-        hbm = (4 if "forward" in base else 8) * tokens * dim * 2
-        per_sm = {"mma": c["mma"], "wavefronts": wavefronts, "instructions": instructions,
-                  "mufu": 4 * iterations * loop.get("MUFU", 0), "hbm_bytes": hbm}
+        per_sm = {"mma": c["mma"], "wavefronts": wavefronts,
+                  "instructions": runs * (unmasked + masked * partial / visited),
+                  "mufu": runs * loop.get("MUFU", 0),
+                  # HBM: each of q, k, v, out (and dq, dk, dv, dout) once; K, V re-read per query tile hit L2.
+                  "hbm_bytes": (4 if "forward" in name else 8) * tokens * dim * 2}
         per_sm = {k: v * scale / SMS for k, v in per_sm.items()}
-        blocks = blocks_per_sm(facts["registers"], launch["shared_bytes"]) if facts.get("registers") else 0
+        blocks = blocks_per_sm(facts["registers"], launch["shared_bytes"])
         terms = terms_from(per_sm, mma_rate)
-        seconds, bound = model_time(terms, launch["grid"][0] * scale, max(blocks, 1))
+        seconds, bound = model_time(terms, launch["grid"][0] * scale, blocks)
         rows.append({"kernel": name, "seconds": seconds, "bound": bound, "blocks_per_sm": blocks, "terms": terms,
-                     "partial_share": partial / visited})
+                     "partial_share": partial / visited, "facts": facts,
+                     "ldmatrix_vs_ideal": c["ldmatrix_wavefronts"] / c["ldmatrix_ideal_wavefronts"]
+                     if c["ldmatrix_ideal_wavefronts"] else None})
     return rows
 
 
 def fp_per_score_from(sass_facts: dict, dim: int) -> float:
-    """Floating-point instructions per score element in our forward loop at head dim `dim` (softmax, packing),
-    after taking out the exponentials (counted apart) and the rescale of O (one per output element)."""
+    """Floating-point instructions per score element in our forward loop at head dim `dim` (softmax, packing; the
+    exponentials are MUFU, counted apart), after taking out the rescale of O (one per output element)."""
     shapes = {64: (128, 64), 80: (128, 32), 128: (128, 32), 256: (64, 32)}
     padded = 64 if dim <= 64 else 80 if dim <= 80 else 128 if dim <= 128 else 256
     bm, bn = shapes[padded]
-    loop = next(f["loop"] for k, f in sass_facts.items() if k.startswith(f"forward_kernel<bfloat16, {padded}"))
+    loop = _facts(sass_facts, f"forward_kernel<bfloat16, {padded}>")["loop"]
     scores, outputs = bm * bn // 128, bm * padded // 128  # per thread
-    return (loop.get("FP", 0) - loop.get("MUFU", 0) - outputs) / scores
+    return (loop.get("FP", 0) - outputs) / scores
 
 
-def table(new_counters: str, new_sass: str, old: list[str] | None, write: str | None) -> str:
-    sys.path.insert(0, ROOT)
-    counters, facts = json.load(open(new_counters)), json.load(open(new_sass))
-    old_counters, old_facts = (json.load(open(old[0])), json.load(open(old[1]))) if old else (None, None)
+def model(records: list[dict]) -> tuple[float, list[dict]]:
+    """(calibrated mma rate, one line per case and build, then FA2's line): the model applied to every kernel.
+    The last record is the kernels under test; its SASS supplies FA2's floating-point work per score."""
+    from ledit.ops import visible_pairs
+
+    current = records[-1]
     lines = []
     for grid, dim in CASES:
-        fp_per_score = fp_per_score_from(facts, dim)
+        fp_per_score = fp_per_score_from(current["sass"], dim)
         rate = calibrated_mma_rate(fp_per_score)
         tokens = grid[0] * grid[1]
         batch = TOKENS_PER_CALL // tokens
-        from ledit.ops import visible_pairs
-
+        case = f"{grid[0]}x{grid[1]} (N={tokens}) D={dim}"
         useful = 4 * batch * HEADS * dim * visible_pairs(grid, "corner")
         fa2 = fa2_forward(dim, tokens, batch, HEADS, fp_per_score)
         fa2_blocks = blocks_per_sm(fa2["registers"], fa2["smem"])
-        fa2_seconds, fa2_bound = model_time(terms_from(fa2["per_sm"], rate), fa2["blocks"], fa2_blocks)
-        fa2_useful = 4 * batch * HEADS * dim * tokens * tokens  # FA2 has no 2D mask: full attention
-        fa2_rate = fa2_useful / fa2_seconds
-        for label, c, f in (("new", counters, facts), ("old", old_counters, old_facts)):
-            if c is None:
-                continue
-            rows = ours(c, f, grid, dim, rate)
+        fa2_terms = terms_from(fa2["per_sm"], rate)
+        fa2_seconds, fa2_bound = model_time(fa2_terms, fa2["blocks"], fa2_blocks)
+        fa2_rate = 4 * batch * HEADS * dim * tokens * tokens / fa2_seconds  # FA2 has no 2D mask: full attention
+        for record in records:
+            rows = ours(record, grid, dim, rate)
             forward = next(r for r in rows if "forward" in r["kernel"])
             backward = sum(r["seconds"] for r in rows if "backward" in r["kernel"])
-            lines.append({"case": f"{grid[0]}x{grid[1]} (N={tokens}) D={dim}", "kernel": label,
+            lines.append({"case": case, "build": f"{record['label']} ({record['commit']})",
                           "forward_us": forward["seconds"] * 1e6, "bound": forward["bound"],
                           "useful_tflops": useful / forward["seconds"] / 1e12,
-                          "vs_fa2": (useful / forward["seconds"]) / fa2_rate,
+                          "vs_fa2": useful / forward["seconds"] / fa2_rate,
                           "backward_over_forward": backward / forward["seconds"],
                           "blocks_per_sm": forward["blocks_per_sm"], "rows": rows})
-        lines.append({"case": f"{grid[0]}x{grid[1]} (N={tokens}) D={dim}", "kernel": f"FA2 hd{fa2['hd']} full",
-                      "forward_us": fa2_seconds * 1e6, "bound": fa2_bound, "useful_tflops": fa2_rate / 1e12,
-                      "vs_fa2": 1.0, "backward_over_forward": None, "blocks_per_sm": fa2_blocks, "rows": []})
-    markdown = _markdown(lines, rate)
-    for line in lines:
-        for row in line["rows"]:
-            terms = ", ".join(f"{k} {v * 1e6:.0f}" for k, v in row["terms"].items())
-            print(f"# {line['case']} {line['kernel']} {row['kernel']}: {terms} (µs), partial share "
-                  f"{row['partial_share']:.2f}", file=sys.stderr)
-    if write:
-        text = open(write).read()
-        if START not in text or END not in text:
-            sys.exit(f"attention_perf_model: {write} has no {START} ... {END} block")
-        head, rest = text.split(START, 1)
-        with open(write, "w") as f:
-            f.write(head + START + "\n" + markdown + END + rest.split(END, 1)[1])
-    return markdown
+        lines.append({"case": case, "build": f"FA2 hd{fa2['hd']}, full attention", "forward_us": fa2_seconds * 1e6,
+                      "bound": fa2_bound, "useful_tflops": fa2_rate / 1e12, "vs_fa2": 1.0,
+                      "backward_over_forward": None, "blocks_per_sm": fa2_blocks,
+                      "rows": [{"kernel": f"forward, {fa2['tile']} tiles", "bound": fa2_bound, "terms": fa2_terms,
+                                "partial_share": 0.0, "facts": {}}]})
+    return rate, lines
 
 
-def _markdown(lines: list[dict], rate: float) -> str:
-    out = [f"Calibrated mma.sync rate: {rate:.3f} m16n8k16 per SM and clock (FA2 hd128 = {FA2_HD128_TFLOPS:.0f} "
-           "TFLOP/s). Every figure is a model prediction, not a measurement.", "",
-           "| shape (bf16, corner, H = 16, 16k tokens/call) | kernel | forward (µs) | bound by | useful TFLOP/s "
-           "| × FA2 per useful FLOP | backward / forward | blocks per SM |", "|---|---|---|---|---|---|---|---|"]
+def render(records: list[dict]) -> str:
+    rate, lines = model(records)
+    current = f"{records[-1]['label']} ({records[-1]['commit']})"
+    out = [f"Calibrated mma.sync rate: {rate:.3f} m16n8k16 per SM and clock (FA2's hd128 forward = "
+           f"{FA2_HD128_TFLOPS:.0f} TFLOP/s). Every figure is a model prediction, not a measurement.", "",
+           "| shape (bf16, corner, H = 16, 16k tokens per call) | build | forward (µs) | bound by | useful TFLOP/s "
+           "| × FA2 per useful FLOP | backward ÷ forward | forward blocks per SM |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in lines:
-        bwd = f"{r['backward_over_forward']:.2f}" if r["backward_over_forward"] else "—"
-        out.append(f"| {r['case']} | {r['kernel']} | {r['forward_us']:.0f} | {r['bound']} | {r['useful_tflops']:.0f} "
-                   f"| {r['vs_fa2']:.2f} | {bwd} | {r['blocks_per_sm']} |")
+        backward = f"{r['backward_over_forward']:.2f}" if r["backward_over_forward"] else "—"
+        out.append(f"| {r['case']} | {r['build']} | {r['forward_us']:.0f} | {r['bound']} | {r['useful_tflops']:.0f} "
+                   f"| {r['vs_fa2']:.2f} | {backward} | {r['blocks_per_sm']} |")
+    out += ["", "Issue 15's targets for the kernels under test, " + current + ", as the model and the counters "
+            "predict them:", "", "| shape | × FA2 per useful FLOP (≥ 0.8) | `ldmatrix` wavefronts ÷ ideal, worst "
+            "kernel (≤ 1.1) | spills: stack bytes, local-memory instructions (0) | forward blocks per SM (≥ 2) |",
+            "|---|---|---|---|---|"]
+    for r in (line for line in lines if line["build"] == current):
+        worst = max(row["ldmatrix_vs_ideal"] or 0 for row in r["rows"])
+        stack = max(row["facts"]["stack_bytes"] for row in r["rows"])
+        local = sum(row["facts"]["local_memory_instructions"] for row in r["rows"])
+        out.append(f"| {r['case']} | {r['vs_fa2']:.2f} | {worst:.2f} | {stack}, {local} | {r['blocks_per_sm']} |")
+    out += ["", "The terms behind each kernel's time (µs; the largest is the prediction) and, for ours, the share of "
+            "visited tile pairs that run the per-element mask:", "",
+            "| shape | build: kernel | tensor | shared | issue | SFU | HBM | partial pairs |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in lines:
+        for row in r["rows"]:
+            t = {k: f"{v * 1e6:.0f}" for k, v in row["terms"].items()}
+            out.append(f"| {r['case']} | {r['build']}: `{row['kernel']}` | {t['tensor']} | {t['shared']} | "
+                       f"{t['issue']} | {t['sfu']} | {t['hbm']} | {row['partial_share']:.0%} |")
+    out += ["", "SASS facts (sm_90, bf16, the instantiations D = 72 runs): registers and stack per thread, "
+            "local-memory instructions, and per warp and run of the main loop (the loop holding the most HMMA) the "
+            "instructions on the path without the per-element mask, and how many are HMMA, LDSM and MUFU:", "",
+            "| build: kernel | registers | stack bytes | local-memory instructions | loop instructions | HMMA | LDSM "
+            "| MUFU |", "|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for r in lines:
+        for row in r["rows"]:
+            facts, key = row["facts"], (r["build"], row["kernel"])
+            if not facts or key in seen:
+                continue
+            seen.add(key)
+            loop = facts["loop"]
+            unmasked = sum(v for k, v in loop.items() if not k.startswith("masked"))
+            out.append(f"| {r['build']}: `{row['kernel']}` | {facts['registers']} | {facts['stack_bytes']} | "
+                       f"{facts['local_memory_instructions']} | {unmasked} | {loop.get('HMMA', 0)} | "
+                       f"{loop.get('LDSM', 0)} | {loop.get('MUFU', 0)} |")
     return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("measure")
-    p.add_argument("out")
-    p = sub.add_parser("sass")
-    p.add_argument("out")
-    p.add_argument("sources", nargs="+")
-    p = sub.add_parser("table")
-    p.add_argument("counters")
-    p.add_argument("sass")
-    p.add_argument("--old", nargs=2, metavar=("COUNTERS", "SASS"))
-    p.add_argument("--write")
+    for command in ("measure", "sass"):
+        p = sub.add_parser(command)
+        p.add_argument("--label", required=True, help="the build's name in benchmarks/results/attention-model-*.json")
+    sub.choices["sass"].add_argument("sources", nargs="+", help="the kernels' .cu files")
+    sub.add_parser("table").add_argument("--write", action="store_true",
+                                         help=f"rewrite the block in {DOC.relative_to(ROOT)} instead of printing")
     args = parser.parse_args(argv)
     if args.command == "measure":
-        measure(args.out)
+        measure(args.label)
     elif args.command == "sass":
-        sass(args.out, args.sources)
+        sass(args.label, args.sources)
     else:
-        print(table(args.counters, args.sass, args.old, args.write))
+        records = saved_records()
+        if not records:
+            sys.exit("attention_perf_model: no benchmarks/results/attention-model-*.json with counters and SASS; "
+                     "run measure and sass first")
+        table = render(records)
+        if args.write:
+            DOC.write_text(replace_block(DOC.read_text(), table, DOC, START, END))
+            print(f"attention_perf_model: rewrote the model's tables in {DOC.relative_to(ROOT)}")
+        else:
+            print(table)
     return 0
 
 
