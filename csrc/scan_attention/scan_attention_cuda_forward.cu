@@ -122,11 +122,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       sum += dev::shfl_xor(sum, 1);
       sum += dev::shfl_xor(sum, 2);
       inv_sum[m][h] = sum > 0.f ? 1.f / sum : 0.f;
+      // One lane of the quad stores the row's lse; padding rows past the tile's tokens store nothing.
       const int row = warp_row0 + 16 * m + 8 * h + lane / 4;
-      if (lane % 4 == 0 && row < q_tokens.size()) {
-        const int64_t index = (batch * p.heads + head) * p.tokens + q_tokens.token(row);
-        dev::st_global(LSE + index, (row_max[m][h] + dev::log2(sum)) * kLn2);
-      }
+      const bool real = row < q_tokens.size();
+      const int64_t index = (batch * p.heads + head) * p.tokens + q_tokens.token(real ? row : 0);
+      dev::st_global_if(lane % 4 == 0 && real, LSE + index, (row_max[m][h] + dev::log2(sum)) * kLn2);
     }
   }
   store_rows(o, inv_sum, q_s, warp_row0, O + batch * p.o.batch + head * p.o.head, p.o.token, q_tokens, 0, p.dim,
