@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -180,6 +181,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_i
                                                            const std::optional<at::Tensor>& residual_in,
                                                            int64_t dilation, bool norm) {
   const Geometry g = make_geometry(x_in, h, w, weight, dilation);
+  if (x_in.numel() == 0) {  // B = 0 or C = 0: nothing to compute, and no rows to split into tasks
+    // The stats of a LayerNorm over C = 0 channels are NaN (as the CUDA glue returns them).
+    return {at::empty_like(x_in, at::MemoryFormat::Contiguous), empty_stats(x_in, norm).fill_(NAN),
+            empty_stats(x_in, norm).fill_(NAN)};
+  }
   const at::Tensor x = x_in.contiguous();
   const at::Tensor residual = residual_in.has_value() ? residual_in->contiguous() : at::Tensor();
   const at::Tensor blocks = weight_blocks(taps_by_channel(weight), g.stride());
@@ -278,6 +284,10 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_out, cons
                                                 const at::Tensor& mean, const at::Tensor& rstd, int64_t dilation,
                                                 bool norm) {
   const Geometry g = make_geometry(x_in, h, w, weight, dilation);
+  if (x_in.numel() == 0) {  // B = 0 or C = 0: the sums over no tokens or of no channels are empty
+    return {at::empty_like(x_in, at::MemoryFormat::Contiguous),
+            at::zeros({g.batch, sum_rows(g.k), g.channels}, x_in.options().dtype(at::kFloat))};
+  }
   const at::Tensor x = x_in.contiguous();
   const at::Tensor dout = grad_out.contiguous();
   // Flipping the tap order negates every tap offset: e is the forward conv of g with this kernel.

@@ -17,9 +17,10 @@ inline at::Tensor optional_float(const std::optional<at::Tensor>& t) {
 
 inline const float* optional_data(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
-// Weights as (k*k, C) fp32, so each tap's weights are contiguous over channels.
+// Weights as (k*k, C) fp32, so each tap's weights are contiguous over channels. The tap count is spelled out: with
+// C = 0 a -1 in reshape would be ambiguous.
 inline at::Tensor taps_by_channel(const at::Tensor& weight) {
-  return weight.reshape({weight.size(0), -1}).t().to(at::kFloat).contiguous();
+  return weight.reshape({weight.size(0), weight.size(-2) * weight.size(-1)}).t().to(at::kFloat).contiguous();
 }
 
 // The forward's saved LayerNorm stats: (B, N) fp32, or (0,) without LN (ledit/ops/dwconv_modulate.py: stats_like).

@@ -17,14 +17,17 @@ from pathlib import Path
 
 import torch
 
+from ledit import arguments
 from ledit.bench import attention, dwconv, end_to_end
 from ledit.bench.breakdown import profile_forward
 from ledit.bench.environment import device_info, versions
+from ledit.bench.plot import plot_unavailable_reason
 from ledit.bench.records import case_label
 from ledit.bench.results import write_results
 from ledit.bench.targets import check_targets
 from ledit.bench.timing import Effort
 from ledit.ops.examples import explain_example_calls
+from ledit.runtime import DeviceUnavailableError
 
 SUITES = {"attention": attention, "dwconv": dwconv, "end-to-end": end_to_end}
 DEFAULT_OUT_DIR = Path("benchmarks") / "results"
@@ -45,28 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smaller shapes and no end-to-end torch.compile on CPU (< 3 min on 2 cores)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: the CPU, and the GPU too when one is visible (one results file each)")
-    parser.add_argument("--suites", default=",".join(SUITES),
+    parser.add_argument("--suites", type=arguments.comma_list(SUITES), default=tuple(SUITES),
                         help=f"comma-separated subset of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown of a forward")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats per comparison (default by device/mode)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--repeats", type=arguments.positive_int, default=None,
+                        help="repeats per comparison (default by device/mode)")
+    parser.add_argument("--threads", type=arguments.positive_int, default=None,
                         help="torch CPU threads (default: torch's, one per core); 1 gives stable ratios on a "
                              "machine other jobs keep busy, where OpenMP threads wait on each other")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
                         help=f"where results files go (default: {DEFAULT_OUT_DIR})")
 
 
-def _suites(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SUITES]
-    if unknown or not names:
-        raise SystemExit(f"ledit bench: --suites got {text!r}; choose a comma-separated subset of {', '.join(SUITES)}")
-    return names
-
-
 def _devices(choice: str) -> list[torch.device]:
     if choice == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("ledit bench: --device cuda but no CUDA GPU is visible to torch; use --device cpu")
+        raise DeviceUnavailableError("--device cuda but no CUDA GPU is visible to torch; use --device cpu")
     if choice == "auto":
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     return [torch.device(choice)]
@@ -74,7 +70,7 @@ def _devices(choice: str) -> list[torch.device]:
 
 def command_line(args: argparse.Namespace) -> str:
     parts = ["ledit", "bench"] + (["--quick"] if args.quick else [])
-    parts += ["--device", args.device, "--suites", args.suites, "--out-dir", str(args.out_dir)]
+    parts += ["--device", args.device, "--suites", ",".join(args.suites), "--out-dir", str(args.out_dir)]
     parts += ["--repeats", str(args.repeats)] if args.repeats else []
     parts += ["--threads", str(args.threads)] if args.threads else []
     parts += ["--no-profile"] if args.no_profile else []
@@ -104,7 +100,7 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict:
         "load_average": None, "comparisons": [], "errors": [], "profile": None,
     }
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    for suite_name in _suites(args.suites):
+    for suite_name in args.suites:
         suite = SUITES[suite_name]
         for case in suite.plan(device, args.quick):
             described = case.describe()
@@ -114,7 +110,7 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict:
                 result["comparisons"] += suite.run_case(case, device, effort, info)
             except Exception as error:  # noqa: BLE001 - one failing shape must not lose the rest of the run
                 result["errors"].append(f"{label}: {type(error).__name__}: {error}")
-    if not args.no_profile and "end-to-end" in _suites(args.suites):
+    if not args.no_profile and "end-to-end" in args.suites:
         case = end_to_end.plan(device, args.quick)[-1]
         print(f"[{time.time() - started:6.0f}s] {device.type}: profile {case_label(end_to_end.SUITE, case.describe())}",
               flush=True)
@@ -130,16 +126,21 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
-    _suites(args.suites)
+    devices = _devices(args.device)
+    # The plot comes last and only from data already written; without matplotlib there is none, and the reason is
+    # said before the timing starts.
+    no_plot = plot_unavailable_reason()
+    if no_plot:
+        print(f"ledit bench: no plot: {no_plot}; the JSON and Markdown results are written as usual")
     if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"ledit bench: --threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    for device in _devices(args.device):
+    for device in devices:
         result = run_device(device, args)
         paths = write_results(result, args.out_dir)
         print(f"\n{device.type}: {result['device']['name']}, {result['elapsed_s']:.0f} s; wrote "
               + ", ".join(str(p) for p in paths.values()))
+        if result.get("plot_error"):
+            print(f"  no plot: {result['plot_error']}")
         for target in result["targets"]:
             if target["device_kind"] == result["device"]["kind"]:
                 value = "—" if target["value"] is None else f"{target['value']:.3g}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ledit.bench.records import case_label
 from ledit.files import atomic_path
+from ledit.runtime import missing_packages
 
 # The baseline each panel divides by, per suite and pass.
 PANELS = (
@@ -28,8 +29,15 @@ def _bars(records: list[dict], pass_name, baseline: str):
     return labels, series
 
 
+def plot_unavailable_reason() -> str | None:
+    """Why no plot can be drawn here (matplotlib, the bench extra, is not installed), or None."""
+    if missing_packages("matplotlib"):
+        return "matplotlib is not installed (pip install 'ledit[bench]' or pip install matplotlib)"
+    return None
+
+
 def plot_results(result: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # optional (ledit[bench]): plot_unavailable_reason says when it is missing
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

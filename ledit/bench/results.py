@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ledit.bench.environment import device_slug
-from ledit.bench.plot import plot_results
+from ledit.bench.plot import plot_results, plot_unavailable_reason
 from ledit.bench.records import case_label
 from ledit.files import atomic_path, write_json_atomic
 
@@ -18,13 +18,22 @@ def results_stem(result: dict) -> str:
 
 
 def write_results(result: dict, out_dir: Path) -> dict[str, Path]:
-    """Write the JSON, Markdown and plot of one run; returns their paths."""
+    """Write the JSON, the plot and the Markdown of one run, in that order, and return the paths written. The
+    measurements are saved first: a plot that cannot be drawn (no matplotlib, or any error drawing it) costs only
+    the plot, and ``result["plot_error"]`` and the Markdown say why there is none."""
     stem = Path(out_dir) / results_stem(result)
     paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
-    plot_results(result, paths["png"])
-    with atomic_path(paths["md"]) as tmp:
-        tmp.write_text(render_markdown(result, paths["png"].name))
     write_json_atomic(paths["json"], result)
+    result["plot_error"] = plot_unavailable_reason()
+    if result["plot_error"] is None:
+        try:
+            plot_results(result, paths["png"])
+        except Exception as error:  # noqa: BLE001 - the measurements are saved; only the picture is lost
+            result["plot_error"] = f"drawing it failed ({type(error).__name__}: {error})"
+    if result["plot_error"] is not None:
+        del paths["png"]
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text(render_markdown(result, paths.get("png") and paths["png"].name))
     return paths
 
 
@@ -96,11 +105,13 @@ def header_lines(result: dict) -> list[str]:
     ]
 
 
-def render_markdown(result: dict, plot_name: str) -> str:
+def render_markdown(result: dict, plot_name: str | None) -> str:
+    """The Markdown report; without a plot (``plot_name`` None) it says why (``result["plot_error"]``)."""
+    plot = f"![benchmark plot]({plot_name})" if plot_name else f"(no plot: {result.get('plot_error')})"
     lines = [f"# ledit benchmarks: {result['device']['name']}", "", *header_lines(result), "",
              ("Times are medians per call over interleaved repeats; × = baseline time / ledit time "
              "(> 1: ledit faster), for the fastest ledit backend of each row."), "",
-             f"![benchmark plot]({plot_name})", "", "## Targets", "", *targets_table(result["targets"]), ""]
+             plot, "", "## Targets", "", *targets_table(result["targets"]), ""]
     for suite, title in SUITE_TITLES.items():
         records = [r for r in result["comparisons"] if r["suite"] == suite]
         if not records:

@@ -1,7 +1,8 @@
 """``ledit extract-latents``: encode an ImageFolder once through the VAE into latent shards (see shards.py).
 
 Runs on one process or under torchrun (shards are dealt round-robin to ranks). Every shard is written atomically,
-so ``--resume`` after a crash or a kill re-encodes only the shards that are missing.
+so ``--resume`` after a crash or a kill re-encodes only the shards that are missing (and removes the temporaries
+of the shard writes the kill cut off).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ledit.data.images import ImageFolderDataset
+from ledit import arguments
+from ledit.arguments import UsageError
+from ledit.data.images import ImageFolderDataset, add_image_check_arguments
 from ledit.data.shards import (
     INDEX_NAME,
     LABELS_NAME,
@@ -27,7 +30,7 @@ from ledit.data.shards import (
     shard_shape,
 )
 from ledit.data.vae import VAE_HELP, encode_moments, load_vae, vae_channels, vae_downsample, vae_scale_factor
-from ledit.files import atomic_path, write_json_atomic
+from ledit.files import atomic_path, remove_stale_temporaries, write_json_atomic
 from ledit.runtime import barrier, cleanup_distributed, setup_distributed
 
 # Index fields that must agree between a run and the run it resumes.
@@ -37,23 +40,28 @@ _PLAN_KEYS = ("num_images", "shard_size", "latent_shape", "dtype", "image_size",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-path", required=True, help="ImageFolder root (one sub-folder per class)")
     parser.add_argument("--features-path", required=True, help="output folder for index.json, labels.npy, shards")
-    parser.add_argument("--image-size", type=int, default=256, help="square crop size (DiT's flag)")
-    parser.add_argument("--height", type=int, default=None, help="crop height (overrides --image-size)")
-    parser.add_argument("--width", type=int, default=None, help="crop width (overrides --image-size)")
+    parser.add_argument("--image-size", type=arguments.positive_int, default=256, help="square crop size (DiT's flag)")
+    parser.add_argument("--height", type=arguments.positive_int, default=None,
+                        help="crop height (overrides --image-size)")
+    parser.add_argument("--width", type=arguments.positive_int, default=None,
+                        help="crop width (overrides --image-size)")
     parser.add_argument("--vae", default="ema", help=VAE_HELP.replace(" | none (pixel-space models)", ""))
-    parser.add_argument("--batch-size", type=int, default=32, help="images per VAE call (each also encoded flipped)")
-    parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=32,
+                        help="images per VAE call (each also encoded flipped)")
+    parser.add_argument("--shard-size", type=arguments.positive_int, default=10_000, help="images per shard file")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype")
-    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--num-workers", type=arguments.nonnegative_int, default=4)
+    add_image_check_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted extraction into --features-path")
-    parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
+    parser.add_argument("--device", type=arguments.device, default=None,
+                        help="cuda | cuda:N | cpu (default: cuda if available)")
 
 
 def _plan(args, dataset: ImageFolderDataset, vae) -> dict:
     down = vae_downsample(vae)
     h, w = args.height or args.image_size, args.width or args.image_size
     if h % down or w % down:
-        raise ValueError(f"--height/--width {h}x{w} must be divisible by the VAE's downsampling factor {down}")
+        raise UsageError(f"--height/--width {h}x{w} must be divisible by the VAE's downsampling factor {down}")
     return {
         "format": SHARD_FORMAT,
         "version": SHARD_VERSION,
@@ -71,15 +79,21 @@ def _plan(args, dataset: ImageFolderDataset, vae) -> dict:
     }
 
 
-def _start_or_resume(root: Path, plan: dict, labels: list[int], resume: bool) -> None:
-    if is_shard_dir(root):
-        if not resume:
-            raise FileExistsError(f"--features-path {str(root)!r} already holds latents: pass --resume to continue it")
-        old = read_index(root)
-        changed = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
-        if changed:
-            raise ValueError(f"--resume: {changed} differ from the run in {str(root)!r}; use a new --features-path")
-        return
+def _check_resume(root: Path, plan: dict, resume: bool) -> bool:
+    """Whether `root` already holds this extraction (then it is continued); every rank checks, so a refusal
+    stops them all. Latents of another plan, or any latents without --resume, are refused."""
+    if not is_shard_dir(root):
+        return False
+    if not resume:
+        raise UsageError(f"--features-path {str(root)!r} already holds latents: pass --resume to continue it")
+    old = read_index(root)
+    changed = [k for k in _PLAN_KEYS if old.get(k) != plan[k]]
+    if changed:
+        raise UsageError(f"--resume: {changed} differ from the run in {str(root)!r}; use a new --features-path")
+    return True
+
+
+def _start(root: Path, plan: dict, labels: list[int]) -> None:
     write_json_atomic(root / INDEX_NAME, plan)
     with atomic_path(root / LABELS_NAME) as tmp, open(tmp, "wb") as f:
         np.save(f, np.asarray(labels, dtype=np.int64))
@@ -117,14 +131,20 @@ def _encode_shard(root, plan, i, dataset, vae, args, device, progress) -> None:
 def main(args: argparse.Namespace) -> None:
     ctx = setup_distributed(args.device)
     root = Path(args.features_path)
-    dataset = ImageFolderDataset(args.data_path, args.height or args.image_size, args.width or args.image_size)
-    vae = load_vae(args.vae, ctx.device)
-    if vae is None:
-        raise ValueError("extract-latents needs a VAE: pass --vae ema|mse|<folder> "
+    if args.vae == "none":
+        raise UsageError("extract-latents needs a VAE: pass --vae ema|mse|<folder> "
                          "(pixel-space models train on the images directly)")
+    dataset = ImageFolderDataset(args.data_path, args.height or args.image_size, args.width or args.image_size,
+                                 check=args.check_images, skip_bad=args.skip_bad_images)
+    vae = load_vae(args.vae, ctx.device)
     plan = _plan(args, dataset, vae)
-    if ctx.is_main:
-        _start_or_resume(root, plan, dataset.labels, args.resume)
+    resuming = _check_resume(root, plan, args.resume)
+    barrier()  # every rank has looked at the folder before rank 0 writes to it
+    if ctx.is_main and resuming:
+        for tmp in remove_stale_temporaries(root):
+            print(f"removed {tmp}, a shard write that a killed run did not finish")
+    elif ctx.is_main:
+        _start(root, plan, dataset.labels)
     barrier()
     mine = [i for i in range(len(plan["shards"])) if i % ctx.world_size == ctx.rank and not _shard_done(root, plan, i)]
     todo = sum(shard_shape(plan, i)[0] for i in mine)

@@ -5,14 +5,85 @@ No torchvision: its PyPI wheels are tied to one torch build, and these few lines
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 
+from ledit.runtime import all_gather_objects
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# How image files are checked before a run uses them: open each (the header: format and size), decode each
+# fully (finds truncated files too; as slow as an epoch of reading), or not at all.
+IMAGE_CHECKS = ("header", "full", "none")
+SCAN_THREADS = 16  # opening files is I/O-bound: threads overlap the waits
+SHOWN_BAD_IMAGES = 5  # how many unreadable files an error or warning names; the count says how many in all
+
+logger = logging.getLogger("ledit.data")
+
+
+def add_image_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """--check-images and --skip-bad-images, for the commands that read image folders."""
+    parser.add_argument("--check-images", choices=IMAGE_CHECKS, default="header",
+                        help="check every image before the run starts: header (default; opens each file, fast), "
+                             "full (decodes each file: also finds truncated ones), none")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave unreadable images out (each is logged) instead of stopping with an error")
+
+
+def image_problem(path: str | os.PathLike, full: bool = False) -> str | None:
+    """Why an image file cannot be used, or None: opening reads its header (format, size); ``full`` decodes it."""
+    try:
+        with Image.open(path) as image:
+            if full:
+                image.load()
+            if min(image.size) < 1:
+                return f"it is {image.size[0]}x{image.size[1]} pixels"
+    except Exception as error:  # noqa: BLE001 - whatever a decoder raises on a damaged file, the file is unusable
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def find_bad_images(paths: list[Path], check: str = "header") -> dict[int, str]:
+    """{index: reason} of the files ``image_problem`` refuses, with ``check`` one of IMAGE_CHECKS. Under torchrun
+    every rank checks its share of the files and all ranks get the whole answer."""
+    if check not in IMAGE_CHECKS:
+        raise ValueError(f"check must be one of {IMAGE_CHECKS}, got {check!r}")
+    if check == "none":
+        return {}
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    mine = range(rank, len(paths), world)
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        problems = pool.map(lambda i: image_problem(paths[i], full=check == "full"), mine)
+        found = {i: problem for i, problem in zip(mine, problems) if problem is not None}
+    return {i: problem for part in all_gather_objects(found) for i, problem in part.items()}
+
+
+def describe_bad_images(paths: list[Path], bad: dict[int, str]) -> str:
+    """"3 unreadable images, e.g. a.jpg (OSError: ...); b.png (...)": a line naming the first few."""
+    shown = "; ".join(f"{paths[i]} ({bad[i]})" for i in sorted(bad)[:SHOWN_BAD_IMAGES])
+    more = f" and {len(bad) - SHOWN_BAD_IMAGES} more" if len(bad) > SHOWN_BAD_IMAGES else ""
+    return f"{len(bad)} unreadable image{'s' if len(bad) != 1 else ''}: {shown}{more}"
+
+
+def without_bad_images(paths: list[Path], check: str, skip: bool, where: str) -> list[int]:
+    """Indices of `paths` to use: all of them, or (``skip``) those the check passes, the others logged. Without
+    ``skip`` a bad image is an error that names it and the two ways on."""
+    bad = find_bad_images(paths, check)
+    if bad and not skip:
+        raise ValueError(f"{where}: {describe_bad_images(paths, bad)}. Replace or delete them, or pass "
+                         "--skip-bad-images to leave them out")
+    if bad:
+        logger.warning("%s: skipping %s", where, describe_bad_images(paths, bad))
+        for i in sorted(bad):
+            logger.info("skipped %s: %s", paths[i], bad[i])
+    return [i for i in range(len(paths)) if i not in bad]
 
 
 def center_crop_arr(pil_image: Image.Image, height: int, width: int | None = None) -> np.ndarray:
@@ -64,19 +135,42 @@ def to_uint8_nhwc(images: torch.Tensor) -> torch.Tensor:
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Centre-cropped images in [-1, 1]. Items are keyed by (index, flip) so that the sampler, whose random state
-    is part of a checkpoint, decides the flip: a resumed run sees exactly the same batches."""
+    is part of a checkpoint, decides the flip: a resumed run sees exactly the same batches.
 
-    def __init__(self, root: str | os.PathLike, height: int, width: int | None = None):
-        self.paths, self.labels, self.classes = list_image_folder(root)
+    Every file is checked when the dataset is made (``check``, one of IMAGE_CHECKS), so a damaged file stops the
+    run before it starts, not when it is drawn hours in; with ``skip_bad`` such files are logged and left out,
+    and a file that passes the check but fails to decode when drawn is replaced by the next image."""
+
+    def __init__(self, root: str | os.PathLike, height: int, width: int | None = None, check: str = "header",
+                 skip_bad: bool = False):
+        paths, labels, self.classes = list_image_folder(root)
+        keep = without_bad_images(paths, check, skip_bad, f"data folder {str(root)!r}")
+        self.paths, self.labels = [paths[i] for i in keep], [labels[i] for i in keep]
         self.height, self.width = height, (height if width is None else width)
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _read(self, index: int) -> tuple[np.ndarray, int]:
+        """(centre crop, label) of image `index`, or with ``skip_bad`` of the next image that can be decoded."""
+        for i in [*range(index, len(self.paths)), *range(index)]:
+            try:
+                with Image.open(self.paths[i]) as image:
+                    return center_crop_arr(image, self.height, self.width), self.labels[i]
+            except Exception as error:  # noqa: BLE001 - any decoder error means a damaged file
+                problem = f"{type(error).__name__}: {error}"
+                if not self.skip_bad:
+                    raise ValueError(f"cannot read image {str(self.paths[i])!r} ({problem}): replace or delete it, "
+                                     "or pass --skip-bad-images (--check-images full finds such files before the "
+                                     "run)") from error
+                logger.warning("skipping unreadable image %s (%s): using the next image instead", self.paths[i],
+                               problem)
+        raise ValueError(f"none of the {len(self.paths)} images can be decoded")
+
     def __getitem__(self, key):
         index, flip = key if isinstance(key, tuple) else (key, False)
-        with Image.open(self.paths[index]) as image:
-            arr = center_crop_arr(image, self.height, self.width)
+        arr, label = self._read(index)
         if flip:
             arr = arr[:, ::-1]
-        return image_to_tensor(np.ascontiguousarray(arr)), self.labels[index]
+        return image_to_tensor(np.ascontiguousarray(arr)), label

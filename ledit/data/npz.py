@@ -6,15 +6,17 @@ by ``ledit fid``, and image folders.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ledit.data.images import IMAGE_EXTENSIONS, center_crop_arr
+from ledit.data.images import IMAGE_EXTENSIONS, center_crop_arr, without_bad_images
 from ledit.files import atomic_path
 
 
@@ -43,15 +45,50 @@ def write_image_npz(path: str | os.PathLike, batches: Iterable[np.ndarray], coun
     return Path(path)
 
 
+@contextlib.contextmanager
+def open_npz(path: str | os.PathLike):
+    """The .npz at `path` as an open zip archive; a file that is not one is a ValueError naming it. Errors while
+    reading its members (a truncated or damaged archive) are reported with the file name too."""
+    name = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name!r} does not exist") from None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"{name!r} is not a readable .npz archive ({type(error).__name__}: {error}); expected "
+                         "a NumPy .npz such as an ADM reference batch or the output of `ledit sample-ddp`") from error
+    try:
+        with archive:
+            yield archive
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        raise ValueError(f"{name!r} is truncated or damaged ({type(error).__name__}: {error}); write it "
+                         "again") from error
+
+
 def npz_keys(path: str | os.PathLike) -> list[str]:
-    with np.load(path) as archive:
-        return archive.files
+    """The arrays an .npz holds (``np.load(path).files``), read from its directory alone."""
+    with open_npz(path) as archive:
+        return [name.removesuffix(".npy") for name in archive.namelist() if name.endswith(".npy")]
+
+
+def read_npz_arrays(path: str | os.PathLike, keys) -> dict[str, np.ndarray]:
+    """The arrays `keys` of an .npz (small ones, such as reference statistics), with errors naming the file."""
+    with open_npz(path) as archive:
+        arrays = {}
+        for key in keys:
+            with archive.open(f"{key}.npy") as f:
+                try:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+                except ValueError as error:
+                    raise ValueError(f"{str(path)!r}: array {key!r} cannot be read ({error})") from error
+        return arrays
 
 
 def _open_arr0(archive: zipfile.ZipFile, path: Path):
     """(stream positioned at the data, shape) of ``arr_0``, checked to be uint8 (N, H, W, 3)."""
     if "arr_0.npy" not in archive.namelist():
-        raise ValueError(f"{str(path)!r} has no 'arr_0' image array (keys: {npz_keys(path)})")
+        keys = [name.removesuffix(".npy") for name in archive.namelist()]
+        raise ValueError(f"{str(path)!r} has no 'arr_0' image array (keys: {keys})")
     f = archive.open("arr_0.npy")
     major, _ = np.lib.format.read_magic(f)
     read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -62,7 +99,7 @@ def _open_arr0(archive: zipfile.ZipFile, path: Path):
 
 
 def npz_image_shape(path: str | os.PathLike) -> tuple[int, int, int, int]:
-    with zipfile.ZipFile(path) as archive:
+    with open_npz(path) as archive:
         f, shape = _open_arr0(archive, Path(path))
         f.close()
     return shape
@@ -70,13 +107,17 @@ def npz_image_shape(path: str | os.PathLike) -> tuple[int, int, int, int]:
 
 def read_npz_batches(path: str | os.PathLike, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
     """``arr_0`` in batches, streamed from the archive (as ADM's evaluator reads it: never all in memory)."""
-    with zipfile.ZipFile(path) as archive:
+    with open_npz(path) as archive:
         f, (n, h, w, c) = _open_arr0(archive, Path(path))
         with f:
             remaining = n if limit is None else min(n, limit)
             while remaining:
                 count = min(batch_size, remaining)
-                yield np.frombuffer(f.read(count * h * w * c), dtype=np.uint8).reshape(count, h, w, c)
+                data = f.read(count * h * w * c)
+                if len(data) != count * h * w * c:
+                    raise ValueError(f"{str(path)!r}: arr_0 ends after {n - remaining + len(data) // (h * w * c)} of "
+                                     f"its {n} images (a truncated file); write it again")
+                yield np.frombuffer(data, dtype=np.uint8).reshape(count, h, w, c)
                 remaining -= count
 
 
@@ -89,18 +130,25 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 
 class ImageSet:
     """N images from an .npz (``arr_0``) or a folder (searched recursively), read in uint8 NHWC batches.
-    With `crop` = (height, width), folder images get ADM's centre crop (how reference sets are made)."""
+    With `crop` = (height, width), folder images get ADM's centre crop (how reference sets are made). A folder's
+    files are checked first (``check``, one of ``IMAGE_CHECKS``); unreadable ones are an error naming them, or
+    left out with ``skip_bad``."""
 
-    def __init__(self, source: str | os.PathLike, limit: int | None = None, crop: tuple[int, int] | None = None):
+    def __init__(self, source: str | os.PathLike, limit: int | None = None, crop: tuple[int, int] | None = None,
+                 check: str = "header", skip_bad: bool = False):
         self.source, self.crop = Path(source), crop
         if self.source.is_dir():
-            self.files = list_image_files(self.source)[:limit]
+            files = list_image_files(self.source)
+            self.files = [files[i] for i in without_bad_images(files, check, skip_bad, f"{str(self.source)!r}")]
+            self.files = self.files[:limit]
             self.count = len(self.files)
         elif self.source.is_file():
             self.files = None
             self.count = min(npz_image_shape(self.source)[0], limit or float("inf"))
         else:
             raise FileNotFoundError(f"{str(self.source)!r} is neither an .npz file nor an image folder")
+        if self.count == 0:
+            raise ValueError(f"{str(self.source)!r} holds no images")
 
     def __len__(self) -> int:
         return self.count
@@ -115,8 +163,13 @@ class ImageSet:
     def read_files(self, files: list[Path]) -> np.ndarray:
         images = []
         for file in files:
-            with Image.open(file) as image:
-                images.append(center_crop_arr(image, *self.crop) if self.crop else np.asarray(image.convert("RGB")))
+            try:
+                with Image.open(file) as image:
+                    images.append(center_crop_arr(image, *self.crop) if self.crop else
+                                  np.asarray(image.convert("RGB")))
+            except Exception as error:  # noqa: BLE001 - any decoder error means a damaged file
+                raise ValueError(f"cannot read image {str(file)!r} ({type(error).__name__}: {error}): replace or "
+                                 "delete it (--check-images full finds such files before the run)") from error
         if len({im.shape for im in images}) > 1:
             raise ValueError(f"{str(self.source)!r}: images differ in size; pass a crop size or use an .npz")
         return np.stack(images)

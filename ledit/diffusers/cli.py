@@ -20,6 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ledit import arguments
+from ledit.arguments import UsageError
 from ledit.checkpoint import export_safetensors, save_checkpoint
 from ledit.data.vae import VAE_HELP, load_vae
 from ledit.diffusers.convert import (
@@ -34,6 +36,7 @@ from ledit.diffusers.convert import (
     transformer_folder,
 )
 from ledit.diffusers.transformer import TRANSFORMER_CLASSES, transformer_for
+from ledit.models import MODEL_NAMES
 from ledit.training.convert_dit import convert
 
 
@@ -55,10 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i = importer.add_argument
     i("--folder", required=True, help="a diffusers DiTTransformer2DModel folder (e.g. DiT-XL-2-256's transformer/), "
                                       "a folder ledit exported, or a pipeline folder holding either")
-    i("--output", required=True, help="ledit checkpoint to write (.pt)")
-    i("--model", default=None, help="for a DiT folder: the ledit model to build (default: the LEDiT of the DiT's size, "
-                                    "the paper's fine-tuning start; 'DiT-XL/2' or 'DiT' for the DiT itself)")
-    i("--model-kwargs", type=json.loads, default={}, help="for a DiT folder: JSON options of the new model")
+    i("--output", required=True, type=arguments.file_with_suffix(".pt", ".pth"), help="ledit checkpoint to write (.pt)")
+    i("--model", type=arguments.one_of(MODEL_NAMES, "model"), default=None,
+      help="for a DiT folder: the ledit model to build (default: the LEDiT of the DiT's size, the paper's "
+           "fine-tuning start; 'DiT-XL/2' or 'DiT' for the DiT itself)")
+    i("--model-kwargs", type=arguments.json_object, default={}, metavar="JSON",
+      help="for a DiT folder: options of the new model")
     i("--safetensors", action="store_true", help="also write the EMA weights as .safetensors")
 
 
@@ -91,7 +96,7 @@ def new_folder(path: str):
 
 def export(args: argparse.Namespace) -> None:
     if args.vae is None and (args.scheduler or args.id2label):
-        raise ValueError("--scheduler and --id2label belong to a pipeline: pass --vae (none for a pixel-space model)")
+        raise UsageError("--scheduler and --id2label belong to a pipeline: pass --vae (none for a pixel-space model)")
     model = model_from_checkpoint(args.ckpt)
     scheduler = args.scheduler or "ddim"
     id2label = read_id2label(args.id2label)
@@ -112,7 +117,7 @@ def import_folder(args: argparse.Namespace) -> None:
     wrappers = {cls.__name__: cls for cls in TRANSFORMER_CLASSES.values()}
     if class_name in wrappers:
         if args.model is not None or args.model_kwargs:
-            raise ValueError(f"--folder {args.folder} holds a ledit {class_name}, whose config fixes the model: drop "
+            raise UsageError(f"--folder {args.folder} holds a ledit {class_name}, whose config fixes the model: drop "
                              "--model / --model-kwargs")
         model = wrappers[class_name].from_pretrained(folder).model
         checkpoint = ledit_checkpoint(model, converted_from=str(args.folder))

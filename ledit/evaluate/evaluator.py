@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ledit.data.npz import ImageSet, npz_keys, write_image_npz
+from ledit.data.npz import ImageSet, npz_keys, read_npz_arrays, write_image_npz
 from ledit.evaluate.metrics import RunningMoments, frechet_distance, inception_score, precision_recall
 from ledit.evaluate.swd import sliced_wasserstein
 
@@ -45,20 +45,20 @@ def extract_features(images: ImageSet, extractor: Extractor, batch_size: int, de
 class Reference:
     """What a reference file or folder offers: statistics, images, or both."""
 
-    def __init__(self, source: str | os.PathLike, limit: int | None = None):
+    def __init__(self, source: str | os.PathLike, limit: int | None = None, **image_checks):
+        """``image_checks``: ``check`` and ``skip_bad`` for a folder of images (see ImageSet)."""
         self.source = Path(source)
         self.stats, self.images = None, None
         if self.source.is_file():
             keys = npz_keys(self.source)
             if all(k in keys for k in ("mu", "sigma")):
-                with np.load(self.source) as archive:
-                    self.stats = {k: archive[k] for k in STAT_KEYS if k in keys}
+                self.stats = read_npz_arrays(self.source, [k for k in STAT_KEYS if k in keys])
             if "arr_0" in keys:
                 self.images = ImageSet(self.source, limit)
             if self.stats is None and self.images is None:
                 raise ValueError(f"reference {str(self.source)!r} has neither mu/sigma statistics nor arr_0 images")
         else:
-            self.images = ImageSet(self.source, limit)
+            self.images = ImageSet(self.source, limit, **image_checks)
 
 
 def _images_tensor(images: ImageSet, limit: int) -> torch.Tensor:
@@ -118,11 +118,12 @@ def evaluate(samples: ImageSet, reference: Reference, extractor: Extractor | Non
 
 def build_reference(folder: str | os.PathLike, out: str | os.PathLike, extractor: Extractor, height: int, width: int,
                     num_images: int = 10_000, max_images: int | None = None, batch_size: int = 100, device="cpu",
-                    seed: int = 0) -> Path:
+                    seed: int = 0, **image_checks) -> Path:
     """An ADM reference batch at height x width from an image folder (ADM's centre crop): statistics over all
     (or `max_images`) images, plus `num_images` randomly chosen crops as ``arr_0`` for precision/recall/SWD.
-    ADM's own evaluator reads the result as it reads VIRTUAL_imagenet256_labeled.npz."""
-    images = ImageSet(folder, limit=max_images, crop=(height, width))
+    ADM's own evaluator reads the result as it reads VIRTUAL_imagenet256_labeled.npz. ``image_checks``: ``check``
+    and ``skip_bad`` (see ImageSet)."""
+    images = ImageSet(folder, limit=max_images, crop=(height, width), **image_checks)
     _, stats = extract_features(images, extractor, batch_size, device, keep=(), desc="reference statistics")
     chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[: min(num_images, len(images))])
     files = [images.files[i] for i in chosen]

@@ -10,7 +10,7 @@ from ledit.models.dit_checkpoint import CheckpointLoadReport, from_dit_checkpoin
 from ledit.models.inference import INFERENCE_TEMPERATURES, NUM_TRAIN_TIMESTEPS, ROPE_DYNAMIC, InferenceOptions
 from ledit.models.ledit import ATTENTION_SCHEDULES, LEDiT, causal_block_indices
 from ledit.models.locality import LOCALITIES, LOCALITY_PLACEMENTS
-from ledit.models.registry import DiT_models, LEDiT_models, build_model
+from ledit.models.registry import MODEL_NAMES, DiT_models, LEDiT_models, build_model
 from ledit.models.rope import ROPE_METHODS, dynamic_rope_frequencies, rope_frequencies
 from ledit.models.scaling import jin_softmax_scale, temperature_softmax_scale
 
@@ -26,6 +26,7 @@ __all__ = [
     "LEDiT_models",
     "LOCALITIES",
     "LOCALITY_PLACEMENTS",
+    "MODEL_NAMES",
     "NUM_TRAIN_TIMESTEPS",
     "POS_EMBEDS",
     "ROPE_DYNAMIC",

@@ -20,8 +20,9 @@ def _constructor(cls, size: str, patch_size: int):
         clash = sorted(set(kwargs) & set(SIZE_ARGUMENTS))
         if clash:
             raise TypeError(
-                f"{name} fixes {', '.join(SIZE_ARGUMENTS)}; got {', '.join(clash)}. For a custom size use "
-                f"build_model({cls.family!r}, depth=..., hidden_size=..., patch_size=..., num_heads=...)"
+                f"{name} fixes {', '.join(SIZE_ARGUMENTS)}; got {', '.join(clash)}. For a custom size use the model "
+                f"name {cls.family!r} and give all four (build_model({cls.family!r}, depth=..., hidden_size=..., "
+                "patch_size=..., num_heads=...))"
             )
         return cls(**fixed, **kwargs)
 
@@ -41,6 +42,8 @@ def _registry(cls) -> dict:
 DiT_models = _registry(DiT)
 LEDiT_models = _registry(LEDiT)
 MODEL_CLASSES = {"DiT": DiT, "LEDiT": LEDiT}
+# Every name build_model takes: the registries' sizes, then the classes (custom sizes).
+MODEL_NAMES = (*LEDiT_models, *DiT_models, *MODEL_CLASSES)
 
 
 def build_model(name: str, **kwargs):
@@ -51,5 +54,4 @@ def build_model(name: str, **kwargs):
         return DiT_models[name](**kwargs)
     if name in MODEL_CLASSES:
         return MODEL_CLASSES[name](**kwargs)
-    valid = list(LEDiT_models) + list(DiT_models) + list(MODEL_CLASSES)
-    raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(valid)}")
+    raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")

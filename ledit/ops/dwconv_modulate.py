@@ -83,7 +83,8 @@ def dwconv_modulate_reference(x, grid, weight, bias, shift, scale, gate=None, re
     y = y * (1 + scale[:, None, :]) + shift[:, None, :]
     y = y.transpose(1, 2).reshape(batch, channels, h, w)
     padding = dilation * (weight.shape[-1] - 1) // 2
-    y = F.conv2d(y, weight, bias, padding=padding, dilation=dilation, groups=channels)
+    if channels:  # F.conv2d refuses groups=0; with no channels there is nothing to convolve
+        y = F.conv2d(y, weight, bias, padding=padding, dilation=dilation, groups=channels)
     y = y.reshape(batch, channels, h * w).transpose(1, 2)
     if gate is not None:
         y = gate[:, None, :] * y

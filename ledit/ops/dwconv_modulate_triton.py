@@ -34,8 +34,8 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def _weight_taps(weight: torch.Tensor) -> torch.Tensor:
-    """(C, 1, k, k) -> (k*k, C) fp32, each tap contiguous over channels."""
-    return weight.reshape(weight.shape[0], -1).t().float().contiguous()
+    """(C, 1, k, k) -> (k*k, C) fp32, each tap contiguous over channels (k*k spelled out: -1 is ambiguous at C = 0)."""
+    return weight.reshape(weight.shape[0], weight.shape[-2] * weight.shape[-1]).t().float().contiguous()
 
 
 def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -45,6 +45,8 @@ def _forward(x: torch.Tensor, h: int, w: int, weight: torch.Tensor, bias: torch.
     x = x.contiguous()
     batch, n_tokens, channels = x.shape
     mean, rstd = stats_like(x, norm)
+    if x.numel() == 0:  # B = 0 or C = 0: no programs to launch; the stats of a LayerNorm over no channels are NaN
+        return torch.empty_like(x), mean.fill_(float("nan")), rstd.fill_(float("nan"))
     if norm:
         launch(kernels.ln_stats_kernel, (_cdiv(batch * n_tokens, BLOCK_T),), x, mean, rstd, batch * n_tokens, LN_EPS,
                C=channels, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
@@ -63,6 +65,8 @@ def _backward(grad_out: torch.Tensor, x: torch.Tensor, h: int, w: int, weight: t
               dilation: int, norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.contiguous()
     batch, _, channels = x.shape
+    if x.numel() == 0:  # B = 0 or C = 0: no programs to launch, and the sums over them are empty
+        return torch.empty_like(x), sums_like(x, weight).zero_()
     k = weight.shape[-1]
     row_blocks, col_blocks = _cdiv(h, BACKWARD_ROWS), _cdiv(w, BLOCK_W)
     partials = x.new_zeros((batch, row_blocks * col_blocks, *sums_like(x, weight).shape[1:]), dtype=torch.float32)

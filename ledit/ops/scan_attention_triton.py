@@ -69,6 +69,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: int, w: int, 
     batch, tokens, heads, dim = q.shape
     out = torch.empty_like(q)
     lse = q.new_empty((batch, heads, tokens), dtype=torch.float32)
+    if q.numel() == 0:  # B = 0 or H = 0: no programs to launch
+        return out, lse
     meta = launch_config(q.dtype, dim, h, w, scan)
     grid, shape = _grid_args(q, h, w, meta)
     launch(kernels.forward_kernel, grid, q, k, v, out, lse, softmax_scale * LOG2E, *shape, **meta)
@@ -81,6 +83,8 @@ def _backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
     delta = (dout.float() * out.float()).sum(-1).transpose(1, 2).contiguous()  # (B, H, N): rowsum(dO * O)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if q.numel() == 0:  # B = 0 or H = 0: no programs to launch
+        return dq, dk, dv
     meta = launch_config(q.dtype, q.shape[-1], h, w, scan)
     grid, shape = _grid_args(q, h, w, meta)
     scales = (softmax_scale, softmax_scale * LOG2E)

@@ -19,6 +19,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
+from ledit.arguments import UsageError
 from ledit.models.inference import INFERENCE_TEMPERATURES, ROPE_DYNAMIC, InferenceOptions
 
 MODEL_OPTION_NAMES = tuple(f.name for f in fields(InferenceOptions))
@@ -134,15 +135,18 @@ def _parse_shift(text: str) -> float | str:
 
 
 def addons_from_args(args: argparse.Namespace) -> SamplingAddons:
-    """The parsed add-on flags as a ``SamplingAddons``; a bad value raises ValueError naming its flag."""
+    """The parsed add-on flags as a ``SamplingAddons``; a bad value raises UsageError naming its flag."""
     model_options = {name: getattr(args, name) for name in MODEL_OPTION_NAMES if getattr(args, name) is not None}
-    return SamplingAddons(
-        cfg_scale_per_doubling=args.cfg_scale_per_doubling,
-        guidance_interval=_parse_interval(args.guidance_interval),
-        timestep_shift=_parse_shift(args.timestep_shift),
-        lowres_renoise=args.lowres_renoise,
-        model_options=model_options or None,
-    )
+    try:
+        return SamplingAddons(
+            cfg_scale_per_doubling=args.cfg_scale_per_doubling,
+            guidance_interval=_parse_interval(args.guidance_interval),
+            timestep_shift=_parse_shift(args.timestep_shift),
+            lowres_renoise=args.lowres_renoise,
+            model_options=model_options or None,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 @contextmanager
@@ -164,6 +168,10 @@ def inference_options(model, options: dict | None):
 
 
 def check_model_options(model, addons: SamplingAddons) -> None:
-    """Raise the error ``sample_latents`` would raise for model options ``model`` refuses, without sampling."""
-    with inference_options(model, addons.model_options):
-        pass
+    """Raise the error ``sample_latents`` would raise for model options ``model`` refuses, without sampling, as a
+    UsageError (it names the flags)."""
+    try:
+        with inference_options(model, addons.model_options):
+            pass
+    except ValueError as error:
+        raise UsageError(str(error)) from None

@@ -16,15 +16,20 @@ import argparse
 import json
 from pathlib import Path
 
+from ledit import arguments
 from ledit.checkpoint import export_safetensors, load_dit_checkpoint, save_checkpoint
-from ledit.models import from_dit_checkpoint
+from ledit.models import MODEL_NAMES, from_dit_checkpoint
+from ledit.runtime import require_packages
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="facebookresearch/DiT checkpoint (.pt)")
-    parser.add_argument("--model", default="LEDiT-XL/2", help="ledit model to build (size must match the DiT's)")
-    parser.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON options of the new model")
-    parser.add_argument("--output", required=True, help="ledit checkpoint to write (.pt)")
+    parser.add_argument("--model", type=arguments.one_of(MODEL_NAMES, "model"), default="LEDiT-XL/2",
+                        help="ledit model to build (size must match the DiT's)")
+    parser.add_argument("--model-kwargs", type=arguments.json_object, default={}, metavar="JSON",
+                        help="options of the new model, e.g. '{\"scan\": \"raster\"}'")
+    parser.add_argument("--output", required=True, type=arguments.file_with_suffix(".pt", ".pth"),
+                        help="ledit checkpoint to write (.pt)")
     parser.add_argument("--safetensors", action="store_true", help="also write the EMA weights as .safetensors")
 
 
@@ -68,8 +73,11 @@ def _json_safe(value) -> bool:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.safetensors:
+        require_packages("--safetensors", "safetensors")
     state = load_dit_checkpoint(args.ckpt)
-    checkpoint, report, which = convert(state, args.model, **args.model_kwargs)
+    with arguments.flag_errors(f"--model {args.model} --model-kwargs {json.dumps(args.model_kwargs)}", TypeError):
+        checkpoint, report, which = convert(state, args.model, **args.model_kwargs)
     checkpoint["args"]["converted_from"] = str(args.ckpt)
     out = save_checkpoint(checkpoint, args.output)
     print(f"converted {args.ckpt} ({which} weights) -> {checkpoint['config']['name']} at {out}")

@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
+from ledit.arguments import UsageError
 from ledit.bench import attention, cli, dwconv, end_to_end
 from ledit.bench.environment import device_slug
 from ledit.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS
-from ledit.cli import main as ledit_main
+from ledit.cli import run as ledit_run
 
 
 def tiny_run(out_dir, device: str):
@@ -31,7 +32,7 @@ def tiny_run(out_dir, device: str):
         ])
         threads = torch.get_num_threads()
         try:
-            ledit_main(["bench", "--quick", "--device", device, "--repeats", "2", "--threads", "1",
+            ledit_run(["bench", "--quick", "--device", device, "--repeats", "2", "--threads", "1",
                         "--out-dir", str(out_dir)])
         finally:
             torch.set_num_threads(threads)
@@ -125,8 +126,9 @@ def test_every_target_is_reported_with_a_status(quick_run):
 
 
 def test_bad_suite_names_are_refused(tmp_path):
-    with pytest.raises(SystemExit, match="--suites"):
-        ledit_main(["bench", "--suites", "attention,nope", "--out-dir", str(tmp_path)])
+    with pytest.raises(UsageError, match="--suites.*unknown nope; choose a comma-separated subset of attention"):
+        ledit_run(["bench", "--suites", "attention,nope", "--out-dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.gpu
@@ -140,3 +142,34 @@ def test_gpu_run_times_the_gpu_backends_and_reports_fractions_of_peak(tmp_path):
         assert all("fraction_of_peak" in attention_fwd["methods"][m] for m in timed)
     gpu_targets = [t for t in result["targets"] if t["device_kind"] == "gpu"]
     assert all(t["detail"] != "needs a gpu run" for t in gpu_targets)
+
+
+def test_without_matplotlib_the_measurements_are_written_and_the_plot_is_explained(quick_run, tmp_path,
+                                                                                    monkeypatch, capsys):
+    from ledit.bench import plot
+
+    result, _ = quick_run
+    monkeypatch.setattr(plot, "missing_packages", lambda *names: ["matplotlib"])
+    monkeypatch.setattr(cli, "run_device", lambda device, args: dict(result))  # the measuring is not the point
+    ledit_run(["bench", "--quick", "--device", "cpu", "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith("ledit bench: no plot: matplotlib is not installed (pip install 'ledit[bench]'")
+    files = sorted(tmp_path.iterdir())
+    assert [f.suffix for f in files] == [".json", ".md"]
+    assert json.loads(files[0].read_text())["comparisons"] == result["comparisons"]
+    markdown = files[1].read_text()
+    assert "(no plot: matplotlib is not installed" in markdown and "![benchmark plot]" not in markdown
+    assert "## scan_attention" in markdown
+
+
+def test_a_plot_that_fails_to_draw_costs_only_the_plot(quick_run, tmp_path, monkeypatch):
+    from ledit.bench import results
+
+    def broken(result, path):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(results, "plot_results", broken)
+    paths = results.write_results(dict(quick_run[0]), tmp_path)
+    assert sorted(paths) == ["json", "md"] and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in paths.values())
+    assert "(no plot: drawing it failed (RuntimeError: no display))" in paths["md"].read_text()

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ledit.cli import main as ledit
+from ledit.arguments import UsageError
+from ledit.cli import run as ledit
 from ledit.data import LatentShardDataset, ShardError, center_crop_arr, list_image_folder
 from ledit.data.images import image_to_tensor
 from ledit.data.vae import load_vae
@@ -44,7 +45,7 @@ def test_extract_latents_shards_resume_and_corruption(image_folder, tiny_vae_dir
     (out / "index.json").write_text(json.dumps({**index, "complete": False}))
     with pytest.raises(ShardError, match="unfinished"):
         LatentShardDataset(out)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(UsageError, match="already holds latents: pass --resume"):
         _extract(image_folder, tiny_vae_dir, out)
     _extract(image_folder, tiny_vae_dir, out, "--resume")
     assert {s: (out / s).read_bytes() for s in index["shards"]} == before
@@ -66,3 +67,17 @@ def test_extract_latents_bad_inputs(image_folder, tiny_vae_dir, tmp_path):
         _extract(image_folder, tmp_path / "no-vae", tmp_path / "b")
     with pytest.raises(ValueError, match="divisible by the VAE's downsampling factor 8"):
         _extract(image_folder, tiny_vae_dir, tmp_path / "c", "--height", "60")
+
+
+def test_extract_latents_refuses_unreadable_images_before_encoding(image_folder, tiny_vae_dir, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(image_folder, images)
+    (images / "dog" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "latents"
+    with pytest.raises(ValueError, match=r"1 unreadable image: .*broken.png .*--skip-bad-images"):
+        _extract(images, tiny_vae_dir, out)
+    assert not out.exists()
+    _extract(images, tiny_vae_dir, out, "--skip-bad-images")
+    assert json.loads((out / "index.json").read_text())["num_images"] == 10

@@ -65,3 +65,53 @@ def test_to_uint8_nhwc_inverts_image_to_tensor_exactly():
     images = image_to_tensor(arr)[None]
     assert np.array_equal(to_uint8_nhwc(images)[0].numpy(), arr)
     assert to_uint8_nhwc(torch.tensor([-2.0, 2.0]).view(1, 1, 1, 2)).flatten().tolist() == [0, 255]  # clamped
+
+
+def _folder_with_bad_images(tmp_path):
+    """An ImageFolder of 4 good images, a file that is no image, an empty file and a PNG cut off mid-data (its
+    header is intact: only decoding finds it)."""
+    from workflow_fixtures import make_image_folder
+
+    root = make_image_folder(tmp_path / "images", classes=("a", "b"), per_class=2)
+    (root / "a" / "garbage.png").write_bytes(b"this is not an image")
+    (root / "b" / "empty.jpg").write_bytes(b"")
+    good = (root / "b" / "000.png").read_bytes()
+    (root / "b" / "truncated.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def test_bad_images_are_found_before_the_run_by_name(tmp_path):
+    from ledit.data.images import find_bad_images
+
+    root = _folder_with_bad_images(tmp_path)
+    paths, _, _ = list_image_folder(root)
+    names = {i: p.name for i, p in enumerate(paths)}
+    header = {names[i]: reason for i, reason in find_bad_images(paths, "header").items()}
+    assert sorted(header) == ["empty.jpg", "garbage.png"] and "UnidentifiedImageError" in header["garbage.png"]
+    full = {names[i] for i in find_bad_images(paths, "full")}
+    assert full == {"empty.jpg", "garbage.png", "truncated.png"}
+    assert find_bad_images(paths, "none") == {}
+    with pytest.raises(ValueError, match=r"2 unreadable images: .*garbage.png \(UnidentifiedImageError.*empty.jpg.*"
+                                         r"--skip-bad-images"):
+        ImageFolderDataset(root, 16)
+
+
+def test_skip_bad_images_leaves_them_out_and_logs_them(tmp_path, caplog):
+    root = _folder_with_bad_images(tmp_path)
+    with caplog.at_level("WARNING", logger="ledit.data"):
+        data = ImageFolderDataset(root, 16, check="full", skip_bad=True)
+    assert len(data) == 4 and "skipping 3 unreadable images" in caplog.text
+    assert [p.name for p in data.paths] == ["000.png", "001.png", "000.png", "001.png"]
+    assert data.labels == [0, 0, 1, 1]
+    # A file that passes the header check but cannot be decoded when drawn: named, or replaced with --skip.
+    header_only = ImageFolderDataset(root, 16, check="header", skip_bad=True)
+    index = [p.name for p in header_only.paths].index("truncated.png")
+    with caplog.at_level("WARNING", logger="ledit.data"):
+        x, label = header_only[index]
+    assert "skipping unreadable image" in caplog.text
+    # It is the last file: the next image wraps around to the first, which comes with its own label.
+    first, first_label = header_only[0]
+    assert torch.equal(x, first) and label == first_label == 0
+    header_only.skip_bad = False
+    with pytest.raises(ValueError, match=r"cannot read image .*truncated.png.*--skip-bad-images"):
+        header_only[index]

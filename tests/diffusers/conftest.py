@@ -14,7 +14,7 @@ def ledit_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pipeline_dir(ledit_ckpt, tiny_vae_dir, tmp_path_factory):  # noqa: F811  (the fixture)
     """`ledit diffusers export` of the tiny LEDiT with the tiny VAE and DiT's DDIM scheduler."""
-    from ledit.cli import main as ledit
+    from ledit.cli import run as ledit
 
     folder = tmp_path_factory.mktemp("pipelines") / "ledit-pipeline"
     ledit(["diffusers", "export", "--ckpt", str(ledit_ckpt), "--vae", str(tiny_vae_dir), "--output", str(folder)])

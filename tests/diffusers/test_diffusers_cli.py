@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ledit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 from ledit.diffusers import LEDiTPipeline, dit_state_dict_to_diffusers
 from ledit.diffusers.convert import model_from_checkpoint
 

@@ -12,7 +12,7 @@ from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers_helpers import tiny_ledit
 from PIL import Image
 
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 from ledit.diffusers import LEDiTPipeline, export_pipeline, ledit_scheduler
 from ledit.sampling.addons import SamplingAddons
 from ledit.sampling.loop import sample_latents

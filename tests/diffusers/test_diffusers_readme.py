@@ -6,7 +6,7 @@ from pathlib import Path
 from diffusers_helpers import save_ledit_checkpoint, tiny_ledit
 from PIL import Image
 
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

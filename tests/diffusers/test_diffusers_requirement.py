@@ -14,7 +14,7 @@ SCRIPTS = {
 MESSAGES = {
     "missing": "ImportError: ledit.diffusers needs diffusers: pip install 'ledit[diffusers]'",
     "too old": "ImportError: ledit.diffusers needs diffusers >= 0.33, found 0.32.2: pip install -U 'ledit[diffusers]'",
-    "cli": "ImportError: ledit.diffusers needs diffusers: pip install 'ledit[diffusers]'",
+    "cli": "ledit diffusers: error: ledit.diffusers needs diffusers: pip install 'ledit[diffusers]'",  # one line
 }
 
 

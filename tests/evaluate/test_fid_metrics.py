@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 from ledit.data.npz import ImageSet, write_image_npz
 from ledit.evaluate.evaluator import Reference, build_reference, evaluate
 from ledit.evaluate.inception import InceptionFeatures, MissingWeightsError
@@ -148,11 +148,30 @@ def test_fid_cli_errors_and_weight_free_swd(tmp_path):
         ledit(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--device", "cpu"])
     with pytest.raises(MissingWeightsError, match="does not exist"):
         ledit(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--inception-weights", "nope.pth"])
-    with pytest.raises(ValueError, match="unknown \\['kid'\\]"):
+    with pytest.raises(ValueError, match="unknown kid; choose a comma-separated subset of fid,sfid,is,pr,swd"):
         ledit(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--metrics", "fid,kid"])
+    with pytest.raises(ValueError, match="--num-samples 1000: .*a.npz holds only 6 images"):
+        ledit(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--metrics", "swd", "--num-samples", "1000"])
     with pytest.raises(FileNotFoundError, match="neither an .npz file nor an image folder"):
         ledit(["fid", str(tmp_path / "missing"), str(tmp_path / "b.npz"), "--metrics", "swd"])
     ledit(["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--metrics", "swd", "--device", "cpu",
            "--output", str(tmp_path / "r.json")])
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["swd"] > 0 and set(results) == {"num_samples", "swd", "swd_levels"}
+
+
+def test_damaged_npz_files_are_named(tmp_path):
+    write_image_npz(tmp_path / "a.npz", [_random_images(6, 16, 16, 0)], 6, 16, 16)
+    raw = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])  # a copy cut off mid-way
+    with pytest.raises(ValueError, match=r"cut.npz' is not a readable .npz archive \(BadZipFile"):
+        ImageSet(tmp_path / "cut.npz")
+    data_start = raw.index(b"\x93NUMPY")  # arr_0's header; flip a byte of its pixels: zip's CRC check finds it
+    damaged = bytearray(raw)
+    damaged[data_start + 200] ^= 0xFF
+    (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"damaged.npz' is truncated or damaged \(BadZipFile: Bad CRC-32"):
+        list(ImageSet(tmp_path / "damaged.npz").batches(4))
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(3))
+    with pytest.raises(ValueError, match="stats.npz' has neither mu/sigma statistics nor arr_0 images"):
+        Reference(tmp_path / "stats.npz")

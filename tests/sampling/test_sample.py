@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ledit.arguments import UsageError
 from ledit.checkpoint import CheckpointError, save_checkpoint
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 
 
 def _sample(ckpt, vae, out, *extra):
@@ -36,11 +38,11 @@ def test_sample_grid_at_1x_2x_and_non_square(latent_ckpt, tiny_vae_dir, tmp_path
 def test_sample_bad_inputs(latent_ckpt, pixel_ckpt, tiny_vae_dir, tmp_path):
     with pytest.raises(ValueError, match=r"60x64 must be divisible by 16 \(VAE factor 8 x patch size 2\)"):
         _sample(latent_ckpt, tiny_vae_dir, tmp_path / "x.png", "--height", "60")
-    with pytest.raises(CheckpointError, match="holds a LEDiT, not --model DiT-XL/2"):
+    with pytest.raises(UsageError, match="holds a LEDiT, not --model DiT-XL/2"):
         _sample(latent_ckpt, tiny_vae_dir, tmp_path / "x.png", "--model", "DiT-XL/2")
-    with pytest.raises(CheckpointError, match="pixel-space models need --vae none"):
+    with pytest.raises(UsageError, match="pixel-space models need --vae none"):
         _sample(pixel_ckpt, tiny_vae_dir, tmp_path / "x.png")
-    with pytest.raises(CheckpointError, match="--vae none samples RGB pixels.*4 latent channels"):
+    with pytest.raises(UsageError, match="--vae none samples RGB pixels.*4 latent channels"):
         _sample(latent_ckpt, "none", tmp_path / "x.png")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _sample(tmp_path / "missing.pt", tiny_vae_dir, tmp_path / "x.png")
@@ -109,3 +111,56 @@ def test_sampling_prefers_the_ema_weights(pixel_ckpt, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "good.png")), reference)
     ledit(["sample", "--ckpt", str(tmp_path / "ema-broken.pt"), "--output", str(tmp_path / "bad.png"), *flags])
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "bad.png")), reference)
+
+
+def test_output_format_follows_the_extension(pixel_ckpt, tmp_path):
+    flags = ["--vae", "none", "--num-sampling-steps", "2", "--class-labels", "1", "--device", "cpu"]
+    magic = {"png": b"\x89PNG", "jpg": b"\xff\xd8\xff", "webp": b"RIFF"}
+    for suffix, start in magic.items():
+        ledit(["sample", "--ckpt", str(pixel_ckpt), "--output", str(tmp_path / f"grid.{suffix}"), *flags])
+        assert (tmp_path / f"grid.{suffix}").read_bytes().startswith(start), suffix
+
+
+def test_sample_flags_that_contradict_the_checkpoint_are_refused(latent_ckpt, tiny_vae_dir, tmp_path):
+    # --image-size is the training size (DiT's flag): omitted, it is the checkpoint's (64 here), not 256.
+    grid = _sample(latent_ckpt, tiny_vae_dir, tmp_path / "default.png")
+    assert grid.shape == (2 * (64 + 2) + 2, 2 * (64 + 2) + 2, 3)
+    for flags, message in [
+        (["--image-size", "128"], r"--image-size 128: --ckpt .* was trained at 64x64 .*--height/--width"),
+        (["--model-kwargs", '{"depth": 3}'], "--model-kwargs describes the model of a raw state dict"),
+        (["--num-classes", "1000"], r"--num-classes 1000: --ckpt .* models 10 classes"),
+        (["--class-labels", "10"], r"--class-labels \[10\] must lie in \[0, 10\)"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            _sample(latent_ckpt, tiny_vae_dir, tmp_path / "x.png", *flags)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_sample_ddp_refuses_to_mix_batch_layouts(pixel_ckpt, tmp_path):
+    """Parts of a killed run with --per-proc-batch-size 3 are neither reused by index nor failed on at the end by a
+    restart with 2: it is refused up front, saying how to continue and how to start over."""
+    npz, first = _sample_ddp(pixel_ckpt, tmp_path / "a", nproc=1)
+    parts = npz.with_suffix(".parts")
+    parts.mkdir()
+    np.save(parts / "000001.npy", first[3:6])  # the killed run's finished batch (made before layouts were kept)
+    (parts / ".000002.npy.tmp-4194321").write_bytes(b"half a batch")  # its unfinished one (no such pid)
+    npz.unlink()
+    before = sorted(p.name for p in parts.iterdir())
+    args = ["sample-ddp", "--ckpt", str(pixel_ckpt), "--vae", "none", "--image-size", "8", "--height", "8",
+            "--width", "12", "--num-sampling-steps", "2", "--num-fid-samples", "10", "--cfg-scale", "1.5",
+            "--sample-dir", str(tmp_path / "a"), "--device", "cpu"]
+    for size in ("2", "4"):
+        message = (f"holds 1 batches sampled with --per-proc-batch-size 3, this run asks for {size}.*re-run with "
+                   "--per-proc-batch-size 3 to continue, or delete ")
+        with pytest.raises(UsageError, match=message):
+            ledit([*args, "--per-proc-batch-size", size])
+        assert sorted(p.name for p in parts.iterdir()) == before
+    _, again = _sample_ddp(pixel_ckpt, tmp_path / "a", nproc=1)  # the same layout continues, and the archive
+    np.testing.assert_array_equal(again, first)  # matches the uninterrupted run
+
+    # A layout recorded by this version names the checkpoint too: another file of the same name is refused.
+    parts.mkdir()
+    (parts / "layout.json").write_text(json.dumps({"per_proc_batch_size": 3, "ckpt": "/elsewhere/pixel.pt",
+                                                   "vae": "none"}))
+    with pytest.raises(UsageError, match=r"sampled with --ckpt /elsewhere/pixel.pt, this run uses .*pixel.pt"):
+        ledit([*args, "--per-proc-batch-size", "3"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 
 PIXELS = ["--vae", "none", "--image-size", "8", "--num-sampling-steps", "3", "--device", "cpu",
           "--class-labels", "1", "2"]

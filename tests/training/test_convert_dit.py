@@ -5,7 +5,7 @@ import torch
 from workflow_fixtures import TINY_MODEL
 
 from ledit.checkpoint import CheckpointError, load_checkpoint
-from ledit.cli import main as ledit
+from ledit.cli import run as ledit
 from ledit.models import build_model
 
 
