@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "scan_attention/scan_tiles.h"
 
@@ -13,6 +14,8 @@ namespace scan_attention {
 namespace cuda {
 
 constexpr int kWarps = 4;
+constexpr float kLog2e = 1.4426950408889634f;  // scores are kept in base 2
+constexpr float kLn2 = 0.6931471805599453f;
 
 // Element strides of a (B, N, H, D) tensor whose head dim is contiguous: q, k and v may be views of one fused
 // (B, N, 3, H, D) projection. Every stride is a multiple of 8 elements and the data 16-byte aligned (the kernels
@@ -25,6 +28,21 @@ struct Layout {
 
 // Head dims are rounded up in shared memory only (D = 72 -> 80) to the smallest of 64, 80, 128, 256 that holds D.
 constexpr int padded_dim(int dim) { return dim <= 64 ? 64 : dim <= 80 ? 80 : dim <= 128 ? 128 : 256; }
+
+// f(std::integral_constant<int, padded_dim(dim)>()): the one place a run-time head dim picks the kernels' kDim.
+template <typename F>
+decltype(auto) with_padded_dim(int dim, F&& f) {
+  switch (padded_dim(dim)) {
+    case 64:
+      return f(std::integral_constant<int, 64>());
+    case 80:
+      return f(std::integral_constant<int, 80>());
+    case 128:
+      return f(std::integral_constant<int, 128>());
+    default:
+      return f(std::integral_constant<int, 256>());
+  }
+}
 
 // Row stride, in elements, of a 16-bit tile of `cols` columns in shared memory: an odd number of 16-byte chunks
 // (SmemTile in cuda_tile_math.h explains why).
@@ -89,16 +107,9 @@ constexpr size_t shared_memory_bytes_for(Pass pass, bool double_buffer) {
 // Dynamic shared memory of the largest block a pass launches, with double-buffered tiles or without: the glue
 // double-buffers when the GPU allows it, and refuses a call that fits neither way.
 inline size_t shared_memory_bytes(int dim, Pass pass, bool double_buffer) {
-  switch (padded_dim(dim)) {
-    case 64:
-      return shared_memory_bytes_for<64>(pass, double_buffer);
-    case 80:
-      return shared_memory_bytes_for<80>(pass, double_buffer);
-    case 128:
-      return shared_memory_bytes_for<128>(pass, double_buffer);
-    default:
-      return shared_memory_bytes_for<256>(pass, double_buffer);
-  }
+  return with_padded_dim(dim, [&](auto padded) {
+    return shared_memory_bytes_for<decltype(padded)::value>(pass, double_buffer);
+  });
 }
 
 // What every kernel of a call needs besides its tensors.

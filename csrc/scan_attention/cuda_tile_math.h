@@ -31,8 +31,6 @@ namespace dev = ::ledit::device;
 #define LEDIT_UNROLL
 #endif
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kThreads = 32 * kWarps;
 
 // A kRows x kCols 16-bit tile in shared memory. Rows are padded to an odd number of 16-byte chunks, so the 8 rows an

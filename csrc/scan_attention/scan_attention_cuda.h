@@ -23,6 +23,22 @@ struct Problem {
   float softmax_scale;
 };
 
+// The fields of KernelParams that the problem decides; each launcher adds its tensors' layouts.
+inline KernelParams kernel_params(const Problem& problem, int query_tile, int key_tile, bool double_buffer) {
+  KernelParams p{};
+  p.q_tiles = make_tile_grid(problem.h, problem.w, query_tile);
+  p.k_tiles = make_tile_grid(problem.h, problem.w, key_tile);
+  p.scan = problem.scan;
+  p.w = problem.w;
+  p.tokens = problem.tokens;
+  p.heads = problem.heads;
+  p.dim = problem.dim;
+  p.softmax_scale = problem.softmax_scale;
+  p.qk_scale = problem.softmax_scale * kLog2e;
+  p.double_buffer = double_buffer;
+  return p;
+}
+
 struct ForwardArgs {
   const void *q, *k, *v;
   void* out;

@@ -297,17 +297,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 KernelParams backward_params(const BackwardArgs& a, const Problem& problem, int query_tile, int key_tile) {
-  KernelParams p{};
-  p.q_tiles = make_tile_grid(problem.h, problem.w, query_tile);
-  p.k_tiles = make_tile_grid(problem.h, problem.w, key_tile);
-  p.scan = problem.scan;
-  p.w = problem.w;
-  p.tokens = problem.tokens;
-  p.heads = problem.heads;
-  p.dim = problem.dim;
-  p.softmax_scale = problem.softmax_scale;
-  p.qk_scale = problem.softmax_scale * kLog2e;
-  p.double_buffer = a.double_buffer;
+  KernelParams p = kernel_params(problem, query_tile, key_tile, a.double_buffer);
   p.q = a.q_layout;
   p.k = a.k_layout;
   p.v = a.v_layout;
@@ -337,25 +327,14 @@ cudaError_t launch_backward_typed(const BackwardArgs& a, const Problem& problem,
       a.delta, static_cast<T*>(a.dq), qp);
 }
 
-template <int kDim>
-cudaError_t launch_backward_dim(const BackwardArgs& a, const Problem& problem, DType dtype, cudaStream_t stream) {
-  return dtype == DType::kFloat16 ? launch_backward_typed<dev::half, kDim>(a, problem, stream)
-                                  : launch_backward_typed<dev::bfloat16, kDim>(a, problem, stream);
-}
-
 }  // namespace
 
 cudaError_t launch_backward(const BackwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream) {
-  switch (padded_dim(problem.dim)) {
-    case 64:
-      return launch_backward_dim<64>(args, problem, dtype, stream);
-    case 80:
-      return launch_backward_dim<80>(args, problem, dtype, stream);
-    case 128:
-      return launch_backward_dim<128>(args, problem, dtype, stream);
-    default:
-      return launch_backward_dim<256>(args, problem, dtype, stream);
-  }
+  return with_padded_dim(problem.dim, [&](auto padded) {
+    constexpr int kDim = decltype(padded)::value;
+    return dtype == DType::kFloat16 ? launch_backward_typed<dev::half, kDim>(args, problem, stream)
+                                    : launch_backward_typed<dev::bfloat16, kDim>(args, problem, stream);
+  });
 }
 
 }  // namespace cuda

@@ -134,48 +134,27 @@ __global__ void __launch_bounds__(kThreads, 2)
 }
 
 template <typename T, int kDim>
-cudaError_t launch_forward_typed(const ForwardArgs& a, const KernelParams& p, cudaStream_t stream) {
-  const dim3 grid(p.q_tiles.num_tiles(), static_cast<unsigned>(a.batch), static_cast<unsigned>(p.heads));
-  const dev::LaunchConfig config{grid, dim3(kThreads), ForwardShape<kDim>::smem(p.double_buffer), stream};
-  return dev::launch<forward_kernel<T, kDim>>(config, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
-                                              static_cast<const T*>(a.v), static_cast<T*>(a.out), a.lse, p);
-}
-
-template <int kDim>
-cudaError_t launch_forward_dim(const ForwardArgs& a, const Problem& problem, DType dtype, cudaStream_t stream) {
+cudaError_t launch_forward_typed(const ForwardArgs& a, const Problem& problem, cudaStream_t stream) {
   using Shape = ForwardShape<kDim>;
-  KernelParams p{};
-  p.q_tiles = make_tile_grid(problem.h, problem.w, Shape::kBlockM);
-  p.k_tiles = make_tile_grid(problem.h, problem.w, Shape::kBlockN);
-  p.scan = problem.scan;
-  p.w = problem.w;
-  p.tokens = problem.tokens;
-  p.heads = problem.heads;
-  p.dim = problem.dim;
-  p.softmax_scale = problem.softmax_scale;
-  p.qk_scale = problem.softmax_scale * kLog2e;
-  p.double_buffer = a.double_buffer;
+  KernelParams p = kernel_params(problem, Shape::kBlockM, Shape::kBlockN, a.double_buffer);
   p.q = a.q_layout;
   p.k = a.k_layout;
   p.v = a.v_layout;
   p.o = a.out_layout;
-  return dtype == DType::kFloat16 ? launch_forward_typed<dev::half, kDim>(a, p, stream)
-                                  : launch_forward_typed<dev::bfloat16, kDim>(a, p, stream);
+  const dim3 grid(p.q_tiles.num_tiles(), static_cast<unsigned>(a.batch), static_cast<unsigned>(p.heads));
+  const dev::LaunchConfig config{grid, dim3(kThreads), Shape::smem(p.double_buffer), stream};
+  return dev::launch<forward_kernel<T, kDim>>(config, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
+                                              static_cast<const T*>(a.v), static_cast<T*>(a.out), a.lse, p);
 }
 
 }  // namespace
 
 cudaError_t launch_forward(const ForwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream) {
-  switch (padded_dim(problem.dim)) {
-    case 64:
-      return launch_forward_dim<64>(args, problem, dtype, stream);
-    case 80:
-      return launch_forward_dim<80>(args, problem, dtype, stream);
-    case 128:
-      return launch_forward_dim<128>(args, problem, dtype, stream);
-    default:
-      return launch_forward_dim<256>(args, problem, dtype, stream);
-  }
+  return with_padded_dim(problem.dim, [&](auto padded) {
+    constexpr int kDim = decltype(padded)::value;
+    return dtype == DType::kFloat16 ? launch_forward_typed<dev::half, kDim>(args, problem, stream)
+                                    : launch_forward_typed<dev::bfloat16, kDim>(args, problem, stream);
+  });
 }
 
 }  // namespace cuda
