@@ -11,7 +11,6 @@ Environment variables (all documented in README.md):
   MAX_JOBS             parallel compile jobs (ninja), as in torch.utils.cpp_extension.
 """
 
-import glob
 import os
 import sys
 
@@ -20,12 +19,20 @@ from setuptools import find_packages, setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
 
-from build_utils import CXX_FLAGS, DEFAULT_CUDA_ARCHS, NVCC_FLAGS, cuda_gencode_flags, env_flag  # noqa: E402
+from build_utils import (  # noqa: E402
+    CXX_FLAGS,
+    DEFAULT_CUDA_ARCHS,
+    NVCC_FLAGS,
+    cuda_gencode_flags,
+    emulated_sources,
+    env_flag,
+    extension_sources,
+)
 
-EMULATOR_DIR = os.path.join("csrc", "emulator")
 # The executor's speed sets CI's test time; -O2 builds faster than -O3 and runs as fast here. -g0 drops the -g that
-# Python's build flags add: debug info for torch's templates was a third of this module's build time.
-EMULATOR_CXX_FLAGS = ["-O2", "-g0", "-fvisibility=hidden", "-ffp-contract=fast"]
+# Python's build flags add: debug info for torch's templates was a third of this module's build time. The kernels'
+# `#pragma unroll` is nvcc's: the host compiler ignores it, without a warning per loop.
+EMULATOR_CXX_FLAGS = ["-O2", "-g0", "-fvisibility=hidden", "-ffp-contract=fast", "-Wno-unknown-pragmas"]
 
 
 def extension_modules():
@@ -42,12 +49,8 @@ def extension_modules():
         )
         return [], {}
 
-    # csrc/emulator/ is the CPU executor's module (below), never part of ledit._C.
-    def op_sources(pattern):
-        return sorted(p for p in glob.glob(os.path.join("csrc", pattern)) if not p.startswith(EMULATOR_DIR))
-
-    cpp_sources = op_sources("*.cpp") + op_sources(os.path.join("*", "*.cpp"))
-    cuda_sources = op_sources(os.path.join("*", "*.cu"))
+    # Not csrc/emulator/ (ledit._C_emulated, below) nor csrc/tests/ (CMake's C++ unit tests).
+    cpp_sources, cuda_sources = extension_sources(ROOT)
     include_dirs = [os.path.join(ROOT, "csrc")]
     force_cuda = env_flag("LEDIT_FORCE_CUDA")
     with_cuda = bool(cuda_sources) and (force_cuda or (torch.version.cuda is not None and cpp_extension.CUDA_HOME))
@@ -77,7 +80,7 @@ def extension_modules():
         print("ledit: building ledit._C_emulated (the CUDA kernels on the CPU executor)")
         extensions.append(cpp_extension.CppExtension(
             "ledit._C_emulated",
-            sorted(glob.glob(os.path.join(EMULATOR_DIR, "*.cpp"))),
+            emulated_sources(ROOT),
             include_dirs=include_dirs,
             define_macros=[("LEDIT_EMULATED_DEVICE", "1")],
             extra_compile_args={"cxx": EMULATOR_CXX_FLAGS},

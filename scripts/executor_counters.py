@@ -178,9 +178,16 @@ def replace_block(text: str, table: str, doc: Path = DOC, start: str = START, en
 
 
 def saved_records(results_dir: Path = RESULTS_DIR) -> list[dict]:
-    """The saved measurements, oldest first."""
+    """The saved measurements, oldest first (by date, then by when their commits were made)."""
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("executor-counters-*.json"))]
-    return sorted(records, key=lambda record: record["date"])
+    return sorted(records, key=lambda record: (record["date"], _commit_time(record["commit"])))
+
+
+def _commit_time(commit: str) -> str:
+    """The commit's ISO time, or '' where this checkout does not hold it."""
+    out = subprocess.run(["git", "show", "-s", "--format=%cI", commit.removesuffix("-dirty")], cwd=ROOT,
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def main(argv=None) -> int:

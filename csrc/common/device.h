@@ -6,7 +6,9 @@
 //
 //   namespace dev = ::ledit::device;
 //
-//   Indices      dev::thread_idx(), block_idx(), block_dim(), grid_dim() (uint3 / dim3), lane_id(), warp_id()
+//   Indices      dev::thread_idx(), block_idx(), block_dim(), grid_dim() (uint3 / dim3), lane_id(), warp_id().
+//                Blocks are one-dimensional (block_dim().y == z == 1; the executor refuses others), so a thread's
+//                lane and warp come from threadIdx.x alone, as cheaply as the raw code.
 //   Barriers     dev::sync_threads()  (bar.sync 0; every thread of the block, same call site)
 //                dev::sync_warp()     (all 32 lanes; orders the warp's shared-memory accesses)
 //   Warp         dev::shfl(v, src_lane), shfl_xor(v, lane_mask), shfl_up(v, delta), shfl_down(v, delta) for 4-byte
@@ -108,11 +110,10 @@ LEDIT_DEVICE_INLINE uint3 thread_idx() { return threadIdx; }
 LEDIT_DEVICE_INLINE uint3 block_idx() { return blockIdx; }
 LEDIT_DEVICE_INLINE dim3 block_dim() { return blockDim; }
 LEDIT_DEVICE_INLINE dim3 grid_dim() { return gridDim; }
-LEDIT_DEVICE_INLINE int lane_id() { return static_cast<int>(threadIdx.x) % kWarpSize; }
-// Warp of the thread in the block, threads numbered x fastest.
-LEDIT_DEVICE_INLINE int warp_id() {
-  return static_cast<int>((threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x) / kWarpSize;
-}
+// Unsigned arithmetic, then int: a shift and a mask, no signed-division fix-up (which cost the dwconv kernels up
+// to 8 registers).
+LEDIT_DEVICE_INLINE int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }
+LEDIT_DEVICE_INLINE int warp_id() { return static_cast<int>(threadIdx.x / kWarpSize); }
 
 // ---- barriers and warp collectives ---------------------------------------------------------------------------
 LEDIT_DEVICE_INLINE void sync_threads() { __syncthreads(); }
@@ -133,9 +134,11 @@ LEDIT_DEVICE_INLINE uint32_t ballot(bool p) { return __ballot_sync(0xffffffffu, 
 template <typename U, typename T>
 LEDIT_DEVICE_INLINE U* cast(T* p) { return reinterpret_cast<U*>(p); }
 
+// One declaration for every T (all extern __shared__ arrays share one address). Declared float, not unsigned char
+// or uint4: with those, ptxas gave dwconv's k = 3 forward 40 registers instead of the raw kernel's 32.
 template <typename T>
 LEDIT_DEVICE_INLINE T* dynamic_shared() {
-  extern __shared__ __align__(128) unsigned char ledit_dynamic_shared_memory[];
+  extern __shared__ __align__(128) float ledit_dynamic_shared_memory[];
   return reinterpret_cast<T*>(ledit_dynamic_shared_memory);
 }
 

@@ -94,9 +94,9 @@ __device__ ChannelParams channel_params(int b, int channel, int channels, dev::G
   const bool ok = channel < channels;
   ChannelParams p{channel, ok, 0.f, 1.f, 1.f, 0.f};
   if (ok) {
-    p.shift = dev::ld_global(shift + b * channels + channel);
-    p.scale1p = 1.f + dev::ld_global(scale + b * channels + channel);
-    if (gate != nullptr) p.gate = dev::ld_global(gate + b * channels + channel);
+    p.shift = dev::ld_global(shift + (b * channels + channel));
+    p.scale1p = 1.f + dev::ld_global(scale + (b * channels + channel));
+    if (gate != nullptr) p.gate = dev::ld_global(gate + (b * channels + channel));
     if (bias != nullptr) p.bias = dev::ld_global(bias + channel);
   }
   return p;
@@ -113,14 +113,14 @@ __device__ void stage_halo(dev::Shared<float> tile, dev::Global<const scalar_t> 
     float value = 0.f;
     if (p.ok && row >= 0 && row < g.h && col >= 0 && col < g.w) {
       const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
-      value = dev::to_float(dev::ld_global(src + token * g.channels + p.channel));
+      value = dev::to_float(dev::ld_global(src + (token * g.channels + p.channel)));
       if (with_modulation) {
         const float mu = mean != nullptr ? dev::ld_global(mean + token) : 0.f;
         const float inv_std = rstd != nullptr ? dev::ld_global(rstd + token) : 1.f;
         value = (value - mu) * inv_std * p.scale1p + p.shift;
       }
     }
-    dev::st_shared(tile + t * kTileChannels + lane, value);
+    dev::st_shared(tile + (t * kTileChannels + lane), value);
   }
 }
 
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
   stage_halo(tile, x, mean, rstd, true, p, b, row0, col0, g);
   float weights[K * K];
 #pragma unroll
-  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? dev::ld_global(weight_taps + t * g.channels + p.channel) : 0.f;
+  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? dev::ld_global(weight_taps + (t * g.channels + p.channel)) : 0.f;
   dev::sync_threads();
   for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
     const int tile_row = t / kTileCols, tile_col = t % kTileCols;
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(
   const float gate_scale1p = p.gate * p.scale1p;
   const int64_t n_tokens = static_cast<int64_t>(dev::grid_dim().z / g.channel_tiles) * g.h * g.w;
   const int64_t cta = (static_cast<int64_t>(b) * g.row_tiles + block.y) * g.col_tiles + block.x;
-  auto cta_row = [&](int s) { return cta_sums + (cta * kSums + s) * g.channels + p.channel; };
+  auto cta_row = [&](int s) { return cta_sums + ((cta * kSums + s) * g.channels + p.channel); };
   dev::sync_threads();
 
   // Pass 1: e = the mirrored taps of g, du, and the sums of g, e and e * u.
@@ -212,7 +212,8 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(
   {
     float weights[K * K];
 #pragma unroll
-    for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? dev::ld_global(weight_taps + t * g.channels + p.channel) : 0.f;
+    for (int t = 0; t < K * K; ++t)
+      weights[t] = p.ok ? dev::ld_global(weight_taps + (t * g.channels + p.channel)) : 0.f;
     for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
       const int tile_row = t / kTileCols, tile_col = t % kTileCols;
       const int row = row0 + tile_row, col = col0 + tile_col;
@@ -227,7 +228,7 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(
       }
       float u = 0.f;
       if (p.ok) {
-        u = dev::to_float(dev::ld_global(x + token * g.channels + p.channel));
+        u = dev::to_float(dev::ld_global(x + (token * g.channels + p.channel)));
         if (norm) u = (u - dev::ld_global(mean + token)) * dev::ld_global(rstd + token);
       }
       extra[0] += dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g));
@@ -236,7 +237,7 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(
       const float du = e * gate_scale1p;
       if (norm) {
         const float sum_du = warp_sum(du), sum_du_u = warp_sum(du * u);
-        dev::st_global_if(p.ok, du_out + token * g.channels + p.channel, du);
+        dev::st_global_if(p.ok, du_out + (token * g.channels + p.channel), du);
         if (lane == 0) {
           const dev::Global<float> token_sums =
               token_channel_sums + (static_cast<int64_t>(channel_tile) * n_tokens + token) * 2;
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(
           dev::st_global(token_sums + 1, sum_du_u);
         }
       } else {
-        dev::st_global_if(p.ok, dx_out + token * g.channels + p.channel, dev::from_float<scalar_t>(du));
+        dev::st_global_if(p.ok, dx_out + (token * g.channels + p.channel), dev::from_float<scalar_t>(du));
       }
     }
   }
@@ -263,26 +264,26 @@ __global__ void __launch_bounds__(kThreads, 2) backward_kernel(
         row_sums[j] += g_here * dev::ld_shared(y_tile + halo_index<K>(tile_row, tile_col, i, j, 1, g));
     }
 #pragma unroll
-    for (int j = 0; j < K; ++j) dev::st_shared(partials + (warp * K + j) * kTileChannels + lane, row_sums[j]);
+    for (int j = 0; j < K; ++j) dev::st_shared(partials + ((warp * K + j) * kTileChannels + lane), row_sums[j]);
     dev::sync_threads();
     if (warp == i) {
 #pragma unroll
       for (int j = 0; j < K; ++j) {
         float total = 0.f;
         for (int other = 0; other < kWarps; ++other)
-          total += dev::ld_shared(partials + (other * K + j) * kTileChannels + lane);
+          total += dev::ld_shared(partials + ((other * K + j) * kTileChannels + lane));
         dev::st_global_if(p.ok, cta_row(i * K + j), total);
       }
     }
     dev::sync_threads();  // the buffer is refilled by the next row
   }
 #pragma unroll
-  for (int s = 0; s < kExtraSums; ++s) dev::st_shared(partials + (warp * K + s) * kTileChannels + lane, extra[s]);
+  for (int s = 0; s < kExtraSums; ++s) dev::st_shared(partials + ((warp * K + s) * kTileChannels + lane), extra[s]);
   dev::sync_threads();
   if (warp < kExtraSums) {
     float total = 0.f;
     for (int other = 0; other < kWarps; ++other)
-      total += dev::ld_shared(partials + (other * K + warp) * kTileChannels + lane);
+      total += dev::ld_shared(partials + ((other * K + warp) * kTileChannels + lane));
     dev::st_global_if(p.ok, cta_row(K * K + warp), total);
   }
 }

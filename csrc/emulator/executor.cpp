@@ -195,6 +195,11 @@ cudaError_t run_launch(const char* kernel_signature, dim3 grid, dim3 block, size
     reject("with " + std::to_string(threads) + " threads per block: the executor runs whole warps, 32 to " +
            std::to_string(kMaxThreadsPerBlock) + " threads");
   }
+  if (block.y != 1 || block.z != 1) {
+    reject("with a block of (" + std::to_string(block.x) + ", " + std::to_string(block.y) + ", " +
+           std::to_string(block.z) + ") threads: device.h's blocks are one-dimensional (lane_id and warp_id read "
+           "threadIdx.x alone); use (threads, 1, 1)");
+  }
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) {
     reject("with grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " + std::to_string(grid.z) +
            "): CUDA needs every extent >= 1 and y, z <= 65535");

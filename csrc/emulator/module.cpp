@@ -72,5 +72,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       pybind11::arg("uninitialised") = int(probes::kUninitialised),
       pybind11::arg("missing_wait") = int(probes::kMissingWait), pybind11::arg("with_wait") = int(probes::kWithWait),
       pybind11::arg("barrier_divergence") = int(probes::kBarrierDivergence),
-      pybind11::arg("missing_lanes") = int(probes::kMissingLanes));
+      pybind11::arg("missing_lanes") = int(probes::kMissingLanes),
+      pybind11::arg("two_dimensional_block") = int(probes::kTwoDimensionalBlock));
 }

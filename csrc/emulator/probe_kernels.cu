@@ -121,7 +121,8 @@ cudaError_t launch_ldmatrix(const uint16_t* m, uint32_t* registers, int matrices
 }
 
 cudaError_t launch_fault(float* out, int fault) {
-  return dev::launch<fault_kernel>(dev::LaunchConfig{dim3(1), dim3(64), 128 * sizeof(float), nullptr}, out, fault);
+  const dim3 block = fault == kTwoDimensionalBlock ? dim3(32, 2) : dim3(64);
+  return dev::launch<fault_kernel>(dev::LaunchConfig{dim3(1), block, 128 * sizeof(float), nullptr}, out, fault);
 }
 
 cudaError_t launch_predicated(const float* x, float* out) {

@@ -19,6 +19,7 @@ enum Fault : int {
   kWithWait = 7,
   kBarrierDivergence = 8,
   kMissingLanes = 9,
+  kTwoDimensionalBlock = 10,  // a correct kernel launched with a (32, 2) block, which the executor refuses
 };
 
 cudaError_t launch_mma(const void* a, const void* b, float* c, bool bf16, bool b_is_transposed);

@@ -88,6 +88,12 @@ def test_every_check_fails_a_faulty_kernel(fault, message):
     assert message in str(error.value)
 
 
+def test_a_block_that_is_not_one_dimensional_is_refused():
+    with pytest.raises(RuntimeError, match=r"launch of fault_kernel with a block of \(32, 2, 1\) threads: .*"
+                                           r"one-dimensional"):
+        probes.probe_fault(emulator.FAULTS["two_dimensional_block"])
+
+
 @pytest.mark.parametrize("fault", ["none", "with_wait"])
 def test_correct_kernels_pass_every_check(fault):
     out = probes.probe_fault(emulator.FAULTS[fault])
