@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-# sm_80+: bf16 WMMA and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
+# sm_80+: bf16 mma.sync and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
 MIN_CUDA_CAPABILITY = (8, 0)
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 
@@ -84,8 +84,8 @@ def packed_op_unavailable_reason(op_name: str, backend: str) -> Optional[str]:
     or None if it can."""
     if backend in ("cuda", "cuda_emulated"):
         elsewhere = "triton or reference" if backend == "cuda" else "cpu or reference"
-        return (f"the CUDA {op_name} kernel takes no packed sequences yet (its packed kernels follow the FA2 kernel "
-                f"of issue 15); they run on the {elsewhere} backend")
+        return (f"the CUDA {op_name} kernel takes no packed sequences yet (its packed kernels are the step after "
+                f"issue 15's FA2 kernel); they run on the {elsewhere} backend")
     if not hasattr(torch.ops.ledit, f"{op_name}_packed_fwd"):
         return f"ledit._C was built before packed sequences existed; {REBUILD_HINT}"
     return None

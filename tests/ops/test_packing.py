@@ -7,6 +7,7 @@ from attention_checks import MIXED_GRIDS, make_qkv
 from dwconv_checks import make_inputs
 
 from ledit.ops import SCANS, dwconv_modulate, scan_attention
+from ledit.ops.backends import BackendUnavailableError
 from ledit.ops.packing import token_offsets
 
 GRIDS = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
@@ -133,6 +134,12 @@ def test_dwconv_modulate_bad_packed_input(change, message):
     args.update(change)
     with pytest.raises((ValueError, TypeError), match=message):
         dwconv_modulate(**args)
+
+
+def test_flex_refuses_packed_sequences_with_a_reason():
+    q, k, v = make_qkv(1, GRIDS, 1, 16, torch.float32)
+    with pytest.raises(BackendUnavailableError, match="flex backend .* takes no packed sequences"):
+        scan_attention(q, k, v, GRIDS, backend="flex")
 
 
 def test_cuda_backends_explain_that_packed_runs_elsewhere():
