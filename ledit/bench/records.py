@@ -43,6 +43,8 @@ def case_label(suite: str, case: dict) -> str:
         return f"{case['grid'][0]}×{case['grid'][1]} D={case['head_dim']} {case['scan']}"
     if suite == "dwconv_modulate":
         return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
+    if suite == "packed_ops":
+        return f"{case['op']} {len(case['grids'])} images, {case['tokens']} tokens, {case['dtype']}"
     return f"{case['model']} {case['image_size']}² B={case['batch']}"
 
 

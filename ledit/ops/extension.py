@@ -79,6 +79,18 @@ def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argum
     return reason
 
 
+def packed_op_unavailable_reason(op_name: str, backend: str) -> Optional[str]:
+    """Why the compiled ``backend`` ("cpu", "cuda" or "cuda_emulated") cannot run ``op_name`` on a packed sequence,
+    or None if it can."""
+    if backend in ("cuda", "cuda_emulated"):
+        elsewhere = "triton or reference" if backend == "cuda" else "cpu or reference"
+        return (f"the CUDA {op_name} kernel takes no packed sequences yet (its packed kernels are the step after "
+                f"issue 15's FA2 kernel); they run on the {elsewhere} backend")
+    if not hasattr(torch.ops.ledit, f"{op_name}_packed_fwd"):
+        return f"ledit._C was built before packed sequences existed; {REBUILD_HINT}"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_import_error() -> Optional[str]:
     try:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ledit.ops.extension import triton_unavailable_reason
 from ledit.ops.masks import visible
+from ledit.ops.packing import is_packed
 from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, resolve_scale
 
 try:
@@ -169,7 +170,10 @@ def scan_attention_flex(q, k, v, grid, scan, softmax_scale):
                                    resolve_scale(q, softmax_scale))
 
 
-def _can_run(q, k, v, *args, **kwargs) -> Optional[str]:
+def _can_run(q, k, v, grid, *args, **kwargs) -> Optional[str]:
+    if is_packed(grid):
+        return ("the flex backend builds one BlockMask per (grid, scan) and takes no packed sequences; they run on "
+                "the cpu, triton or reference backend")
     if flex_attention is None:
         return f"torch {torch.__version__} has no FlexAttention (torch >= 2.5 does)"
     if q.shape[-1] < MIN_HEAD_DIM:

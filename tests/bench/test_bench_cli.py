@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ledit.arguments import UsageError
-from ledit.bench import attention, cli, dwconv, end_to_end
+from ledit.bench import attention, cli, dwconv, end_to_end, packed_ops
 from ledit.bench.environment import device_slug
 from ledit.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS
 from ledit.cli import run as ledit_run
@@ -26,6 +26,9 @@ def tiny_run(out_dir, device: str):
             attention.AttentionCase((2, 3), 72, "raster", 1, low, heads=2, passes=("fwd",), flex=False),
         ])
         patch.setattr(dwconv, "plan", lambda device, quick: [dwconv.DwconvCase(1, (3, 4), 8, low)])
+        patch.setattr(packed_ops, "plan", lambda device, quick: [
+            packed_ops.PackedCase(op, ((2, 3), (1, 4), (5, 2)), low, uniform_grid=(2, 2))
+            for op in ("scan_attention", "dwconv_modulate")])
         patch.setattr(end_to_end, "plan", lambda device, quick: [
             end_to_end.ModelCase(end_to_end.TRAIN_STEP, "LEDiT-S/8", 128, 1, fp32, False),
             end_to_end.ModelCase(end_to_end.SAMPLING_STEP, "LEDiT-S/8", 128, 1, fp32, False),
@@ -53,7 +56,8 @@ def test_files_are_written_under_the_device_and_date(quick_run):
     assert [f.name for f in files] == [f"{stem}.json", f"{stem}.md", f"{stem}.png"]
     assert files[2].read_bytes().startswith(b"\x89PNG")
     markdown = files[1].read_text()
-    for heading in ("## Targets", "## scan_attention", "## dwconv_modulate", "## End to end", "## Where one forward"):
+    for heading in ("## Targets", "## scan_attention", "## dwconv_modulate", "## Packed sequences (ops)",
+                    "## End to end", "## Where one forward"):
         assert heading in markdown
     assert result["device"]["name"] in markdown
 
@@ -71,7 +75,8 @@ def test_result_records_where_the_numbers_came_from(quick_run):
 
 def test_every_comparison_has_timings_and_ratios_to_each_timed_baseline(quick_run):
     result, _ = quick_run
-    assert {r["suite"] for r in result["comparisons"]} == {"scan_attention", "dwconv_modulate", "end_to_end"}
+    assert {r["suite"] for r in result["comparisons"]} == {"scan_attention", "dwconv_modulate", "packed_ops",
+                                                           "end_to_end"}
     for record in result["comparisons"]:
         timed = {m for m, e in record["methods"].items() if "median_ms" in e}
         for name, entry in record["methods"].items():
@@ -102,6 +107,19 @@ def test_dwconv_reports_bandwidth_against_clone_and_the_unfused_sequence(quick_r
     fwd = next(r for r in result["comparisons"] if r["suite"] == "dwconv_modulate" and r["pass"] == "fwd")
     assert fwd["baselines"] == ["unfused_eager", "unfused_compiled", "clone"]
     assert all("gbps" in e for e in fwd["methods"].values() if "median_ms" in e)
+
+
+def test_packed_ops_are_compared_with_a_uniform_batch_and_padding(quick_run):
+    result, _ = quick_run
+    records = {(r["case"]["op"], r["pass"]): r for r in result["comparisons"] if r["suite"] == "packed_ops"}
+    assert set(records) == {(op, p) for op in ("scan_attention", "dwconv_modulate") for p in ("fwd", "fwd+bwd")}
+    attention_fwd = records[("scan_attention", "fwd")]
+    assert attention_fwd["baselines"] == ["uniform", "padded", "padded_sdpa_mask"]
+    assert records[("dwconv_modulate", "fwd")]["baselines"] == ["uniform", "padded"]
+    assert attention_fwd["case"]["uniform"] == [5, 2, 2] and attention_fwd["case"]["tokens"] == 20
+    assert attention_fwd["case"]["padded"] == [3, 5, 4] and attention_fwd["case"]["padded_tokens"] == 60
+    assert all(set(r["speedups"]) == set(r["baselines"]) for r in records.values())
+    assert any("runs the cpu backend" in note for note in attention_fwd["notes"])
 
 
 def test_end_to_end_compares_ledit_with_reference_and_dit(quick_run):
