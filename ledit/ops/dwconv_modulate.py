@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ledit.ops.backends import OpBackends, device_order, tensors_device_type
-from ledit.ops.masks import check_grid
+from ledit.ops.packing import check_call_grid, image_grids, is_packed
 
 DWCONV_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DWCONV_KERNEL_SIZES = (3, 5, 7)
@@ -48,15 +48,17 @@ def _check_tensor(name, t, shape, dtype, device, optional=False):
         raise ValueError(f"{name} is on {t.device} but x is on {device}; move it to x's device")
 
 
-def check_dwconv_inputs(x, grid, weight, bias, shift, scale, gate, residual, dilation) -> tuple[int, int]:
-    """Validate dwconv_modulate's arguments; returns the (h, w) grid. Every backend relies on these checks."""
+def check_dwconv_inputs(x, grid, weight, bias, shift, scale, gate, residual, dilation):
+    """Validate dwconv_modulate's arguments; returns the (h, w) grid, or a packed call's grids as int32 on x's
+    device (``ledit.ops.packing``). Every backend relies on these checks."""
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a tensor of shape (B, N, C) (tokens in raster order), got {got}")
     if x.dtype not in DWCONV_DTYPES:
         raise TypeError(f"x.dtype={x.dtype} is not supported; use float32, float16 or bfloat16")
-    batch, n_tokens, channels = x.shape
-    grid = check_grid(grid, n_tokens)
+    grid = check_call_grid(grid, x, "x")
+    # Modulation is per sample, or per image of a packed sequence.
+    samples, channels = (grid.shape[0] if is_packed(grid) else x.shape[0]), x.shape[2]
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
         raise ValueError(f"weight must be a depthwise kernel of shape (C, 1, k, k), got "
                          f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}")
@@ -66,9 +68,11 @@ def check_dwconv_inputs(x, grid, weight, bias, shift, scale, gate, residual, dil
                          f"{DWCONV_KERNEL_SIZES}")
     _check_tensor("weight", weight, (channels, 1, kernel, kernel), x.dtype, x.device)
     _check_tensor("bias", bias, (channels,), x.dtype, x.device, optional=True)
-    _check_tensor("shift", shift, (batch, channels), x.dtype, x.device)
-    _check_tensor("scale", scale, (batch, channels), x.dtype, x.device)
-    _check_tensor("gate", gate, (batch, channels), x.dtype, x.device, optional=True)
+    for name, t in (("shift", shift), ("scale", scale), ("gate", gate)):
+        if is_packed(grid) and isinstance(t, torch.Tensor) and t.shape[0] != samples:
+            raise ValueError(f"{name} must have shape (n_images, C) = {(samples, channels)} for a packed sequence "
+                             f"of {samples} images (one row per image), got {tuple(t.shape)}")
+        _check_tensor(name, t, (samples, channels), x.dtype, x.device, optional=name == "gate")
     _check_tensor("residual", residual, tuple(x.shape), x.dtype, x.device, optional=True)
     if dilation not in DWCONV_DILATIONS:
         raise ValueError(f"dilation={dilation!r} is not supported; use one of {DWCONV_DILATIONS}")
@@ -76,7 +80,13 @@ def check_dwconv_inputs(x, grid, weight, bias, shift, scale, gate, residual, dil
 
 
 def dwconv_modulate_reference(x, grid, weight, bias, shift, scale, gate=None, residual=None, dilation=1, norm=True):
-    """Pure PyTorch: layer_norm, modulation, ``F.conv2d(groups=C)`` on an NCHW view, gate and residual."""
+    """Pure PyTorch: layer_norm, modulation, ``F.conv2d(groups=C)`` on an NCHW view, gate and residual.
+
+    A packed call (grid an (n_images, 2) tensor) runs each image on its own with its row of shift/scale/gate and
+    concatenates the results, so it equals the per-image calls exactly; it reads the grids on the host (a
+    synchronisation for GPU grids)."""
+    if is_packed(grid):
+        return _packed_reference(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm)
     batch, _, channels = x.shape
     h, w = grid
     y = F.layer_norm(x, (channels,), eps=LN_EPS) if norm else x
@@ -91,6 +101,17 @@ def dwconv_modulate_reference(x, grid, weight, bias, shift, scale, gate=None, re
     if residual is not None:
         y = residual + y
     return y
+
+
+def _packed_reference(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm):
+    outs, start = [], 0
+    for i, (h, w) in enumerate(image_grids(grids)):
+        image, row = slice(start, start + h * w), slice(i, i + 1)
+        outs.append(dwconv_modulate_reference(
+            x[:, image], (h, w), weight, bias, shift[row], scale[row], None if gate is None else gate[row],
+            None if residual is None else residual[:, image], dilation, norm))
+        start += h * w
+    return torch.cat(outs, 1)
 
 
 def parameter_grads(sums, weight, bias, gate):
@@ -153,7 +174,7 @@ DWCONV_MODULATE_BACKENDS.register("reference", dwconv_modulate_reference, lambda
 
 def dwconv_modulate(
     x: torch.Tensor,
-    grid: tuple[int, int],
+    grid: tuple[int, int] | torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
     shift: torch.Tensor,
@@ -167,10 +188,13 @@ def dwconv_modulate(
     """Fused LayerNorm + adaLN modulation + depthwise k x k conv + gate + residual; differentiable in every tensor.
 
     Args:
-        x: (B, N, C) tokens of an (h, w) grid in raster order.
-        grid: the (h, w) token grid, h*w == N.
+        x: (B, N, C) tokens of an (h, w) grid in raster order; a packed sequence is (1, total_tokens, C).
+        grid: the (h, w) token grid, h*w == N; or, for a packed sequence of images back to back (each in raster
+            order), an (n_images, 2) integer tensor of per-image (h, w), best on x's device (see
+            ``ledit.ops.packing``). The conv never reads another image: each image has its own zero border.
         weight: (C, 1, k, k) depthwise kernel, k in {3, 5, 7}; bias: (C,) or None.
-        shift, scale: (B, C) modulation; gate: (B, C) or None; residual: (B, N, C) or None.
+        shift, scale: (B, C) modulation, (n_images, C) when packed; gate: the same or None; residual: x's shape
+            or None.
         dilation: 1, or 2 for multi-dilation training (padding = dilation * (k - 1) / 2).
         norm: apply the affine-free LayerNorm (eps 1e-6) before modulation.
         backend: force a backend (see ``python -m ledit.info``); None chooses the fastest that can run.

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from ledit.ops.dwconv_modulate import DWCONV_MODULATE_BACKENDS, register_autograd, stats_like, sums_like
-from ledit.ops.extension import compiled_op_unavailable_reason, load_extension
+from ledit.ops.extension import compiled_op_unavailable_reason, load_extension, packed_op_unavailable_reason
+from ledit.ops.packing import is_packed
 
 
 def _compiled_ops_built() -> bool:
@@ -55,8 +56,11 @@ def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual
 
 
 def _can_run_on(device_type: str):
-    def can_run(x, *args, **kwargs):
-        return compiled_op_unavailable_reason("dwconv_modulate", device_type, x, "x")
+    def can_run(x, grid, *args, **kwargs):
+        reason = compiled_op_unavailable_reason("dwconv_modulate", device_type, x, "x")
+        if reason is None and is_packed(grid):
+            reason = packed_op_unavailable_reason("dwconv_modulate", device_type)
+        return reason
 
     return can_run
 

@@ -51,6 +51,16 @@ def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argum
     return reason
 
 
+def packed_op_unavailable_reason(op_name: str, device_type: str) -> Optional[str]:
+    """Why ledit._C cannot run ``op_name`` on a packed sequence on ``device_type``, or None if it can."""
+    if device_type == "cuda":
+        return (f"the CUDA {op_name} kernel takes no packed sequences yet; they run on the triton or reference "
+                "backend")
+    if not hasattr(torch.ops.ledit, f"{op_name}_packed_fwd"):
+        return f"ledit._C was built before packed sequences existed; {REBUILD_HINT}"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_import_error() -> Optional[str]:
     try:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ledit.ops.extension import compiled_op_unavailable_reason, load_extension
+from ledit.ops.extension import compiled_op_unavailable_reason, load_extension, packed_op_unavailable_reason
+from ledit.ops.packing import is_packed
 from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, register_autograd, resolve_scale
 
 # The CUDA kernel runs on tensor cores (mma.sync with fp32 accumulation), which take 16-bit operands.
@@ -36,11 +37,13 @@ def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
 
 
 def _can_run_on(device_type: str):
-    def can_run(q, *args, **kwargs):
+    def can_run(q, k, v, grid, *args, **kwargs):
         reason = compiled_op_unavailable_reason("scan_attention", device_type, q, "q")
         if reason is None and device_type == "cuda" and q.dtype not in CUDA_KERNEL_DTYPES:
             reason = (f"the CUDA kernel runs on tensor cores in float16/bfloat16, q is {q.dtype}; "
                       "float32 runs on the triton or reference backend")
+        if reason is None and is_packed(grid):
+            reason = packed_op_unavailable_reason("scan_attention", device_type)
         return reason
 
     return can_run
