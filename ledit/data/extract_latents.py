@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ledit import arguments
 from ledit.arguments import UsageError
 from ledit.data.images import ImageFolderDataset, NativeImageFolderDataset, add_image_check_arguments
+from ledit.data.packing import as_list
 from ledit.data.shards import (
     INDEX_NAME,
     LABELS_NAME,
@@ -157,18 +158,13 @@ def _shard_done(root: Path, plan: dict, i: int) -> bool:
         return False  # a foreign or damaged file: encode the shard again
 
 
-def _as_list(batch: list) -> list:
-    """A DataLoader collate that keeps images of different sizes apart."""
-    return batch
-
-
 @torch.no_grad()
 def _encode_shard(root, plan, i, dataset, vae, args, device, progress) -> None:
     """Encode shard i's images (and their mirror images) into its file, those of one size in one VAE call."""
     items = shard_items(plan, i)
     offsets = shard_offsets(plan, item_elements(plan, _latent_sizes(dataset, vae_downsample(vae))), i)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, items), batch_size=args.batch_size,
-                                         num_workers=args.num_workers, collate_fn=_as_list)
+                                         num_workers=args.num_workers, collate_fn=as_list)
     out = np.empty(shard_shape(plan, i), dtype=plan["dtype"])
     flat = out.reshape(-1)
     filled = 0
