@@ -43,6 +43,8 @@ def case_label(suite: str, case: dict) -> str:
         return f"{case['grid'][0]}×{case['grid'][1]} D={case['head_dim']} {case['scan']}"
     if suite == "dwconv_modulate":
         return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
+    if "token_grids" in case:  # a packed batch of mixed sizes
+        return f"{case['model']} {case['batch']} mixed sizes, {case['tokens']} tokens"
     return f"{case['model']} {case['image_size']}² B={case['batch']}"
 
 
