@@ -101,7 +101,9 @@ def _clear_distributed_caches() -> None:
     and DTensor's sharding-propagation and redistribute-planner caches. They are torch's private state, so they
     are found rather than named where possible; a torch that moved them only loses this clean-up."""
     for obj in gc.get_objects():
-        if isinstance(obj, functools._lru_cache_wrapper) and str(getattr(obj, "__module__", "")).startswith(
+        # type(), not isinstance(): the heap holds weak proxies whose referents are gone, and isinstance asks
+        # the proxy for __class__ (ReferenceError) or triggers deprecated module attributes' warnings.
+        if type(obj) is functools._lru_cache_wrapper and str(getattr(obj, "__module__", "")).startswith(
                 "torch.distributed"):
             obj.cache_clear()
     try:

@@ -2,6 +2,12 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI replays the same examples on every run (a red CI names a reproducible case); locally each run draws new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Without a GPU, Triton kernels run on CPU tensors in Triton's interpreter; it must be chosen before triton's
 # @jit decorators run, i.e. before any ledit kernel module is imported.

@@ -2,6 +2,7 @@
 torchrun (tests/training and tests/sampling run the torchrun side with two processes)."""
 
 import os
+import weakref
 
 import pytest
 import torch
@@ -73,8 +74,15 @@ def test_leaving_the_group_after_fsdp_stops_its_threads(tmp_path, plain_launch):
         opt.step()
         get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
+    class Gone:
+        pass
+
+    gone = Gone()
+    dead_proxy = weakref.proxy(gone)  # such proxies are on the heap in a long process (pytest's, ledit's)
+    del gone
     one_fsdp_step()
     assert _gloo_threads()
     cleanup_distributed()
+    assert type(dead_proxy) is weakref.ProxyType
     assert not torch.distributed.is_initialized()
     assert not _gloo_threads()

@@ -11,11 +11,9 @@
 // (dweight, dbias, dshift, dscale, dgate material, see dwconv_modulate.h) across warps into one row per CTA; no
 // atomics, so results are deterministic. A second, elementwise kernel finishes the LayerNorm backward, and the
 // per-CTA rows are summed by the caller.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <algorithm>
 
+#include "common/device.h"
 #include "dwconv_modulate/dwconv_modulate.h"
 #include "dwconv_modulate/dwconv_modulate_cuda.h"
 
@@ -24,12 +22,13 @@ namespace dwconv_modulate {
 namespace cuda {
 namespace {
 
+namespace dev = ::ledit::device;
+
 constexpr int kTileRows = 8;
 constexpr int kTileCols = 16;
 constexpr int kTileChannels = 32;  // one lane per channel: shared-memory rows of 32 floats are conflict-free
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kDefaultSharedBytes = 48 * 1024;
 
 struct TileGeometry {
   int h, w, channels, dilation, pad, halo_rows, halo_cols;
@@ -50,41 +49,26 @@ TileGeometry make_tile_geometry(const Shape& s) {
           (s.w + kTileCols - 1) / kTileCols};
 }
 
-// Explicit conversions: torch's extension build defines __CUDA_NO_HALF_CONVERSIONS__ and
-// __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit float <-> __half / __nv_bfloat16 casts.
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename scalar_t>
-__device__ __forceinline__ scalar_t from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
 __device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  for (int offset = 16; offset > 0; offset /= 2) v += dev::shfl_xor(v, offset);
   return v;
 }
 
 // A warp per token. Shifting by one of the token's own values keeps E[x^2] - E[x]^2 from cancelling when the
 // mean is large against the spread.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) layer_norm_stats_kernel(const scalar_t* __restrict__ x,
-                                                                    float* __restrict__ mean,
-                                                                    float* __restrict__ rstd, int64_t n_tokens,
-                                                                    int channels) {
-  const int lane = threadIdx.x % 32;
-  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+__global__ void __launch_bounds__(kThreads) layer_norm_stats_kernel(dev::Global<const scalar_t> LEDIT_RESTRICT x,
+                                                                    dev::Global<float> LEDIT_RESTRICT mean,
+                                                                    dev::Global<float> LEDIT_RESTRICT rstd,
+                                                                    int64_t n_tokens, int channels) {
+  const int lane = dev::lane_id();
+  const int64_t token = static_cast<int64_t>(dev::block_idx().x) * kWarps + dev::warp_id();
   if (token >= n_tokens) return;
-  const scalar_t* row = x + token * channels;
-  const float pivot = to_float(row[0]);
+  const dev::Global<const scalar_t> row = x + token * channels;
+  const float pivot = dev::to_float(dev::ld_global(row));
   float sum = 0.f, squares = 0.f;
   for (int c = lane; c < channels; c += 32) {
-    const float v = to_float(row[c]) - pivot;
+    const float v = dev::to_float(dev::ld_global(row + c)) - pivot;
     sum += v;
     squares += v * v;
   }
@@ -92,8 +76,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_stats_kernel(const scalar
   squares = warp_sum(squares);
   if (lane == 0) {
     const float shifted_mean = sum / channels;
-    mean[token] = pivot + shifted_mean;
-    rstd[token] = layer_norm_rstd(fmaxf(squares / channels - shifted_mean * shifted_mean, 0.f));
+    dev::st_global(mean + token, pivot + shifted_mean);
+    dev::st_global(rstd + token, layer_norm_rstd(fmaxf(squares / channels - shifted_mean * shifted_mean, 0.f)));
   }
 }
 
@@ -104,37 +88,39 @@ struct ChannelParams {
   float shift, scale1p, gate, bias;
 };
 
-__device__ ChannelParams channel_params(int b, int channel, int channels, const float* shift, const float* scale,
-                                        const float* gate, const float* bias) {
+__device__ ChannelParams channel_params(int b, int channel, int channels, dev::Global<const float> shift,
+                                        dev::Global<const float> scale, dev::Global<const float> gate,
+                                        dev::Global<const float> bias) {
   const bool ok = channel < channels;
   ChannelParams p{channel, ok, 0.f, 1.f, 1.f, 0.f};
   if (ok) {
-    p.shift = shift[b * channels + channel];
-    p.scale1p = 1.f + scale[b * channels + channel];
-    if (gate != nullptr) p.gate = gate[b * channels + channel];
-    if (bias != nullptr) p.bias = bias[channel];
+    p.shift = dev::ld_global(shift + (b * channels + channel));
+    p.scale1p = 1.f + dev::ld_global(scale + (b * channels + channel));
+    if (gate != nullptr) p.gate = dev::ld_global(gate + (b * channels + channel));
+    if (bias != nullptr) p.bias = dev::ld_global(bias + channel);
   }
   return p;
 }
 
 // Stage the tile's halo of y = LN(x) * (1 + scale) + shift (with_modulation) or of raw values, zero outside.
 template <typename scalar_t>
-__device__ void stage_halo(float* tile, const scalar_t* __restrict__ src, const float* mean, const float* rstd,
-                           bool with_modulation, const ChannelParams& p, int b, int row0, int col0,
-                           const TileGeometry& g) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+__device__ void stage_halo(dev::Shared<float> tile, dev::Global<const scalar_t> src, dev::Global<const float> mean,
+                           dev::Global<const float> rstd, bool with_modulation, const ChannelParams& p, int b,
+                           int row0, int col0, const TileGeometry& g) {
+  const int lane = dev::lane_id(), warp = dev::warp_id();
   for (int t = warp; t < g.halo_rows * g.halo_cols; t += kWarps) {
     const int row = row0 - g.pad + t / g.halo_cols, col = col0 - g.pad + t % g.halo_cols;
     float value = 0.f;
     if (p.ok && row >= 0 && row < g.h && col >= 0 && col < g.w) {
       const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
-      value = to_float(src[token * g.channels + p.channel]);
+      value = dev::to_float(dev::ld_global(src + (token * g.channels + p.channel)));
       if (with_modulation) {
-        const float mu = mean != nullptr ? mean[token] : 0.f, inv_std = rstd != nullptr ? rstd[token] : 1.f;
+        const float mu = mean != nullptr ? dev::ld_global(mean + token) : 0.f;
+        const float inv_std = rstd != nullptr ? dev::ld_global(rstd + token) : 1.f;
         value = (value - mu) * inv_std * p.scale1p + p.shift;
       }
     }
-    tile[t * kTileChannels + lane] = value;
+    dev::st_shared(tile + (t * kTileChannels + lane), value);
   }
 }
 
@@ -143,26 +129,29 @@ template <int K>
 __device__ __forceinline__ int halo_index(int tile_row, int tile_col, int i, int j, int sign, const TileGeometry& g) {
   const int row = tile_row + g.pad + sign * tap_offset(i, K, g.dilation);
   const int col = tile_col + g.pad + sign * tap_offset(j, K, g.dilation);
-  return (row * g.halo_cols + col) * kTileChannels + threadIdx.x % 32;
+  return (row * g.halo_cols + col) * kTileChannels + dev::lane_id();
 }
 
 // Grid (col tiles, row tiles, B * channel tiles).
 template <typename scalar_t, int K>
 __global__ void __launch_bounds__(kThreads) forward_kernel(
-    const scalar_t* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
-    const float* __restrict__ weight_taps, const float* bias, const float* shift, const float* scale,
-    const float* gate, const scalar_t* __restrict__ residual, scalar_t* __restrict__ out, TileGeometry g) {
-  extern __shared__ float tile[];
-  const int warp = threadIdx.x / 32;
-  const int b = blockIdx.z / g.channel_tiles;
-  const int row0 = blockIdx.y * kTileRows, col0 = blockIdx.x * kTileCols;
-  const ChannelParams p = channel_params(b, (blockIdx.z % g.channel_tiles) * kTileChannels + threadIdx.x % 32,
+    dev::Global<const scalar_t> LEDIT_RESTRICT x, dev::Global<const float> LEDIT_RESTRICT mean,
+    dev::Global<const float> LEDIT_RESTRICT rstd, dev::Global<const float> LEDIT_RESTRICT weight_taps,
+    dev::Global<const float> bias, dev::Global<const float> shift, dev::Global<const float> scale,
+    dev::Global<const float> gate, dev::Global<const scalar_t> LEDIT_RESTRICT residual,
+    dev::Global<scalar_t> LEDIT_RESTRICT out, TileGeometry g) {
+  const dev::Shared<float> tile = dev::dynamic_shared<float>();
+  const int warp = dev::warp_id();
+  const uint3 block = dev::block_idx();
+  const int b = block.z / g.channel_tiles;
+  const int row0 = block.y * kTileRows, col0 = block.x * kTileCols;
+  const ChannelParams p = channel_params(b, (block.z % g.channel_tiles) * kTileChannels + dev::lane_id(),
                                          g.channels, shift, scale, gate, bias);
   stage_halo(tile, x, mean, rstd, true, p, b, row0, col0, g);
   float weights[K * K];
 #pragma unroll
-  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? weight_taps[t * g.channels + p.channel] : 0.f;
-  __syncthreads();
+  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? dev::ld_global(weight_taps + (t * g.channels + p.channel)) : 0.f;
+  dev::sync_threads();
   for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
     const int tile_row = t / kTileCols, tile_col = t % kTileCols;
     const int row = row0 + tile_row, col = col0 + tile_col;
@@ -171,12 +160,13 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
 #pragma unroll
     for (int i = 0; i < K; ++i) {
 #pragma unroll
-      for (int j = 0; j < K; ++j) acc += weights[i * K + j] * tile[halo_index<K>(tile_row, tile_col, i, j, 1, g)];
+      for (int j = 0; j < K; ++j)
+        acc += weights[i * K + j] * dev::ld_shared(tile + halo_index<K>(tile_row, tile_col, i, j, 1, g));
     }
     const int64_t offset = ((static_cast<int64_t>(b) * g.h + row) * g.w + col) * g.channels + p.channel;
     float value = p.gate * acc;
-    if (residual != nullptr) value += to_float(residual[offset]);
-    out[offset] = from_float<scalar_t>(value);
+    if (residual != nullptr) value += dev::to_float(dev::ld_global(residual + offset));
+    dev::st_global(out + offset, dev::from_float<scalar_t>(value));
   }
 }
 
@@ -184,49 +174,53 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
 // or dx directly without LN; and one (K*K + 3) x 32-channel row of token sums per CTA into cta_sums.
 template <typename scalar_t, int K>
 __global__ void __launch_bounds__(kThreads) backward_kernel(
-    const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x, const float* __restrict__ mean,
-    const float* __restrict__ rstd, const float* __restrict__ weight_taps, const float* shift, const float* scale,
-    const float* gate, float* __restrict__ du_out, float* __restrict__ token_channel_sums,
-    scalar_t* __restrict__ dx_out, float* __restrict__ cta_sums, TileGeometry g) {
-  extern __shared__ float smem[];
+    dev::Global<const scalar_t> LEDIT_RESTRICT grad_out, dev::Global<const scalar_t> LEDIT_RESTRICT x,
+    dev::Global<const float> LEDIT_RESTRICT mean, dev::Global<const float> LEDIT_RESTRICT rstd,
+    dev::Global<const float> LEDIT_RESTRICT weight_taps, dev::Global<const float> shift,
+    dev::Global<const float> scale, dev::Global<const float> gate, dev::Global<float> LEDIT_RESTRICT du_out,
+    dev::Global<float> LEDIT_RESTRICT token_channel_sums, dev::Global<scalar_t> LEDIT_RESTRICT dx_out,
+    dev::Global<float> LEDIT_RESTRICT cta_sums, TileGeometry g) {
+  const dev::Shared<float> smem = dev::dynamic_shared<float>();
   constexpr int kSums = K * K + 3;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int b = blockIdx.z / g.channel_tiles, channel_tile = blockIdx.z % g.channel_tiles;
-  const int row0 = blockIdx.y * kTileRows, col0 = blockIdx.x * kTileCols;
+  const int lane = dev::lane_id(), warp = dev::warp_id();
+  const uint3 block = dev::block_idx();
+  const int b = block.z / g.channel_tiles, channel_tile = block.z % g.channel_tiles;
+  const int row0 = block.y * kTileRows, col0 = block.x * kTileCols;
   const ChannelParams p =
       channel_params(b, channel_tile * kTileChannels + lane, g.channels, shift, scale, gate, nullptr);
   const bool norm = mean != nullptr;
-  float* y_tile = smem;
-  float* g_tile = smem + g.halo_rows * g.halo_cols * kTileChannels;
+  const dev::Shared<float> y_tile = smem;
+  const dev::Shared<float> g_tile = smem + g.halo_rows * g.halo_cols * kTileChannels;
   stage_halo(y_tile, x, mean, rstd, true, p, b, row0, col0, g);
-  stage_halo(g_tile, grad_out, nullptr, nullptr, false, p, b, row0, col0, g);
+  stage_halo(g_tile, grad_out, dev::Global<const float>(nullptr), dev::Global<const float>(nullptr), false, p, b, row0,
+             col0, g);
   float weights[K * K], sums[kSums];
 #pragma unroll
-  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? weight_taps[t * g.channels + p.channel] : 0.f;
+  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? dev::ld_global(weight_taps + (t * g.channels + p.channel)) : 0.f;
 #pragma unroll
   for (int s = 0; s < kSums; ++s) sums[s] = 0.f;
   const float gate_scale1p = p.gate * p.scale1p;
-  const int64_t n_tokens = static_cast<int64_t>(gridDim.z / g.channel_tiles) * g.h * g.w;
-  __syncthreads();
+  const int64_t n_tokens = static_cast<int64_t>(dev::grid_dim().z / g.channel_tiles) * g.h * g.w;
+  dev::sync_threads();
   for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
     const int tile_row = t / kTileCols, tile_col = t % kTileCols;
     const int row = row0 + tile_row, col = col0 + tile_col;
     if (row >= g.h || col >= g.w) continue;  // warp-uniform, so the shuffles below see every lane
     const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
-    const float g_here = g_tile[halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g)];
+    const float g_here = dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g));
     float e = 0.f;
 #pragma unroll
     for (int i = 0; i < K; ++i) {
 #pragma unroll
       for (int j = 0; j < K; ++j) {
-        e += weights[i * K + j] * g_tile[halo_index<K>(tile_row, tile_col, i, j, -1, g)];
-        sums[i * K + j] += g_here * y_tile[halo_index<K>(tile_row, tile_col, i, j, 1, g)];
+        e += weights[i * K + j] * dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, i, j, -1, g));
+        sums[i * K + j] += g_here * dev::ld_shared(y_tile + halo_index<K>(tile_row, tile_col, i, j, 1, g));
       }
     }
     float u = 0.f;
     if (p.ok) {
-      u = to_float(x[token * g.channels + p.channel]);
-      if (norm) u = (u - mean[token]) * rstd[token];
+      u = dev::to_float(dev::ld_global(x + (token * g.channels + p.channel)));
+      if (norm) u = (u - dev::ld_global(mean + token)) * dev::ld_global(rstd + token);
     }
     sums[sum_row_dout(K)] += g_here;
     sums[sum_row_e(K)] += e;
@@ -234,60 +228,60 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
     const float du = e * gate_scale1p;
     if (norm) {
       const float sum_du = warp_sum(du), sum_du_u = warp_sum(du * u);
-      if (p.ok) du_out[token * g.channels + p.channel] = du;
+      if (p.ok) dev::st_global(du_out + (token * g.channels + p.channel), du);
       if (lane == 0) {
-        float* token_sums = token_channel_sums + (static_cast<int64_t>(channel_tile) * n_tokens + token) * 2;
-        token_sums[0] = sum_du;
-        token_sums[1] = sum_du_u;
+        const dev::Global<float> token_sums =
+            token_channel_sums + (static_cast<int64_t>(channel_tile) * n_tokens + token) * 2;
+        dev::st_global(token_sums, sum_du);
+        dev::st_global(token_sums + 1, sum_du_u);
       }
     } else if (p.ok) {
-      dx_out[token * g.channels + p.channel] = from_float<scalar_t>(du);
+      dev::st_global(dx_out + (token * g.channels + p.channel), dev::from_float<scalar_t>(du));
     }
   }
   // Reduce the warps' token sums through shared memory (the staged tiles are no longer needed).
-  __syncthreads();
+  dev::sync_threads();
 #pragma unroll
-  for (int s = 0; s < kSums; ++s) smem[(warp * kSums + s) * kTileChannels + lane] = sums[s];
-  __syncthreads();
+  for (int s = 0; s < kSums; ++s) dev::st_shared(smem + ((warp * kSums + s) * kTileChannels + lane), sums[s]);
+  dev::sync_threads();
   if (!p.ok) return;
-  const int64_t cta = (static_cast<int64_t>(b) * g.row_tiles + blockIdx.y) * g.col_tiles + blockIdx.x;
+  const int64_t cta = (static_cast<int64_t>(b) * g.row_tiles + block.y) * g.col_tiles + block.x;
   for (int s = warp; s < kSums; s += kWarps) {
     float total = 0.f;
-    for (int other = 0; other < kWarps; ++other) total += smem[(other * kSums + s) * kTileChannels + lane];
-    cta_sums[(cta * kSums + s) * g.channels + p.channel] = total;
+    for (int other = 0; other < kWarps; ++other)
+      total += dev::ld_shared(smem + ((other * kSums + s) * kTileChannels + lane));
+    dev::st_global(cta_sums + ((cta * kSums + s) * g.channels + p.channel), total);
   }
 }
 
 // A warp per token: dx = LN backward of du, with the token's channel means gathered from every channel tile.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(
-    const float* __restrict__ du, const scalar_t* __restrict__ x, const float* __restrict__ mean,
-    const float* __restrict__ rstd, const float* __restrict__ token_channel_sums, int channel_tiles,
-    int64_t n_tokens, int channels, scalar_t* __restrict__ dx) {
-  const int lane = threadIdx.x % 32;
-  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+    dev::Global<const float> LEDIT_RESTRICT du, dev::Global<const scalar_t> LEDIT_RESTRICT x,
+    dev::Global<const float> LEDIT_RESTRICT mean, dev::Global<const float> LEDIT_RESTRICT rstd,
+    dev::Global<const float> LEDIT_RESTRICT token_channel_sums, int channel_tiles, int64_t n_tokens, int channels,
+    dev::Global<scalar_t> LEDIT_RESTRICT dx) {
+  const int lane = dev::lane_id();
+  const int64_t token = static_cast<int64_t>(dev::block_idx().x) * kWarps + dev::warp_id();
   if (token >= n_tokens) return;
   float sum_du = 0.f, sum_du_u = 0.f;
   for (int tile = lane; tile < channel_tiles; tile += 32) {
-    sum_du += token_channel_sums[(static_cast<int64_t>(tile) * n_tokens + token) * 2];
-    sum_du_u += token_channel_sums[(static_cast<int64_t>(tile) * n_tokens + token) * 2 + 1];
+    const dev::Global<const float> token_sums = token_channel_sums + (static_cast<int64_t>(tile) * n_tokens + token) * 2;
+    sum_du += dev::ld_global(token_sums);
+    sum_du_u += dev::ld_global(token_sums + 1);
   }
   const float mean_du = warp_sum(sum_du) / channels, mean_du_u = warp_sum(sum_du_u) / channels;
-  const float mu = mean[token], inv_std = rstd[token];
+  const float mu = dev::ld_global(mean + token), inv_std = dev::ld_global(rstd + token);
   for (int c = lane; c < channels; c += 32) {
     const int64_t offset = token * channels + c;
-    const float u = (to_float(x[offset]) - mu) * inv_std;
-    dx[offset] = from_float<scalar_t>(layer_norm_backward(du[offset], u, mean_du, mean_du_u, inv_std));
+    const float u = (dev::to_float(dev::ld_global(x + offset)) - mu) * inv_std;
+    dev::st_global(dx + offset,
+                   dev::from_float<scalar_t>(layer_norm_backward(dev::ld_global(du + offset), u, mean_du, mean_du_u,
+                                                                 inv_std)));
   }
 }
 
 // ---- launchers --------------------------------------------------------------------------------------------------
-
-template <typename Kernel>
-cudaError_t allow_shared_memory(Kernel kernel, size_t bytes) {
-  if (bytes <= kDefaultSharedBytes) return cudaSuccess;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-}
 
 unsigned blocks_for_tokens(int64_t n_tokens) { return static_cast<unsigned>((n_tokens + kWarps - 1) / kWarps); }
 
@@ -302,18 +296,16 @@ struct Forward {
     const auto* x = static_cast<const scalar_t*>(a.x);
     const int64_t n_tokens = a.shape.batch * a.shape.h * a.shape.w;
     if (a.mean != nullptr) {
-      layer_norm_stats_kernel<scalar_t><<<blocks_for_tokens(n_tokens), kThreads, 0, stream>>>(
-          x, a.mean, a.rstd, n_tokens, a.shape.channels);
-      if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+      const cudaError_t error = dev::launch<layer_norm_stats_kernel<scalar_t>>(
+          dev::LaunchConfig{dim3(blocks_for_tokens(n_tokens)), dim3(kThreads), 0, stream}, x, a.mean, a.rstd,
+          n_tokens, a.shape.channels);
+      if (error != cudaSuccess) return error;
     }
     const size_t shared = shared_memory_bytes(a.shape.k, a.shape.dilation, false);
-    if (const cudaError_t error = allow_shared_memory(forward_kernel<scalar_t, K>, shared); error != cudaSuccess) {
-      return error;
-    }
-    forward_kernel<scalar_t, K><<<tile_grid(g, a.shape.batch), kThreads, shared, stream>>>(
-        x, a.mean, a.rstd, a.weight_taps, a.bias, a.shift, a.scale, a.gate,
-        static_cast<const scalar_t*>(a.residual), static_cast<scalar_t*>(a.out), g);
-    return cudaGetLastError();
+    return dev::launch<forward_kernel<scalar_t, K>>(
+        dev::LaunchConfig{tile_grid(g, a.shape.batch), dim3(kThreads), shared, stream}, x, a.mean, a.rstd,
+        a.weight_taps, a.bias, a.shift, a.scale, a.gate, static_cast<const scalar_t*>(a.residual),
+        static_cast<scalar_t*>(a.out), g);
   }
 };
 
@@ -324,18 +316,15 @@ struct Backward {
     const auto* x = static_cast<const scalar_t*>(a.x);
     auto* dx = static_cast<scalar_t*>(a.dx);
     const size_t shared = shared_memory_bytes(K, a.shape.dilation, true);
-    if (const cudaError_t error = allow_shared_memory(backward_kernel<scalar_t, K>, shared); error != cudaSuccess) {
-      return error;
-    }
-    backward_kernel<scalar_t, K><<<tile_grid(g, a.shape.batch), kThreads, shared, stream>>>(
+    const cudaError_t error = dev::launch<backward_kernel<scalar_t, K>>(
+        dev::LaunchConfig{tile_grid(g, a.shape.batch), dim3(kThreads), shared, stream},
         static_cast<const scalar_t*>(a.grad_out), x, a.mean, a.rstd, a.weight_taps, a.shift, a.scale, a.gate, a.du,
         a.token_channel_sums, dx, a.cta_sums, g);
-    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
-    if (a.mean == nullptr) return cudaSuccess;
+    if (error != cudaSuccess || a.mean == nullptr) return error;
     const int64_t n_tokens = a.shape.batch * a.shape.h * a.shape.w;
-    layer_norm_backward_kernel<scalar_t><<<blocks_for_tokens(n_tokens), kThreads, 0, stream>>>(
-        a.du, x, a.mean, a.rstd, a.token_channel_sums, g.channel_tiles, n_tokens, a.shape.channels, dx);
-    return cudaGetLastError();
+    return dev::launch<layer_norm_backward_kernel<scalar_t>>(
+        dev::LaunchConfig{dim3(blocks_for_tokens(n_tokens)), dim3(kThreads), 0, stream}, a.du, x, a.mean, a.rstd,
+        a.token_channel_sums, g.channel_tiles, n_tokens, a.shape.channels, dx);
   }
 };
 
@@ -357,9 +346,9 @@ template <template <typename, int> class Op, typename Args>
 cudaError_t dispatch(const Args& args, DType dtype, cudaStream_t stream) {
   switch (dtype) {
     case DType::kFloat16:
-      return dispatch_kernel_size<Op, __half>(args, stream);
+      return dispatch_kernel_size<Op, dev::half>(args, stream);
     case DType::kBFloat16:
-      return dispatch_kernel_size<Op, __nv_bfloat16>(args, stream);
+      return dispatch_kernel_size<Op, dev::bfloat16>(args, stream);
     default:
       return dispatch_kernel_size<Op, float>(args, stream);
   }

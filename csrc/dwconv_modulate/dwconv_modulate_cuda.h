@@ -1,8 +1,8 @@
-// Launchers of the dwconv_modulate CUDA kernels. The .cu file depends on nothing of torch (only the CUDA
-// runtime), so it compiles with nvcc alone; dwconv_modulate_cuda_ops.cpp wraps these for torch.library.
+// Launchers of the dwconv_modulate CUDA kernels. The .cu file depends on nothing of torch (only the device layer,
+// common/device.h), so it compiles with nvcc alone, or as C++ for the CPU executor; dwconv_modulate_cuda_ops.cpp wraps these for torch.library.
 #pragma once
 
-#include <cuda_runtime_api.h>
+#include "common/device_runtime.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -1,13 +1,11 @@
 // torch.library glue of the dwconv_modulate CUDA kernels (dwconv_modulate_cuda.cu). Compiled in every build but
-// empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA); schemas in dwconv_modulate_cpu.cpp.
-#ifdef LEDIT_WITH_CUDA
+// empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA), and compiled again for the CPU executor
+// (LEDIT_EMULATED_DEVICE, ledit._C_emulated); schemas in dwconv_modulate_ops.cpp.
+#if defined(LEDIT_WITH_CUDA) || defined(LEDIT_EMULATED_DEVICE)
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
+#include "common/device_glue.h"
 #include "dwconv_modulate/dwconv_modulate.h"
 #include "dwconv_modulate/dwconv_modulate_cuda.h"
 #include "dwconv_modulate/tensor_prep.h"
@@ -41,8 +39,7 @@ void check_launch_limits(const at::Tensor& x, int k, int64_t dilation, bool back
   const int64_t blocks_z = x.size(0) * cuda::channel_tiles(static_cast<int>(x.size(2)));
   TORCH_CHECK(blocks_z <= 65535, "dwconv_modulate (CUDA kernel): B * ceil(C / 32) must be at most 65535 (a CUDA ",
               "launch limit), got B=", x.size(0), ", C=", x.size(2), "; split the batch");
-  int limit = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, x.get_device()));
+  const int limit = device_glue::max_shared_per_block(x);
   const size_t needed = cuda::shared_memory_bytes(k, static_cast<int>(dilation), backward);
   TORCH_CHECK(needed <= static_cast<size_t>(limit), "dwconv_modulate (CUDA kernel): the ",
               backward ? "backward" : "forward", " with k=", k, ", dilation=", dilation, " needs ", needed,
@@ -56,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x_
                                                             const std::optional<at::Tensor>& gate,
                                                             const std::optional<at::Tensor>& residual_in,
                                                             int64_t dilation, bool norm) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const device_glue::DeviceGuard guard(x_in.device());
   const int k = kernel_size(weight, dilation);
   check_launch_limits(x_in, k, dilation, false);
   const at::Tensor x = x_in.contiguous();
@@ -77,7 +74,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x_
                                residual.defined() ? residual.data_ptr() : nullptr,
                                out.data_ptr()};
   if (x.numel() == 0) return {out, mean.fill_(NAN), rstd.fill_(NAN)};  // no blocks to launch; LN of C = 0 is NaN
-  C10_CUDA_CHECK(cuda::launch_forward(args, kernel_dtype(x), c10::cuda::getCurrentCUDAStream()));
+  const device_glue::LaunchTensors tensors{{"x", &x},           {"mean", &mean},   {"rstd", &rstd},
+                                          {"weight", &weight_taps}, {"bias", &bias_f}, {"shift", &shift_f},
+                                          {"scale", &scale_f},  {"gate", &gate_f},  {"residual", &residual},
+                                          {"out", &out}};
+  device_glue::check(cuda::launch_forward(args, kernel_dtype(x), device_glue::current_stream()));
   return {out, mean, rstd};
 }
 
@@ -86,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
                                                  const at::Tensor& scale, const std::optional<at::Tensor>& gate,
                                                  const at::Tensor& mean_in, const at::Tensor& rstd_in,
                                                  int64_t dilation, bool norm) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const device_glue::DeviceGuard guard(x_in.device());
   const int k = kernel_size(weight, dilation);
   check_launch_limits(x_in, k, dilation, true);
   TORCH_CHECK(grad_out_in.sizes() == x_in.sizes(), "dwconv_modulate_bwd: grad_out must have x's shape ", x_in.sizes(),
@@ -121,7 +122,11 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
                                 dx.data_ptr(),
                                 cta_sums.data_ptr<float>()};
   if (x.numel() == 0) return {dx, cta_sums.sum(1)};  // no blocks to launch
-  C10_CUDA_CHECK(cuda::launch_backward(args, kernel_dtype(x), c10::cuda::getCurrentCUDAStream()));
+  const device_glue::LaunchTensors tensors{
+      {"grad_out", &grad_out}, {"x", &x},         {"mean", &mean},   {"rstd", &rstd},
+      {"weight", &weight_taps}, {"shift", &shift_f}, {"scale", &scale_f}, {"gate", &gate_f},
+      {"du", &du},              {"token_channel_sums", &token_channel_sums}, {"dx", &dx}, {"cta_sums", &cta_sums}};
+  device_glue::check(cuda::launch_backward(args, kernel_dtype(x), device_glue::current_stream()));
   // The small second pass over the CTAs' token sums: a fixed-order sum, so the gradients are deterministic.
   return {dx, cta_sums.sum(1)};
 }
@@ -131,9 +136,9 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out_in, 
 }  // namespace dwconv_modulate
 }  // namespace ledit
 
-TORCH_LIBRARY_IMPL(ledit, CUDA, m) {
+LEDIT_DEVICE_LIBRARY_IMPL(m) {
   m.impl("dwconv_modulate_fwd", &ledit::dwconv_modulate::cuda::forward_cuda);
   m.impl("dwconv_modulate_bwd", &ledit::dwconv_modulate::cuda::backward_cuda);
 }
 
-#endif  // LEDIT_WITH_CUDA
+#endif  // LEDIT_WITH_CUDA || LEDIT_EMULATED_DEVICE

@@ -1,9 +1,9 @@
 // Schema of the dwconv_modulate ops. Kernels register per device in dwconv_modulate_cpu.cpp and
 // dwconv_modulate_cuda_ops.cpp; fake (meta) implementations and autograd live in ledit/ops/dwconv_modulate_compiled.py
 // and ledit/ops/dwconv_modulate.py.
-#include <torch/library.h>
+#include "common/torch_library.h"
 
-TORCH_LIBRARY_FRAGMENT(ledit, m) {
+LEDIT_LIBRARY_FRAGMENT(m) {
   m.def(
       "dwconv_modulate_fwd(Tensor x, int h, int w, Tensor weight, Tensor? bias, Tensor shift, Tensor scale, "
       "Tensor? gate, Tensor? residual, int dilation, bool norm) -> (Tensor out, Tensor mean, Tensor rstd)");

@@ -10,13 +10,11 @@
 //
 // This file depends on nothing of torch (only the CUDA runtime), so it compiles with nvcc alone;
 // scan_attention_cuda_ops.cpp wraps the launchers for torch.library.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <mma.h>
-
 #include <cstdint>
 #include <type_traits>
 
+#include "common/device.h"
+#include "common/device_wmma.h"
 #include "scan_attention/scan_attention_cuda.h"
 
 namespace ledit {
@@ -24,30 +22,25 @@ namespace scan_attention {
 namespace cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
+namespace dev = ::ledit::device;
+namespace wmma = dev::wmma;
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kFrag = 16;
 
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
 // Loads a tile's rows of a contiguous (B, N, H, D) tensor (base = element (b, 0, head, 0)) into shared memory as
 // [kTile][dim_padded], 16 bytes per access; rows past the tile's tokens and columns past D are zero.
 template <int kTile, typename T>
-__device__ void load_tile(T* dst, const T* base, const TileGrid& grid, const TileRect& rect, const Params& p) {
+__device__ void load_tile(dev::Shared<T> dst, dev::Global<const T> base, const TileGrid& grid, const TileRect& rect,
+                          const Params& p) {
   const int chunks_per_row = p.dim_padded / 8;
-  for (int c = threadIdx.x; c < kTile * chunks_per_row; c += blockDim.x) {
+  for (int c = dev::thread_idx().x; c < kTile * chunks_per_row; c += dev::block_dim().x) {
     const int i = c / chunks_per_row, col = (c % chunks_per_row) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (i < rect.size() && col < p.dim)
-      value = *reinterpret_cast<const uint4*>(base + int64_t{grid.token(rect, i)} * p.heads * p.dim + col);
-    *reinterpret_cast<uint4*>(dst + i * p.dim_padded + col) = value;
+    const bool real = i < rect.size() && col < p.dim;
+    const int64_t token = real ? grid.token(rect, i) : 0;
+    const uint4 value = dev::ld_global_if(real, dev::cast<const uint4>(base + token * p.heads * p.dim + col));
+    dev::st_shared(dev::cast<uint4>(dst + i * p.dim_padded + col), value);
   }
 }
 
@@ -55,8 +48,8 @@ __device__ void load_tile(T* dst, const T* base, const TileGrid& grid, const Til
 // in shared memory. B is row-major [depth][n_cols] (kBTransposed = false) or stored as its transpose
 // [n_cols][depth] (kBTransposed = true: B = X^T for a row-major tile X).
 template <bool kBTransposed, typename T>
-__device__ void warp_mma(const T* A, int lda, const T* B, int ldb, float* C, int ldc, int n_cols, int depth,
-                         bool accumulate) {
+__device__ void warp_mma(dev::Shared<T> A, int lda, dev::Shared<T> B, int ldb, dev::Shared<float> C,
+                         int ldc, int n_cols, int depth, bool accumulate) {
   using BLayout = typename std::conditional<kBTransposed, wmma::col_major, wmma::row_major>::type;
   wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, wmma::row_major> a;
   wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, BLayout> b;
@@ -84,11 +77,11 @@ __device__ __forceinline__ bool pair_visible(const Params& p, const TileRect& q,
 }
 
 __device__ __forceinline__ float warp_max(float x) {
-  for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  for (int offset = 16; offset > 0; offset >>= 1) x = fmaxf(x, dev::shfl_xor(x, offset));
   return x;
 }
 __device__ __forceinline__ float warp_sum(float x) {
-  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  for (int offset = 16; offset > 0; offset >>= 1) x += dev::shfl_xor(x, offset);
   return x;
 }
 
@@ -103,61 +96,60 @@ struct BlockPlace {
   int lane, row0, bh;
   int64_t base;
   __device__ explicit BlockPlace(const Params& p)
-      : lane(threadIdx.x % 32),
-        row0(threadIdx.x / 32 * kFrag),
-        bh(blockIdx.y * p.heads + blockIdx.z),
-        base(int64_t{blockIdx.y} * p.tokens * p.heads * p.dim + int64_t{blockIdx.z} * p.dim) {}
+      : lane(dev::lane_id()),
+        row0(dev::warp_id() * kFrag),
+        bh(dev::block_idx().y * p.heads + dev::block_idx().z),
+        base(int64_t{dev::block_idx().y} * p.tokens * p.heads * p.dim + int64_t{dev::block_idx().z} * p.dim) {}
 };
 
 // Shared-memory carve-up: n_tiles 16-bit row tiles (kTile x dim_padded), one 16-bit kTile x kTile block (P, P^T
 // or dS), then the fp32 blocks. Every piece starts on a 32-byte boundary, as WMMA loads require.
 template <int kTile, typename T>
 struct Smem {
-  T* tiles;
-  T* square;
-  float* floats;
-  __device__ Smem(unsigned char* raw, int n_tiles, const Params& p)
-      : tiles(reinterpret_cast<T*>(raw)),
+  dev::Shared<T> tiles;
+  dev::Shared<T> square;
+  dev::Shared<float> floats;
+  __device__ Smem(int n_tiles, const Params& p)
+      : tiles(dev::dynamic_shared<T>()),
         square(tiles + n_tiles * kTile * p.dim_padded),
-        floats(reinterpret_cast<float*>(square + kTile * kTile)) {}
-  __device__ T* tile(int index, const Params& p) const { return tiles + index * kTile * p.dim_padded; }
+        floats(dev::cast<float>(square + kTile * kTile)) {}
+  __device__ dev::Shared<T> tile(int index, const Params& p) const { return tiles + index * kTile * p.dim_padded; }
 };
 
 template <int kTile, typename T>
-__global__ void __launch_bounds__(kTile * 2) forward_kernel(const T* __restrict__ Q, const T* __restrict__ K,
-                                                            const T* __restrict__ V, T* __restrict__ O,
-                                                            float* __restrict__ LSE, Params p) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+__global__ void __launch_bounds__(kTile * 2) forward_kernel(dev::Global<const T> LEDIT_RESTRICT Q, dev::Global<const T> LEDIT_RESTRICT K,
+                                                            dev::Global<const T> LEDIT_RESTRICT V, dev::Global<T> LEDIT_RESTRICT O,
+                                                            dev::Global<float> LEDIT_RESTRICT LSE, Params p) {
   // 16-bit: Q, K, V, P; fp32: S (kTile x kTile), O (kTile x dim_padded), row max m, row sum l.
-  const Smem<kTile, T> smem(smem_raw, 3, p);
-  T *q_s = smem.tile(0, p), *k_s = smem.tile(1, p), *v_s = smem.tile(2, p), *p_s = smem.square;
-  float* s_s = smem.floats;
-  float* o_s = s_s + kTile * kTile;
-  float* row_m = o_s + kTile * p.dim_padded;
-  float* row_l = row_m + kTile;
+  const Smem<kTile, T> smem(3, p);
+  const dev::Shared<T> q_s = smem.tile(0, p), k_s = smem.tile(1, p), v_s = smem.tile(2, p), p_s = smem.square;
+  const dev::Shared<float> s_s = smem.floats;
+  const dev::Shared<float> o_s = s_s + kTile * kTile;
+  const dev::Shared<float> row_m = o_s + kTile * p.dim_padded;
+  const dev::Shared<float> row_l = row_m + kTile;
   const BlockPlace place(p);
   const int lane = place.lane, row0 = place.row0, bh = place.bh;
   const int64_t base = place.base;
-  const TileRect q_rect = p.grid.rect(blockIdx.x);
+  const TileRect q_rect = p.grid.rect(dev::block_idx().x);
 
   load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
-  for (int i = threadIdx.x; i < kTile * p.dim_padded; i += blockDim.x) o_s[i] = 0.f;
-  for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
-    row_m[i] = -INFINITY;
-    row_l[i] = 0.f;
+  for (int i = dev::thread_idx().x; i < kTile * p.dim_padded; i += dev::block_dim().x) dev::st_shared(o_s + i, 0.f);
+  for (int i = dev::thread_idx().x; i < kTile; i += dev::block_dim().x) {
+    dev::st_shared(row_m + i, -INFINITY);
+    dev::st_shared(row_l + i, 0.f);
   }
   for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
     const TileRect k_rect = p.grid.rect(k_tile);
     const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
     if (visibility == TileVisibility::kMasked) continue;  // uniform across the block
-    __syncthreads();  // previous K/V tiles no longer in use
+    dev::sync_threads();  // previous K/V tiles no longer in use
     load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
     load_tile<kTile>(v_s, V + base, p.grid, k_rect, p);
-    __syncthreads();
-    float* s_rows = s_s + row0 * kTile;
+    dev::sync_threads();
+    const dev::Shared<float> s_rows = s_s + row0 * kTile;
     warp_mma<true>(q_s + row0 * p.dim_padded, p.dim_padded, k_s, p.dim_padded, s_rows, kTile, kTile, p.dim_padded,
                    false);
-    __syncwarp();
+    dev::sync_warp();
     const bool masked = needs_mask<kTile>(visibility, q_rect, k_rect);
     for (int r = 0; r < kFrag; ++r) {
       const int i = row0 + r;
@@ -165,52 +157,58 @@ __global__ void __launch_bounds__(kTile * 2) forward_kernel(const T* __restrict_
       float mx = -INFINITY;
       for (int t = 0; t < kTile / 32; ++t) {
         const int j = lane + 32 * t;
-        s[t] = (masked && !pair_visible(p, q_rect, k_rect, i, j)) ? -INFINITY : s_rows[r * kTile + j] * p.qk_scale;
+        s[t] = (masked && !pair_visible(p, q_rect, k_rect, i, j)) ? -INFINITY : dev::ld_shared(s_rows + (r * kTile + j)) * p.qk_scale;
         mx = fmaxf(mx, s[t]);
       }
-      const float m_old = row_m[i];
+      const float m_old = dev::ld_shared(row_m + i);
       const float m_new = fmaxf(m_old, warp_max(mx));
       const float m_safe = m_new == -INFINITY ? 0.f : m_new;  // no visible key for this row yet
       float sum = 0.f;
       for (int t = 0; t < kTile / 32; ++t) {
-        const float prob = exp2f(s[t] - m_safe);
+        const float prob = dev::exp2(s[t] - m_safe);
         sum += prob;
-        p_s[i * kTile + lane + 32 * t] = from_float<T>(prob);
+        dev::st_shared(p_s + (i * kTile + lane + 32 * t), dev::from_float<T>(prob));
       }
       sum = warp_sum(sum);
-      const float alpha = exp2f(m_old - m_safe);
-      for (int d = lane; d < p.dim_padded; d += 32) o_s[i * p.dim_padded + d] *= alpha;
-      __syncwarp();
+      const float alpha = dev::exp2(m_old - m_safe);
+      for (int d = lane; d < p.dim_padded; d += 32) {
+        const dev::Shared<float> o = o_s + i * p.dim_padded + d;
+        dev::st_shared(o, dev::ld_shared(o) * alpha);
+      }
+      dev::sync_warp();
       if (lane == 0) {
-        row_m[i] = m_new;
-        row_l[i] = row_l[i] * alpha + sum;
+        dev::st_shared(row_m + i, m_new);
+        dev::st_shared(row_l + i, dev::ld_shared(row_l + i) * alpha + sum);
       }
     }
-    __syncwarp();
+    dev::sync_warp();
     warp_mma<false>(p_s + row0 * kTile, kTile, v_s, p.dim_padded, o_s + row0 * p.dim_padded, p.dim_padded,
                     p.dim_padded, kTile, true);
   }
-  __syncwarp();
+  dev::sync_warp();
   for (int r = 0; r < kFrag; ++r) {
     const int i = row0 + r;
     if (i >= q_rect.size()) break;
     const int token = p.grid.token(q_rect, i);
-    const float l = row_l[i];
-    T* out = O + base + int64_t{token} * p.heads * p.dim;
-    for (int d = lane; d < p.dim; d += 32) out[d] = from_float<T>(o_s[i * p.dim_padded + d] / l);
-    if (lane == 0) LSE[int64_t{bh} * p.tokens + token] = (row_m[i] + log2f(l)) * kLn2;
+    const float l = dev::ld_shared(row_l + i);
+    const dev::Global<T> out = O + base + int64_t{token} * p.heads * p.dim;
+    for (int d = lane; d < p.dim; d += 32)
+      dev::st_global(out + d, dev::from_float<T>(dev::ld_shared(o_s + (i * p.dim_padded + d)) / l));
+    if (lane == 0)
+      dev::st_global(LSE + (int64_t{bh} * p.tokens + token), (dev::ld_shared(row_m + i) + dev::log2(l)) * kLn2);
   }
 }
 
 // Per-query lse (in base 2) and delta = rowsum(dO * O) of one query tile into shared memory; padding rows get 0.
 template <int kTile>
-__device__ void load_row_stats(float* lse2, float* delta, const float* LSE, const float* DELTA, int bh,
+__device__ void load_row_stats(dev::Shared<float> lse2, dev::Shared<float> delta, dev::Global<const float> LSE,
+                               dev::Global<const float> DELTA, int bh,
                                const TileRect& rect, const Params& p) {
-  for (int i = threadIdx.x; i < kTile; i += blockDim.x) {
+  for (int i = dev::thread_idx().x; i < kTile; i += dev::block_dim().x) {
     const bool real = i < rect.size();
     const int64_t index = int64_t{bh} * p.tokens + (real ? p.grid.token(rect, i) : 0);
-    lse2[i] = real ? LSE[index] * kLog2e : 0.f;
-    delta[i] = real ? DELTA[index] : 0.f;
+    dev::st_shared(lse2 + i, real ? dev::ld_global(LSE + index) * kLog2e : 0.f);
+    dev::st_shared(delta + i, real ? dev::ld_global(DELTA + index) : 0.f);
   }
 }
 
@@ -218,73 +216,77 @@ __device__ void load_row_stats(float* lse2, float* delta, const float* LSE, cons
 // accumulates (dV += P^T dO, dK += dS^T Q) stays in its own rows.
 template <int kTile, typename T>
 __global__ void __launch_bounds__(kTile * 2) backward_dkdv_kernel(
-    const T* __restrict__ Q, const T* __restrict__ K, const T* __restrict__ V, const T* __restrict__ dO,
-    const float* __restrict__ LSE, const float* __restrict__ DELTA, T* __restrict__ dK, T* __restrict__ dV,
+    dev::Global<const T> LEDIT_RESTRICT Q, dev::Global<const T> LEDIT_RESTRICT K, dev::Global<const T> LEDIT_RESTRICT V, dev::Global<const T> LEDIT_RESTRICT dO,
+    dev::Global<const float> LEDIT_RESTRICT LSE, dev::Global<const float> LEDIT_RESTRICT DELTA, dev::Global<T> LEDIT_RESTRICT dK, dev::Global<T> LEDIT_RESTRICT dV,
     Params p) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
   // 16-bit: K, V, Q, dO, P^T/dS^T; fp32: S^T then P^T, dP^T, dK, dV, lse2, delta.
-  const Smem<kTile, T> smem(smem_raw, 4, p);
-  T *k_s = smem.tile(0, p), *v_s = smem.tile(1, p), *q_s = smem.tile(2, p), *do_s = smem.tile(3, p);
-  T* pt_s = smem.square;
-  float* st_s = smem.floats;
-  float* dpt_s = st_s + kTile * kTile;
-  float* dk_s = dpt_s + kTile * kTile;
-  float* dv_s = dk_s + kTile * p.dim_padded;
-  float* lse2 = dv_s + kTile * p.dim_padded;
-  float* delta = lse2 + kTile;
+  const Smem<kTile, T> smem(4, p);
+  const dev::Shared<T> k_s = smem.tile(0, p), v_s = smem.tile(1, p), q_s = smem.tile(2, p), do_s = smem.tile(3, p);
+  const dev::Shared<T> pt_s = smem.square;
+  const dev::Shared<float> st_s = smem.floats;
+  const dev::Shared<float> dpt_s = st_s + kTile * kTile;
+  const dev::Shared<float> dk_s = dpt_s + kTile * kTile;
+  const dev::Shared<float> dv_s = dk_s + kTile * p.dim_padded;
+  const dev::Shared<float> lse2 = dv_s + kTile * p.dim_padded;
+  const dev::Shared<float> delta = lse2 + kTile;
   const BlockPlace place(p);
   const int lane = place.lane, row0 = place.row0, bh = place.bh;
   const int64_t base = place.base;
-  const TileRect k_rect = p.grid.rect(blockIdx.x);
+  const TileRect k_rect = p.grid.rect(dev::block_idx().x);
 
   load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
   load_tile<kTile>(v_s, V + base, p.grid, k_rect, p);
-  for (int i = threadIdx.x; i < kTile * p.dim_padded; i += blockDim.x) dk_s[i] = dv_s[i] = 0.f;
+  for (int i = dev::thread_idx().x; i < kTile * p.dim_padded; i += dev::block_dim().x) {
+    dev::st_shared(dk_s + i, 0.f);
+    dev::st_shared(dv_s + i, 0.f);
+  }
   for (int q_tile = 0; q_tile < p.grid.num_tiles(); ++q_tile) {
     const TileRect q_rect = p.grid.rect(q_tile);
     const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
     if (visibility == TileVisibility::kMasked) continue;
-    __syncthreads();
+    dev::sync_threads();
     load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
     load_tile<kTile>(do_s, dO + base, p.grid, q_rect, p);
     load_row_stats<kTile>(lse2, delta, LSE, DELTA, bh, q_rect, p);
-    __syncthreads();
-    float* st_rows = st_s + row0 * kTile;
-    float* dpt_rows = dpt_s + row0 * kTile;
-    T* pt_rows = pt_s + row0 * kTile;
+    dev::sync_threads();
+    const dev::Shared<float> st_rows = st_s + row0 * kTile;
+    const dev::Shared<float> dpt_rows = dpt_s + row0 * kTile;
+    const dev::Shared<T> pt_rows = pt_s + row0 * kTile;
     warp_mma<true>(k_s + row0 * p.dim_padded, p.dim_padded, q_s, p.dim_padded, st_rows, kTile, kTile,
                    p.dim_padded, false);
-    __syncwarp();
+    dev::sync_warp();
     const bool masked = needs_mask<kTile>(visibility, q_rect, k_rect);
     for (int e = lane; e < kFrag * kTile; e += 32) {  // e = (key r, query i)
       const int r = e / kTile, i = e % kTile;
       const bool keep = !masked || pair_visible(p, q_rect, k_rect, i, row0 + r);
-      const float prob = keep ? exp2f(st_rows[e] * p.qk_scale - lse2[i]) : 0.f;
-      st_rows[e] = prob;
-      pt_rows[e] = from_float<T>(prob);
+      const float prob =
+          keep ? dev::exp2(dev::ld_shared(st_rows + e) * p.qk_scale - dev::ld_shared(lse2 + i)) : 0.f;
+      dev::st_shared(st_rows + e, prob);
+      dev::st_shared(pt_rows + e, dev::from_float<T>(prob));
     }
-    __syncwarp();
+    dev::sync_warp();
     warp_mma<false>(pt_rows, kTile, do_s, p.dim_padded, dv_s + row0 * p.dim_padded, p.dim_padded, p.dim_padded,
                     kTile, true);
     warp_mma<true>(v_s + row0 * p.dim_padded, p.dim_padded, do_s, p.dim_padded, dpt_rows, kTile, kTile,
                    p.dim_padded, false);
-    __syncwarp();
+    dev::sync_warp();
     for (int e = lane; e < kFrag * kTile; e += 32) {
       const int i = e % kTile;
-      pt_rows[e] = from_float<T>(st_rows[e] * (dpt_rows[e] - delta[i]));  // dS^T
+      const float ds = dev::ld_shared(st_rows + e) * (dev::ld_shared(dpt_rows + e) - dev::ld_shared(delta + i));
+      dev::st_shared(pt_rows + e, dev::from_float<T>(ds));  // dS^T
     }
-    __syncwarp();
+    dev::sync_warp();
     warp_mma<false>(pt_rows, kTile, q_s, p.dim_padded, dk_s + row0 * p.dim_padded, p.dim_padded, p.dim_padded,
                     kTile, true);
   }
-  __syncwarp();
+  dev::sync_warp();
   for (int r = 0; r < kFrag; ++r) {
     const int j = row0 + r;
     if (j >= k_rect.size()) break;
     const int64_t offset = base + int64_t{p.grid.token(k_rect, j)} * p.heads * p.dim;
     for (int d = lane; d < p.dim; d += 32) {
-      dK[offset + d] = from_float<T>(dk_s[j * p.dim_padded + d] * p.softmax_scale);
-      dV[offset + d] = from_float<T>(dv_s[j * p.dim_padded + d]);
+      dev::st_global(dK + (offset + d), dev::from_float<T>(dev::ld_shared(dk_s + (j * p.dim_padded + d)) * p.softmax_scale));
+      dev::st_global(dV + (offset + d), dev::from_float<T>(dev::ld_shared(dv_s + (j * p.dim_padded + d))));
     }
   }
 }
@@ -292,61 +294,62 @@ __global__ void __launch_bounds__(kTile * 2) backward_dkdv_kernel(
 // dQ of one query tile; each warp owns 16 queries.
 template <int kTile, typename T>
 __global__ void __launch_bounds__(kTile * 2) backward_dq_kernel(
-    const T* __restrict__ Q, const T* __restrict__ K, const T* __restrict__ V, const T* __restrict__ dO,
-    const float* __restrict__ LSE, const float* __restrict__ DELTA, T* __restrict__ dQ, Params p) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+    dev::Global<const T> LEDIT_RESTRICT Q, dev::Global<const T> LEDIT_RESTRICT K, dev::Global<const T> LEDIT_RESTRICT V, dev::Global<const T> LEDIT_RESTRICT dO,
+    dev::Global<const float> LEDIT_RESTRICT LSE, dev::Global<const float> LEDIT_RESTRICT DELTA, dev::Global<T> LEDIT_RESTRICT dQ, Params p) {
   // 16-bit: Q, dO, K, V, dS; fp32: S then P, dP, dQ, lse2, delta.
-  const Smem<kTile, T> smem(smem_raw, 4, p);
-  T *q_s = smem.tile(0, p), *do_s = smem.tile(1, p), *k_s = smem.tile(2, p), *v_s = smem.tile(3, p);
-  T* ds_s = smem.square;
-  float* s_s = smem.floats;
-  float* dp_s = s_s + kTile * kTile;
-  float* dq_s = dp_s + kTile * kTile;
-  float* lse2 = dq_s + kTile * p.dim_padded;
-  float* delta = lse2 + kTile;
+  const Smem<kTile, T> smem(4, p);
+  const dev::Shared<T> q_s = smem.tile(0, p), do_s = smem.tile(1, p), k_s = smem.tile(2, p), v_s = smem.tile(3, p);
+  const dev::Shared<T> ds_s = smem.square;
+  const dev::Shared<float> s_s = smem.floats;
+  const dev::Shared<float> dp_s = s_s + kTile * kTile;
+  const dev::Shared<float> dq_s = dp_s + kTile * kTile;
+  const dev::Shared<float> lse2 = dq_s + kTile * p.dim_padded;
+  const dev::Shared<float> delta = lse2 + kTile;
   const BlockPlace place(p);
   const int lane = place.lane, row0 = place.row0, bh = place.bh;
   const int64_t base = place.base;
-  const TileRect q_rect = p.grid.rect(blockIdx.x);
+  const TileRect q_rect = p.grid.rect(dev::block_idx().x);
 
   load_tile<kTile>(q_s, Q + base, p.grid, q_rect, p);
   load_tile<kTile>(do_s, dO + base, p.grid, q_rect, p);
   load_row_stats<kTile>(lse2, delta, LSE, DELTA, bh, q_rect, p);
-  for (int i = threadIdx.x; i < kTile * p.dim_padded; i += blockDim.x) dq_s[i] = 0.f;
+  for (int i = dev::thread_idx().x; i < kTile * p.dim_padded; i += dev::block_dim().x) dev::st_shared(dq_s + i, 0.f);
   for (int k_tile = 0; k_tile < p.grid.num_tiles(); ++k_tile) {
     const TileRect k_rect = p.grid.rect(k_tile);
     const TileVisibility visibility = classify_tiles(p.scan, q_rect, k_rect, p.grid.w);
     if (visibility == TileVisibility::kMasked) continue;
-    __syncthreads();
+    dev::sync_threads();
     load_tile<kTile>(k_s, K + base, p.grid, k_rect, p);
     load_tile<kTile>(v_s, V + base, p.grid, k_rect, p);
-    __syncthreads();
-    float* s_rows = s_s + row0 * kTile;
-    float* dp_rows = dp_s + row0 * kTile;
-    T* ds_rows = ds_s + row0 * kTile;
+    dev::sync_threads();
+    const dev::Shared<float> s_rows = s_s + row0 * kTile;
+    const dev::Shared<float> dp_rows = dp_s + row0 * kTile;
+    const dev::Shared<T> ds_rows = ds_s + row0 * kTile;
     warp_mma<true>(q_s + row0 * p.dim_padded, p.dim_padded, k_s, p.dim_padded, s_rows, kTile, kTile, p.dim_padded,
                    false);
     warp_mma<true>(do_s + row0 * p.dim_padded, p.dim_padded, v_s, p.dim_padded, dp_rows, kTile, kTile,
                    p.dim_padded, false);
-    __syncwarp();
+    dev::sync_warp();
     const bool masked = needs_mask<kTile>(visibility, q_rect, k_rect);
     for (int e = lane; e < kFrag * kTile; e += 32) {  // e = (query r, key j)
       const int r = e / kTile, j = e % kTile, i = row0 + r;
       const bool keep = !masked || pair_visible(p, q_rect, k_rect, i, j);
-      const float prob = keep ? exp2f(s_rows[e] * p.qk_scale - lse2[i]) : 0.f;
-      ds_rows[e] = from_float<T>(prob * (dp_rows[e] - delta[i]));
+      const float prob =
+          keep ? dev::exp2(dev::ld_shared(s_rows + e) * p.qk_scale - dev::ld_shared(lse2 + i)) : 0.f;
+      const float ds = prob * (dev::ld_shared(dp_rows + e) - dev::ld_shared(delta + i));
+      dev::st_shared(ds_rows + e, dev::from_float<T>(ds));
     }
-    __syncwarp();
+    dev::sync_warp();
     warp_mma<false>(ds_rows, kTile, k_s, p.dim_padded, dq_s + row0 * p.dim_padded, p.dim_padded, p.dim_padded,
                     kTile, true);
   }
-  __syncwarp();
+  dev::sync_warp();
   for (int r = 0; r < kFrag; ++r) {
     const int i = row0 + r;
     if (i >= q_rect.size()) break;
     const int64_t offset = base + int64_t{p.grid.token(q_rect, i)} * p.heads * p.dim;
     for (int d = lane; d < p.dim; d += 32)
-      dQ[offset + d] = from_float<T>(dq_s[i * p.dim_padded + d] * p.softmax_scale);
+      dev::st_global(dQ + (offset + d), dev::from_float<T>(dev::ld_shared(dq_s + (i * p.dim_padded + d)) * p.softmax_scale));
   }
 }
 
@@ -365,22 +368,16 @@ size_t dq_smem(int tile, int dim_padded) { return smem_bytes(tile, 4, 2, 1, 2, d
 
 int padded_dim(int dim) { return (dim + 15) / 16 * 16; }
 
-template <typename Kernel, typename... Args>
-cudaError_t launch(Kernel kernel, int tile, size_t smem, const Params& p, int64_t batch, cudaStream_t stream,
-                   Args... args) {
-  cudaError_t error =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  if (error != cudaSuccess) return error;
+template <auto kKernel, typename... Args>
+cudaError_t launch(int tile, size_t smem, const Params& p, int64_t batch, cudaStream_t stream, Args... args) {
   // Tiles fastest, so blocks running together share a head's K/V in L2; batch and heads each stay under 65536.
   const dim3 blocks(p.grid.num_tiles(), static_cast<unsigned>(batch), static_cast<unsigned>(p.heads));
-  kernel<<<blocks, tile * 2, smem, stream>>>(args..., p);
-  return cudaGetLastError();
+  return dev::launch<kKernel>(dev::LaunchConfig{blocks, dim3(tile * 2), smem, stream}, args..., p);
 }
 
 template <typename T, int kTile>
 cudaError_t forward_typed(const ForwardArgs& a, const Params& p, cudaStream_t stream) {
-  return launch(forward_kernel<kTile, T>, kTile, forward_smem(kTile, p.dim_padded), p, a.batch,
-                stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
+  return launch<forward_kernel<kTile, T>>(kTile, forward_smem(kTile, p.dim_padded), p, a.batch, stream, static_cast<const T*>(a.q), static_cast<const T*>(a.k), static_cast<const T*>(a.v),
                 static_cast<T*>(a.out), a.lse);
 }
 
@@ -389,11 +386,9 @@ cudaError_t backward_typed(const BackwardArgs& a, const Params& p, cudaStream_t 
   const auto *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
   const auto* dout = static_cast<const T*>(a.dout);
   const cudaError_t error =
-      launch(backward_dkdv_kernel<kTile, T>, kTile, dkdv_smem(kTile, p.dim_padded), p, a.batch,
-             stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv));
+      launch<backward_dkdv_kernel<kTile, T>>(kTile, dkdv_smem(kTile, p.dim_padded), p, a.batch, stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv));
   if (error != cudaSuccess) return error;
-  return launch(backward_dq_kernel<kTile, T>, kTile, dq_smem(kTile, p.dim_padded), p, a.batch,
-                stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dq));
+  return launch<backward_dq_kernel<kTile, T>>(kTile, dq_smem(kTile, p.dim_padded), p, a.batch, stream, q, k, v, dout, a.lse, a.delta, static_cast<T*>(a.dq));
 }
 
 }  // namespace
@@ -417,17 +412,17 @@ Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, floa
 cudaError_t launch_forward(const ForwardArgs& args, const Params& p, DType dtype, cudaStream_t stream) {
   const bool big_tile = p.tile == 64;
   if (dtype == DType::kFloat16)
-    return big_tile ? forward_typed<__half, 64>(args, p, stream) : forward_typed<__half, 32>(args, p, stream);
-  return big_tile ? forward_typed<__nv_bfloat16, 64>(args, p, stream)
-                  : forward_typed<__nv_bfloat16, 32>(args, p, stream);
+    return big_tile ? forward_typed<dev::half, 64>(args, p, stream) : forward_typed<dev::half, 32>(args, p, stream);
+  return big_tile ? forward_typed<dev::bfloat16, 64>(args, p, stream)
+                  : forward_typed<dev::bfloat16, 32>(args, p, stream);
 }
 
 cudaError_t launch_backward(const BackwardArgs& args, const Params& p, DType dtype, cudaStream_t stream) {
   const bool big_tile = p.tile == 64;
   if (dtype == DType::kFloat16)
-    return big_tile ? backward_typed<__half, 64>(args, p, stream) : backward_typed<__half, 32>(args, p, stream);
-  return big_tile ? backward_typed<__nv_bfloat16, 64>(args, p, stream)
-                  : backward_typed<__nv_bfloat16, 32>(args, p, stream);
+    return big_tile ? backward_typed<dev::half, 64>(args, p, stream) : backward_typed<dev::half, 32>(args, p, stream);
+  return big_tile ? backward_typed<dev::bfloat16, 64>(args, p, stream)
+                  : backward_typed<dev::bfloat16, 32>(args, p, stream);
 }
 
 }  // namespace cuda

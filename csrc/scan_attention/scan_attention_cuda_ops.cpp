@@ -1,12 +1,9 @@
 // torch.library glue of the scan_attention CUDA kernels (scan_attention_cuda.cu). Compiled in every build but
-// empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA); schemas in scan_attention_ops.cpp.
-#ifdef LEDIT_WITH_CUDA
+// empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA), and compiled again for the CPU executor
+// (LEDIT_EMULATED_DEVICE, ledit._C_emulated); schemas in scan_attention_ops.cpp.
+#if defined(LEDIT_WITH_CUDA) || defined(LEDIT_EMULATED_DEVICE)
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -15,6 +12,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/device_glue.h"
 #include "scan_attention/scan_attention.h"
 #include "scan_attention/scan_attention_cuda.h"
 
@@ -24,7 +22,8 @@ namespace cuda {
 namespace {
 
 DType kernel_dtype(const at::Tensor& q) {
-  TORCH_CHECK(q.is_cuda(), "scan_attention (CUDA kernel): tensors must be on a CUDA device, got ", q.device());
+  TORCH_CHECK(device_glue::on_kernel_device(q), "scan_attention (CUDA kernel): tensors must be on ",
+              device_glue::kDeviceName, ", got ", q.device());
   switch (q.scalar_type()) {
     case at::kHalf:
       return DType::kFloat16;
@@ -60,11 +59,10 @@ at::Tensor prepare(const at::Tensor& x) {
 // The kernels' shapes for this call, with the largest tile whose blocks fit the shared memory q's GPU allows.
 Params params_for(const at::Tensor& q, int64_t h, int64_t w, c10::string_view scan, double softmax_scale,
                   int64_t dim, bool backward) {
-  int smem_limit = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, q.get_device()));
+  const int smem_limit = device_glue::max_shared_per_block(q);
   int tile = choose_tile(static_cast<int>(dim), backward, static_cast<size_t>(smem_limit));
   // Test hook: LEDIT_CUDA_ATTENTION_TILE=32 runs the 32-token kernels where 64-token ones would be chosen (a 32-token
-  // block always fits where a 64-token one does); the GPU tests use it at D = 72.
+  // block always fits where a 64-token one does); the GPU tests and the executor's use it at D = 72.
   const char* forced_tile = std::getenv("LEDIT_CUDA_ATTENTION_TILE");
   if (tile == 64 && forced_tile != nullptr && std::string(forced_tile) == "32") tile = 32;
   TORCH_CHECK(tile != 0, "scan_attention (CUDA kernel): the ", backward ? "backward" : "forward", " at head dim D=",
@@ -81,14 +79,15 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at
   const DType dtype = kernel_dtype(q_in);
   check_launch_limits(q_in);
   check_devices(q_in, {{"k", &k_in}, {"v", &v_in}});
-  const c10::cuda::CUDAGuard guard(q_in.device());
+  const device_glue::DeviceGuard guard(q_in.device());
   const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
   at::Tensor out = at::empty_like(q);
   at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
   if (q.numel() == 0) return {out, lse};  // B = 0 or H = 0: no blocks to launch
   const ForwardArgs args{q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr<float>(), q.size(0)};
-  C10_CUDA_CHECK(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim, false), dtype,
-                                c10::cuda::getCurrentCUDAStream()));
+  const device_glue::LaunchTensors tensors{{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}};
+  device_glue::check(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim, false), dtype,
+                                    device_glue::current_stream()));
   return {out, lse};
 }
 
@@ -106,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
               "scan_attention_bwd: lse must be the forward's (B, H, N) normaliser, got ", lse_in.sizes(),
               " for q of shape ", q_in.sizes());
   check_devices(q_in, {{"k", &k_in}, {"v", &v_in}, {"dout", &dout_in}, {"out", &out}, {"lse", &lse_in}});
-  const c10::cuda::CUDAGuard guard(q_in.device());
+  const device_glue::DeviceGuard guard(q_in.device());
   const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
   const at::Tensor dout = prepare(dout_in.to(q.scalar_type()));
   const at::Tensor lse = lse_in.to(at::kFloat).contiguous();
@@ -116,8 +115,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
   const BackwardArgs args{q.data_ptr(),          k.data_ptr(),  v.data_ptr(),  dout.data_ptr(),
                           lse.data_ptr<float>(), delta.data_ptr<float>(),      dq.data_ptr(),
                           dk.data_ptr(),         dv.data_ptr(), q.size(0)};
-  C10_CUDA_CHECK(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim, true), dtype,
-                                 c10::cuda::getCurrentCUDAStream()));
+  const device_glue::LaunchTensors tensors{{"q", &q},        {"k", &k},         {"v", &v},
+                                          {"dout", &dout},  {"lse", &lse},     {"delta", &delta},
+                                          {"dq", &dq},      {"dk", &dk},       {"dv", &dv}};
+  device_glue::check(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim, true), dtype,
+                                     device_glue::current_stream()));
   return {dq, dk, dv};
 }
 
@@ -126,9 +128,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
 }  // namespace scan_attention
 }  // namespace ledit
 
-TORCH_LIBRARY_IMPL(ledit, CUDA, m) {
+LEDIT_DEVICE_LIBRARY_IMPL(m) {
   m.impl("scan_attention_fwd", &ledit::scan_attention::cuda::forward_cuda);
   m.impl("scan_attention_bwd", &ledit::scan_attention::cuda::backward_cuda);
 }
 
-#endif  // LEDIT_WITH_CUDA
+#endif  // LEDIT_WITH_CUDA || LEDIT_EMULATED_DEVICE

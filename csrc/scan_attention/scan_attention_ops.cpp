@@ -1,8 +1,8 @@
 // Schema of the scan_attention ops. Kernels register per device in scan_attention_cpu.cpp and
 // scan_attention_cuda.cu; fake (meta) implementations and autograd live in ledit/ops/scan_attention_compiled.py.
-#include <torch/library.h>
+#include "common/torch_library.h"
 
-TORCH_LIBRARY_FRAGMENT(ledit, m) {
+LEDIT_LIBRARY_FRAGMENT(m) {
   // Returns (out (B, N, H, D) in q's dtype, lse (B, H, N) float32: the natural-log softmax normaliser per query).
   m.def("scan_attention_fwd(Tensor q, Tensor k, Tensor v, int h, int w, str scan, float softmax_scale)"
         " -> (Tensor, Tensor)");

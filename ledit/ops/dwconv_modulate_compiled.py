@@ -1,4 +1,6 @@
-"""The compiled ``dwconv_modulate`` kernels (``ledit._C``: C++ CPU and CUDA) as the ``cpu`` and ``cuda`` backends.
+"""The compiled ``dwconv_modulate`` kernels as backends: ``cpu`` and ``cuda`` (``ledit._C``: C++ CPU and CUDA), and
+``cuda_emulated`` (``ledit._C_emulated``: the CUDA kernels' source run by the CPU executor on CPU tensors, with every
+access checked; opt-in only, never chosen automatically; docs/cuda-executor.md).
 
 csrc/dwconv_modulate/ defines two ``torch.library`` ops; this module gives them fake implementations (so
 ``torch.compile`` traces them without graph breaks) and autograd:
@@ -20,39 +22,49 @@ from __future__ import annotations
 import torch
 
 from ledit.ops.dwconv_modulate import DWCONV_MODULATE_BACKENDS, register_autograd, stats_like, sums_like
-from ledit.ops.extension import compiled_op_unavailable_reason, load_extension, packed_op_unavailable_reason
+from ledit.ops.extension import (
+    EMULATED_LIBRARY,
+    compiled_op_unavailable_reason,
+    emulated_op_unavailable_reason,
+    load_emulated_extension,
+    load_extension,
+    packed_op_unavailable_reason,
+)
 from ledit.ops.packing import is_packed
 
 
-def _compiled_ops_built() -> bool:
-    ext, _ = load_extension()
-    return ext is not None and hasattr(torch.ops.ledit, "dwconv_modulate_fwd")
+def _compiled_ops_built(library: str = "ledit") -> bool:
+    ext, _ = load_extension() if library == "ledit" else load_emulated_extension()
+    return ext is not None and hasattr(getattr(torch.ops, library), "dwconv_modulate_fwd")
 
 
-def _register_compiled_ops() -> None:
-    """Fake implementations and autograd for ledit._C's dwconv ops, when it is built with them.
-
-    Done at import, never while torch.compile traces a call."""
-    if not _compiled_ops_built():
+def _register_compiled_ops(library: str) -> None:
+    """Fake implementations and autograd for ``library``'s dwconv ops (ledit._C's, or ledit._C_emulated's), when
+    built. Done at import, never while torch.compile traces a call."""
+    if not _compiled_ops_built(library):
         return
 
-    @torch.library.register_fake("ledit::dwconv_modulate_fwd")
+    @torch.library.register_fake(f"{library}::dwconv_modulate_fwd")
     def _(x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm):
         return (torch.empty_like(x, memory_format=torch.contiguous_format), *stats_like(x, norm))
 
-    @torch.library.register_fake("ledit::dwconv_modulate_bwd")
+    @torch.library.register_fake(f"{library}::dwconv_modulate_bwd")
     def _(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm):
         return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight)
 
-    register_autograd("ledit::dwconv_modulate_fwd", torch.ops.ledit.dwconv_modulate_bwd)
+    register_autograd(f"{library}::dwconv_modulate_fwd", getattr(torch.ops, library).dwconv_modulate_bwd)
 
 
-def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm):
-    """The ``cpu``/``cuda`` backend: ledit._C's kernel for x's device."""
-    h, w = grid
-    out, _, _ = torch.ops.ledit.dwconv_modulate_fwd(x, h, w, weight, bias, shift, scale, gate, residual,
-                                                    dilation, norm)
-    return out
+def _compiled_backend(library: str):
+    """The backend function calling ``library``'s forward op (ledit._C's kernel for x's device, or the executor's)."""
+
+    def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm):
+        h, w = grid
+        forward = getattr(torch.ops, library).dwconv_modulate_fwd
+        out, _, _ = forward(x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm)
+        return out
+
+    return dwconv_modulate_compiled
 
 
 def _can_run_on(device_type: str):
@@ -65,6 +77,15 @@ def _can_run_on(device_type: str):
     return can_run
 
 
-_register_compiled_ops()
-DWCONV_MODULATE_BACKENDS.register("cpu", dwconv_modulate_compiled, _can_run_on("cpu"))
-DWCONV_MODULATE_BACKENDS.register("cuda", dwconv_modulate_compiled, _can_run_on("cuda"))
+def _can_run_emulated(x, grid, *args, **kwargs):
+    reason = emulated_op_unavailable_reason("dwconv_modulate", x, "x")
+    if reason is None and is_packed(grid):
+        reason = packed_op_unavailable_reason("dwconv_modulate", "cuda")  # the CUDA kernel, on the executor
+    return reason
+
+
+_register_compiled_ops("ledit")
+_register_compiled_ops(EMULATED_LIBRARY)
+DWCONV_MODULATE_BACKENDS.register("cpu", _compiled_backend("ledit"), _can_run_on("cpu"))
+DWCONV_MODULATE_BACKENDS.register("cuda", _compiled_backend("ledit"), _can_run_on("cuda"))
+DWCONV_MODULATE_BACKENDS.register("cuda_emulated", _compiled_backend(EMULATED_LIBRARY), _can_run_emulated)

@@ -14,6 +14,34 @@ MIN_CUDA_CAPABILITY = (8, 0)
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 
 
+EMULATED_LIBRARY = "ledit_cuda_emulated"
+EMULATED_BUILD_HINT = ("build it with `LEDIT_BUILD_EMULATED=1 pip install --no-build-isolation -e .` "
+                       "(CI and the test setup do)")
+
+
+@functools.lru_cache(maxsize=None)
+def load_emulated_extension() -> tuple[Optional[ModuleType], Optional[str]]:
+    """(ledit._C_emulated, None) when it imports, else (None, why not): the CUDA kernels compiled for the CPU
+    executor (csrc/emulator/), registering torch.ops.ledit_cuda_emulated.*."""
+    try:
+        from ledit import _C_emulated
+    except ImportError as error:
+        return None, f"ledit._C_emulated is not built ({error}); {EMULATED_BUILD_HINT}"
+    return _C_emulated, None
+
+
+def emulated_op_unavailable_reason(op_name: str, tensor, argument: str) -> Optional[str]:
+    """Why the executor's ``op_name`` (the CUDA kernel run on the CPU) cannot take ``tensor``, or None."""
+    if tensor.device.type != "cpu":
+        return f"cuda_emulated runs the CUDA kernels on CPU tensors, {argument} is on {tensor.device}"
+    ext, reason = load_emulated_extension()
+    if ext is None:
+        return reason
+    if not hasattr(getattr(torch.ops, EMULATED_LIBRARY), f"{op_name}_fwd"):
+        return f"ledit._C_emulated was built before {op_name} existed; {EMULATED_BUILD_HINT}"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def load_extension() -> tuple[Optional[ModuleType], Optional[str]]:
     """(ledit._C, None) when it imports, else (None, why not). Importing it registers its torch.library ops."""

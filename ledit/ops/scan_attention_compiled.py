@@ -1,4 +1,6 @@
-"""The compiled ``scan_attention`` kernels (``ledit._C``: C++ CPU and CUDA) as the ``cpu`` and ``cuda`` backends.
+"""The compiled ``scan_attention`` kernels as backends: ``cpu`` and ``cuda`` (``ledit._C``: C++ CPU and CUDA), and
+``cuda_emulated`` (``ledit._C_emulated``: the CUDA kernel's source run by the CPU executor on CPU tensors, with every
+access checked; opt-in only, never chosen automatically; docs/cuda-executor.md).
 
 csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them fake implementations (so
 ``torch.compile`` traces them without graph breaks) and autograd:
@@ -8,15 +10,23 @@ csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them f
     ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
         recomputes the probabilities from lse (no N x N tensor is ever stored)
 
-The Triton backend (``scan_attention_triton.py``) defines ops with the same signatures; both register the
-autograd of ``ledit.ops.scan_attention``.
+``ledit_cuda_emulated::scan_attention_fwd/bwd`` have the same signatures. The Triton backend
+(``scan_attention_triton.py``) defines ops with the same signatures; all register the autograd of
+``ledit.ops.scan_attention``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ledit.ops.extension import compiled_op_unavailable_reason, load_extension, packed_op_unavailable_reason
+from ledit.ops.extension import (
+    EMULATED_LIBRARY,
+    compiled_op_unavailable_reason,
+    emulated_op_unavailable_reason,
+    load_emulated_extension,
+    load_extension,
+    packed_op_unavailable_reason,
+)
 from ledit.ops.packing import is_packed
 from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, register_autograd, resolve_scale
 
@@ -24,24 +34,35 @@ from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, register_autograd,
 CUDA_KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _compiled_ops_built() -> bool:
-    ext, _ = load_extension()
-    return ext is not None and hasattr(torch.ops.ledit, "scan_attention_fwd")
+def _compiled_ops_built(library: str = "ledit") -> bool:
+    ext, _ = load_extension() if library == "ledit" else load_emulated_extension()
+    return ext is not None and hasattr(getattr(torch.ops, library), "scan_attention_fwd")
 
 
-def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
-    """The ``cpu``/``cuda`` backend: ledit._C's kernel for q's device."""
-    h, w = grid
-    out, _ = torch.ops.ledit.scan_attention_fwd(q, k, v, h, w, scan, resolve_scale(q, softmax_scale))
-    return out
+def _compiled_backend(library: str):
+    """The backend function calling ``library``'s forward op (ledit._C's kernel for q's device, or the executor's)."""
+
+    def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
+        h, w = grid
+        forward = getattr(torch.ops, library).scan_attention_fwd
+        out, _ = forward(q, k, v, h, w, scan, resolve_scale(q, softmax_scale))
+        return out
+
+    return scan_attention_compiled
+
+
+def _tensor_core_dtype_reason(q) -> str | None:
+    if q.dtype not in CUDA_KERNEL_DTYPES:
+        return (f"the CUDA kernel runs on tensor cores in float16/bfloat16, q is {q.dtype}; "
+                "float32 runs on the triton or reference backend")
+    return None
 
 
 def _can_run_on(device_type: str):
     def can_run(q, k, v, grid, *args, **kwargs):
         reason = compiled_op_unavailable_reason("scan_attention", device_type, q, "q")
-        if reason is None and device_type == "cuda" and q.dtype not in CUDA_KERNEL_DTYPES:
-            reason = (f"the CUDA kernel runs on tensor cores in float16/bfloat16, q is {q.dtype}; "
-                      "float32 runs on the triton or reference backend")
+        if reason is None and device_type == "cuda":
+            reason = _tensor_core_dtype_reason(q)
         if reason is None and is_packed(grid):
             reason = packed_op_unavailable_reason("scan_attention", device_type)
         return reason
@@ -49,25 +70,33 @@ def _can_run_on(device_type: str):
     return can_run
 
 
-def _register_compiled_ops() -> None:
-    """Fake implementations and autograd for ledit._C's attention ops, when it is built with them.
+def _can_run_emulated(q, k, v, grid, *args, **kwargs):
+    reason = emulated_op_unavailable_reason("scan_attention", q, "q") or _tensor_core_dtype_reason(q)
+    if reason is None and is_packed(grid):
+        reason = packed_op_unavailable_reason("scan_attention", "cuda")  # the CUDA kernel, on the executor
+    return reason
 
-    Done at import, never while torch.compile traces a call."""
-    if not _compiled_ops_built():
+
+def _register_compiled_ops(library: str) -> None:
+    """Fake implementations and autograd for ``library``'s attention ops (ledit._C's, or ledit._C_emulated's), when
+    built. Done at import, never while torch.compile traces a call."""
+    if not _compiled_ops_built(library):
         return
 
-    @torch.library.register_fake("ledit::scan_attention_fwd")
+    @torch.library.register_fake(f"{library}::scan_attention_fwd")
     def _(q, k, v, h, w, scan, softmax_scale):
         batch, tokens, heads, _ = q.shape
         return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
 
-    @torch.library.register_fake("ledit::scan_attention_bwd")
+    @torch.library.register_fake(f"{library}::scan_attention_bwd")
     def _(dout, q, k, v, out, lse, h, w, scan, softmax_scale):
         return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
-    register_autograd("ledit::scan_attention_fwd", torch.ops.ledit.scan_attention_bwd)
+    register_autograd(f"{library}::scan_attention_fwd", getattr(torch.ops, library).scan_attention_bwd)
 
 
-_register_compiled_ops()
-SCAN_ATTENTION_BACKENDS.register("cpu", scan_attention_compiled, _can_run_on("cpu"))
-SCAN_ATTENTION_BACKENDS.register("cuda", scan_attention_compiled, _can_run_on("cuda"))
+_register_compiled_ops("ledit")
+_register_compiled_ops(EMULATED_LIBRARY)
+SCAN_ATTENTION_BACKENDS.register("cpu", _compiled_backend("ledit"), _can_run_on("cpu"))
+SCAN_ATTENTION_BACKENDS.register("cuda", _compiled_backend("ledit"), _can_run_on("cuda"))
+SCAN_ATTENTION_BACKENDS.register("cuda_emulated", _compiled_backend(EMULATED_LIBRARY), _can_run_emulated)
