@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from workflow_fixtures import TINY_MODEL_JSON
+from workflow_fixtures import TINY_MODEL_JSON, assert_same_training_state
 
 from ledit.arguments import UsageError
 from ledit.cli import run as ledit
@@ -63,12 +63,7 @@ def test_packed_training_packs_greedily_and_resumes_bit_exactly(native_latent_sh
            "--num-workers", "0", "--device", "cpu"])
     again = torch.load(again_run / "checkpoints" / f"{steps + 1:07d}.pt", weights_only=True)
     assert _losses(resumed) == [e["loss"] for e in log]
-    for part in ("model", "ema"):
-        for key, value in final[part].items():
-            assert torch.equal(again[part][key], value), (part, key)
-    for name, state in final["opt"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(again["opt"]["state"][name][key], value), (name, key)
+    assert_same_training_state(again, final)
 
 
 def test_packed_training_by_epochs_ends_with_a_checkpoint(native_latent_shards, tmp_path):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import torch
-from workflow_fixtures import TINY_MODEL_JSON
+from workflow_fixtures import TINY_MODEL_JSON, assert_same_training_state
 
 TRAIN_FLAGS = ["--model", "LEDiT", "--model-kwargs", TINY_MODEL_JSON, "--num-classes", "2", "--global-batch-size", "4",
                "--log-every", "1", "--num-workers", "0", "--device", "cpu", "--multi-dilation-prob", "0.5"]
@@ -50,12 +50,7 @@ def test_torchrun_ddp_train_then_resume_under_fsdp_exactly(latent_shards, tmp_pa
              "--max-steps", "5", "--ckpt-every", "3", "--fsdp", *TRAIN_FLAGS)
     again = torch.load(resumed / "checkpoints" / "0000005.pt", weights_only=True)
     assert [e["loss"] for e in read_log(resumed)] == [e["loss"] for e in full]
-    for part in ("model", "ema"):
-        for key, value in final[part].items():
-            assert torch.equal(again[part][key], value), (part, key)
-    for name, state in final["opt"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(again["opt"]["state"][name][key], value), (name, key)
+    assert_same_training_state(again, final)
     for rank in range(2):
         assert torch.equal(again["rng"][rank]["cpu"], final["rng"][rank]["cpu"])
 
@@ -81,6 +76,4 @@ def test_torchrun_packed_ddp_train_then_resume_under_fsdp_exactly(native_latent_
     again = torch.load(resumed / "checkpoints" / "0000004.pt", weights_only=True)
     assert [e["loss"] for e in read_log(resumed)] == [e["loss"] for e in full]
     assert again["position"] == final["position"]
-    for part in ("model", "ema"):
-        for key, value in final[part].items():
-            assert torch.equal(again[part][key], value), (part, key)
+    assert_same_training_state(again, final)
