@@ -30,8 +30,10 @@ struct TileGrid {
 
   LEDIT_HOST_DEVICE int num_tiles() const { return tiles_h * tiles_w; }
 
-  LEDIT_HOST_DEVICE TileRect rect(int tile) const {
-    const int ti = tile / tiles_w, tj = tile % tiles_w;
+  LEDIT_HOST_DEVICE TileRect rect(int tile) const { return rect_at(tile / tiles_w, tile % tiles_w); }
+
+  // The tile in tile row ti, tile column tj.
+  LEDIT_HOST_DEVICE TileRect rect_at(int ti, int tj) const {
     const int r0 = ti * tile_h, c0 = tj * tile_w;
     const int rows = (h - r0 < tile_h) ? h - r0 : tile_h;
     const int cols = (w - c0 < tile_w) ? w - c0 : tile_w;

@@ -54,17 +54,17 @@ def median_ms(record: dict, method: str):
 
 
 def timed_backends(op: OpBackends, device_type: str, call_args: tuple,
-                   reference_is: str) -> tuple[list[str], list[str]]:
+                   timed_as: dict[str, str]) -> tuple[list[str], list[str]]:
     """The backends to time for one call, and a note for each other one saying why not.
 
     A backend is timed when it can run and the automatic order of ``device_type`` would try it (so Triton's
-    CPU interpreter is never timed); ``reference`` never is, because the suite times the very same code as the
-    baseline named ``reference_is``.
+    CPU interpreter is never timed). ``timed_as`` maps the backends a suite times as one of its baselines to that
+    baseline's name: ``reference`` always (the very same code as an unfused baseline), and the opt-in ``flex``.
     """
     timed, notes = [], []
     for name, reason in op.explain(device_type, *call_args):
-        if name == "reference":
-            notes.append(f"reference not timed: timed as {reference_is} (the same code)")
+        if name in timed_as:
+            notes.append(f"{name} timed as the baseline {timed_as[name]}")
         elif reason is None:
             timed.append(name)
         else:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ledit.demo.dataset import SHAPE_CLASSES
 from ledit.demo.figure import save_figure
 from ledit.demo.report import REAL_ROW
-from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name
+from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name, swd_options
 from ledit.demo.train import TrainingConfig, cached_weights, checkpoint_path
 from ledit.demo.variants import VARIANTS
 from ledit.files import atomic_path
@@ -67,11 +67,6 @@ ROPE_TRIALS = COMMON_TRIALS + (
     Trial("temp-jin", "temperature: Jin et al.", "temperature", _model_options(temperature_full="jin")),
 )
 ROPE_BASELINES = ("dit-rope", "dit-rope-yarn")
-
-
-def default_sizes(train_size: int) -> tuple[str, ...]:
-    """2x and 3x the training size per side (4x and 9x the tokens)."""
-    return tuple(size_name((k * train_size, k * train_size)) for k in (2, 3))
 
 
 def combine(trials: list[Trial]) -> SamplingAddons:
@@ -119,11 +114,7 @@ class Scorer:
         self.config = config
         self.predict_xstart = predict_xstart
         self.labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
-        self.swd_options = {
-            "descriptors_per_image": config.swd_descriptors,
-            "num_projections": config.swd_projections,
-            "min_resolution": 16,
-        }
+        self.swd_options = swd_options(config.swd_descriptors, config.swd_projections)
         self.references = {size: real_images(config.real_images, parse_size(size), config.seed)
                            for size in config.sizes}
         self.sampling_seconds = self.scoring_seconds = 0.0

@@ -10,6 +10,8 @@ from ledit.evaluate.swd import sliced_wasserstein
 from ledit.sampling.addons import SamplingAddons
 from ledit.sampling.loop import sample_latents
 
+SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"32x64"`` -> (height 32, width 64); ``"48"`` -> (48, 48)."""
@@ -78,6 +80,15 @@ def real_images(num_images: int, size: tuple[int, int], seed: int, stream: str =
     """Fresh procedural images at ``size``, from a seed stream the training never used."""
     images, _ = render_shapes(num_images, *size, seed=derive_seed(stream, seed, size))
     return images
+
+
+def swd_options(descriptors_per_image: int, num_projections: int) -> dict:
+    """``sliced_wasserstein``'s options as the demo uses them."""
+    return {
+        "descriptors_per_image": descriptors_per_image,
+        "num_projections": num_projections,
+        "min_resolution": SWD_MIN_RESOLUTION,
+    }
 
 
 def score(samples: torch.Tensor, reference: torch.Tensor, swd_options: dict, seed: int) -> dict[str, float]:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-# sm_80+: bf16 WMMA and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
+# sm_80+: bf16 mma.sync and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
 MIN_CUDA_CAPABILITY = (8, 0)
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 

@@ -90,11 +90,13 @@ def test_attention_is_compared_with_every_sdpa_flavour_and_flex(quick_run):
     records = {(r["case"]["scan"], r["pass"]): r for r in result["comparisons"] if r["suite"] == "scan_attention"}
     assert set(records) == {("corner", "fwd"), ("corner", "fwd+bwd"), ("raster", "fwd")}
     corner = records[("corner", "fwd")]
-    assert {"sdpa_bool_mask", "sdpa_unmasked", "flex_attention"} <= set(corner["methods"])
+    assert {"sdpa_bool_mask", "sdpa_unmasked", "flex_attention", "flex"} <= set(corner["methods"])
+    assert corner["methods"]["flex"]["role"] == "baseline" and "median_ms" in corner["methods"]["flex"]
     assert "sdpa_is_causal" in records[("raster", "fwd")]["methods"]
     assert corner["case"]["visible_pairs"] == 15 * 15 - 3 * 10  # minus (row pairs) x (col pairs) with r' > r, c' > c
     assert all("tflops" in e for e in corner["methods"].values() if "median_ms" in e)
-    assert any("reference not timed" in note for note in corner["notes"])
+    assert "reference timed as the baseline sdpa_bool_mask" in corner["notes"]
+    assert "flex timed as the baseline flex" in corner["notes"]
 
 
 def test_dwconv_reports_bandwidth_against_clone_and_the_unfused_sequence(quick_run):

@@ -3,7 +3,7 @@ import argparse
 import pytest
 import torch
 
-from ledit.demo import run
+from ledit.demo import config
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,7 @@ def demo_args():
 
     def parse(*argv):
         parser = argparse.ArgumentParser()
-        run.add_arguments(parser)
+        config.add_arguments(parser)
         return parser.parse_args(list(argv))
 
     return parse

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from ledit.demo import addons, run
+from ledit.arguments import UsageError
+from ledit.demo import addons, config, run
 from ledit.demo.addons import LEDIT_TRIALS, NO_ADDON, ROPE_TRIALS, Trial, best_combination, combine
 from ledit.sampling.addons import SamplingAddons
 
@@ -30,17 +31,17 @@ def test_combine_and_best_combination():
 
 
 def test_addons_mode_trains_nothing_and_says_how_to_make_the_models(tmp_path, demo_args):
-    with pytest.raises(SystemExit, match=r"trains nothing.*ledit demo --models ledit,dit-rope"):
+    with pytest.raises(UsageError, match=r"trains nothing.*ledit demo --models ledit,dit-rope"):
         run.main(demo_args(*TINY, "--addons", "--out-dir", str(tmp_path)))
     assert not list(tmp_path.rglob("*.pt"))
 
 
 def test_addons_mode_on_cached_tiny_models(tmp_path, capsys, demo_args):
     out = tmp_path / "demo"
-    config = run.resolve_config(demo_args(*TINY, "--out-dir", str(out), "--models", "ledit,dit-rope"))
-    model_size, training = run.model_and_training(config)
-    variants = run.parse_variants(config.models)
-    run.train_all(variants, model_size, training, config.cache_dir)  # the normal path makes the cache
+    settings = config.resolve_config(demo_args(*TINY, "--out-dir", str(out), "--models", "ledit,dit-rope"))
+    model_size, training = run.model_and_training(settings)
+    variants = run.parse_variants(settings.models)
+    run.train_all(variants, model_size, training, settings.cache_dir)  # the normal path makes the cache
 
     run.main(demo_args(*TINY, "--addons", "--out-dir", str(out)))
     printed = capsys.readouterr().out
@@ -71,13 +72,14 @@ def test_addons_mode_on_cached_tiny_models(tmp_path, capsys, demo_args):
 
 def test_addon_flags_in_the_demo(demo_args):
     with pytest.raises(ValueError, match="--addons scores its own set"):
-        run.resolve_config(demo_args(*TINY, "--addons", "--timestep-shift", "auto"))
+        config.resolve_config(demo_args(*TINY, "--addons", "--timestep-shift", "auto"))
     with pytest.raises(ValueError, match="need classifier-free guidance"):
-        run.resolve_config(demo_args(*TINY, "--guidance-interval", "0.1,0.5"))
-    config = run.resolve_config(demo_args(*TINY, "--timestep-shift", "auto", "--temperature-full", "lumina"))
-    assert config.addons == SamplingAddons(timestep_shift="auto", model_options={"temperature_full": "lumina"})
-    assert config.sizes == tuple(run.DEFAULT_SIZES.split(","))
-    assert addons.default_sizes(32) == ("64x64", "96x96")
+        config.resolve_config(demo_args(*TINY, "--guidance-interval", "0.1,0.5"))
+    settings = config.resolve_config(demo_args(*TINY, "--timestep-shift", "auto", "--temperature-full", "lumina"))
+    assert settings.addons == SamplingAddons(timestep_shift="auto", model_options={"temperature_full": "lumina"})
+    assert settings.sizes == config.FULL.sizes
+    assert config.resolve_config(demo_args(*TINY, "--addons")).sizes == ("32x32", "48x48")
+    assert config.default_addon_sizes(32) == ("64x64", "96x96")
     assert NO_ADDON == LEDIT_TRIALS[0].key == ROPE_TRIALS[0].key
 
 

@@ -6,6 +6,8 @@ import json
 import pytest
 from PIL import Image
 
+from ledit import cli
+from ledit.arguments import UsageError
 from ledit.demo import run
 
 TINY = [
@@ -89,7 +91,15 @@ def test_tiny_demo_writes_figure_and_tables_and_reuses_checkpoints(tmp_path, cap
         (["--models", "dit-rope", "--stem-dilation", "2"], "--stem-dilation 2: stem_dilation=2 re-dilates"),
     ],
 )
-def test_bad_flags_exit_with_the_flag_named(argv, message, tmp_path, demo_args):
-    with pytest.raises(SystemExit, match=message):
-        run.main(demo_args("--out-dir", str(tmp_path), *argv))
+def test_bad_flags_raise_a_usage_error_naming_the_flag(argv, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        cli.run(["demo", "--out-dir", str(tmp_path), *argv])
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_the_ledit_command_reports_a_bad_setting_in_one_line_with_status_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--out-dir", str(tmp_path), "--train-steps", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "ledit demo: error: --train-steps must be >= 1, got 0\n"
+    assert not any(tmp_path.iterdir())
