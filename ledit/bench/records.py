@@ -45,6 +45,8 @@ def case_label(suite: str, case: dict) -> str:
         return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
     if suite == "packed_ops":
         return f"{case['op']} {len(case['grids'])} images, {case['tokens']} tokens, {case['dtype']}"
+    if "token_grids" in case:  # a packed batch of mixed sizes
+        return f"{case['model']} {case['batch']} mixed sizes, {case['tokens']} tokens"
     return f"{case['model']} {case['image_size']}² B={case['batch']}"
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ledit.arguments import UsageError
-from ledit.bench import attention, cli, dwconv, end_to_end, packed_ops
+from ledit.bench import attention, cli, dwconv, end_to_end, packed, packed_ops
 from ledit.bench.environment import device_slug
 from ledit.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS
 from ledit.cli import run as ledit_run
@@ -33,6 +33,8 @@ def tiny_run(out_dir, device: str):
             end_to_end.ModelCase(end_to_end.TRAIN_STEP, "LEDiT-S/8", 128, 1, fp32, False),
             end_to_end.ModelCase(end_to_end.SAMPLING_STEP, "LEDiT-S/8", 128, 1, fp32, False),
         ])
+        patch.setattr(packed, "plan", lambda device, quick: [
+            packed.PackedCase("LEDiT-S/8", ((2, 2), (1, 3), (3, 1), (1, 1), (1, 1)), ((2, 3), (2, 3)))])
         threads = torch.get_num_threads()
         try:
             ledit_run(["bench", "--quick", "--device", device, "--repeats", "2", "--threads", "1",
@@ -124,12 +126,22 @@ def test_packed_ops_are_compared_with_a_uniform_batch_and_padding(quick_run):
 
 def test_end_to_end_compares_ledit_with_reference_and_dit(quick_run):
     result, _ = quick_run
-    records = [r for r in result["comparisons"] if r["suite"] == "end_to_end"]
+    records = [r for r in result["comparisons"] if r["suite"] == "end_to_end" and r["pass"] != packed.TASK]
     assert [r["pass"] for r in records] == ["train_step", "sampling_step"]
     for record in records:
         assert set(record["methods"]) == {"ledit", "ledit_reference", "dit_sdpa"}
         assert set(record["speedups"]) == {"ledit_reference", "dit_sdpa"}
     assert result["profile"]["buckets"] and sum(b["share"] for b in result["profile"]["buckets"].values()) > 0.99
+
+
+def test_packed_training_is_compared_with_one_size_and_with_padding(quick_run):
+    result, _ = quick_run
+    (record,) = [r for r in result["comparisons"] if r["pass"] == packed.TASK]
+    assert set(record["methods"]) == {"packed", "equal_tokens", "padded"}
+    assert set(record["speedups"]) == {"equal_tokens", "padded"}
+    tokens = {name: entry["tokens"] for name, entry in record["methods"].items()}
+    assert tokens == {"packed": 12, "equal_tokens": 12, "padded": 5 * 3 * 3}
+    assert all(entry["tokens_per_s"] > 0 for entry in record["methods"].values())
 
 
 def test_every_target_is_reported_with_a_status(quick_run):
