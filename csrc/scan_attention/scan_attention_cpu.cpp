@@ -321,14 +321,25 @@ LEDIT_CPU_INLINE float row_max(const float* s) {
 
 // p = 2^((s - shift) - shift_low) over one score row (in place is fine); returns the row sum. shift_low carries
 // the bits of a large shift (the backward's lse) that float32 cannot hold next to it.
-LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shift_low = 0.f) {
-  Vec16 sum{};
-  for (int j = 0; j < kTile; j += 16) {
-    const Vec16 e = exp2_approx((load<Vec16>(s + j) - shift) - shift_low);
-    store<Vec16>(p + j, e);
+template <typename V>
+LEDIT_CPU_INLINE float exp2_row_in(const float* s, float shift, float* p, float shift_low) {
+  constexpr int kWidth = sizeof(V) / sizeof(float);
+  V sum{};
+  for (int j = 0; j < kTile; j += kWidth) {
+    const V e = exp2_approx((load<V>(s + j) - shift) - shift_low);
+    store<V>(p + j, e);
     sum += e;
   }
-  return reduce_sum(sum);
+  Vec16 total{};  // one reduction order for both widths' partial sums
+  std::memcpy(&total, &sum, sizeof(sum));
+  return reduce_sum(total);
+}
+
+// In registers' width: 16-float vectors on AVX-512; 8-float ones elsewhere, where the polynomial's 16-float
+// temporaries did not fit AVX2's 16 registers and spilled (40% of the forward's time).
+LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shift_low = 0.f) {
+  return wide_vector_registers() ? exp2_row_in<Vec16>(s, shift, p, shift_low)
+                                 : exp2_row_in<Vec8>(s, shift, p, shift_low);
 }
 
 // Forward for one (batch, head, query tile): O (kTile x row_stride, unnormalised) and per-row max m and sum l,
