@@ -21,7 +21,8 @@ namespace simd {
 typedef float Vec16 __attribute__((vector_size(64)));
 typedef int32_t Int16 __attribute__((vector_size(64)));
 
-// 8 floats: the tail of a row whose length is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
+// 8 floats: one AVX2 register (the working width without AVX-512), and on AVX-512 the tail of a row whose length
+// is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
 typedef float Vec8 __attribute__((vector_size(32)));
 typedef int32_t Int8 __attribute__((vector_size(32)));  // 8 int32s, Vec8's lanes
 

@@ -49,7 +49,7 @@ LEDIT_CPU_INLINE void gemm_block(int K, const float* A, int lda, const float* B,
 // C[M x N] (+)= A[M x K] * B[K x N] (A transposed with kTransA, see gemm_block); M a multiple of 4, N of 8.
 // The C block must stay in registers, so its size follows the register file: 4 x 32 floats in 8 of AVX-512's 32
 // registers, 4 x 24 floats in 12 of AVX2's 16. (A 4 x 32 block on AVX2 is 16 registers before the operands: it
-// spilled every k step and ran about 40x slower.)
+// spilled every k step and ran some 50x slower.)
 template <bool kTransA = false>
 LEDIT_CPU_INLINE void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                            bool accumulate) {
