@@ -16,13 +16,7 @@
 
 #include <cstdint>
 
-#ifndef LEDIT_HOST_DEVICE
-#if defined(__CUDACC__)
-#define LEDIT_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define LEDIT_HOST_DEVICE inline
-#endif
-#endif
+#include "common/host_device.h"
 
 namespace ledit {
 
