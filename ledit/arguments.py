@@ -118,6 +118,18 @@ def comma_list(choices: Iterable[str]) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def size_list(text: str) -> tuple[tuple[int, int], ...]:
+    """A non-empty comma-separated list of HEIGHTxWIDTH sizes, e.g. ``256x256,512x384`` (repeats kept)."""
+    sizes = []
+    for part in text.split(","):
+        height, x, width = part.strip().lower().partition("x")
+        if not (x and height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: {part.strip()!r} is not a size; use HEIGHTxWIDTH in pixels, "
+                                             "comma-separated, e.g. 256x256,512x384")
+        sizes.append((int(height), int(width)))
+    return tuple(sizes)
+
+
 def one_of(choices: Iterable[str], what: str) -> Callable[[str], str]:
     """One of many names (too many for argparse's ``choices``, which prints them all in the usage line)."""
     choices = tuple(choices)

@@ -31,11 +31,12 @@ def report() -> str:
             grid = "x".join(map(str, EXAMPLE_GRID))
             lines.append(f"\n{op_name} on {device.type} (example call: grid {grid}, float32):")
             chosen = None
+            width = max(len(name) for name, _ in choices)
             for name, reason in choices:
                 if reason is None and chosen is None:
                     chosen = name
                 mark = "->" if name == chosen else "  "
-                lines.append(f"  {mark} {name:<10} {'ok' if reason is None else reason}")
+                lines.append(f"  {mark} {name:<{width}} {'ok' if reason is None else reason}")
     if not torch.cuda.is_available():
         cuda_kernels = extension_unavailable_reason("cuda") or "yes"
         lines.append(f"\non cuda: no GPU visible; compiled CUDA kernels: {cuda_kernels}")

@@ -14,7 +14,7 @@
 The CPU wheel of torch ships the ATen/c10 CUDA headers (all but one generated header, stubbed here), so compiling
 works; only linking would need the CUDA libraries, which is what `LEDIT_FORCE_CUDA=1 pip install
 --no-build-isolation .` does on a CUDA build of torch. Dynamic shared memory is sized by the launchers per call and
-refused with a named error above the device's opt-in limit (scan_attention: choose_tile; dwconv_modulate:
+refused with a named error above the device's opt-in limit (scan_attention: the glue's double_buffer; dwconv_modulate:
 check_launch_limits); docs/gpu-first-run.md lists the largest blocks.
 """
 

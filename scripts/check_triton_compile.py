@@ -16,14 +16,16 @@ axis, and the full product of the axes that set block shapes and resources (kern
   BLOCK_D class; LEDiT-XL's 72 and 128 at the two ends of theirs) on 8 x 8 tiles with the `neighborhood` scan (the
   most mask code). Then, in bf16 at D = 72, every other scan, every other tile shape the launcher picks (64 x 1 ...
   1 x 64), and the 32-token tiles forced by the GPU tests' hook. The scan and the tile shape select index and mask
-  code that is independent of the dtype and the head dim.
+  code that is independent of the dtype and the head dim. Packed sequences (PACKED=True: per-image tile shapes
+  read at run time, a runtime-bounded key loop): every dtype at D = 72 and 256 (the largest blocks), the 32-token
+  tiles at D = 72, with the `neighborhood` scan.
 - dwconv_modulate LayerNorm stats, forward and backward: fp32, fp16, bf16 x k = 3, 5, 7 with every optional input on
   (the most code) at C = 1152 (LEDiT-XL); then dilation 2, each optional input off, and C = 72 (not a multiple of
-  the 64-channel block), once each.
+  the 64-channel block), once each. Every one of these also as a packed sequence (its own two kernels).
 
     python scripts/check_triton_compile.py [--arch 80,90] [--jobs N] [--quiet] [--only REGEX]
 
-About 200 s of CPU time per triton version for 119 configurations x 2 targets (2 jobs on 2 cores: under 2 minutes).
+About 300 s of CPU time per triton version for 168 configurations x 2 targets (2 jobs on 2 cores: under 3 minutes).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from gpu_budgets import load_budgets, shared_memory_limit  # noqa: E402
 ATTENTION_HEAD_DIMS = (8, 24, 64, 72, 128, 256)
 # (h, w) grids that make the launcher pick each tile shape: 8 x 8 first, then 64 x 1 ... 1 x 64.
 ATTENTION_GRIDS = ((33, 17), (70, 1), (33, 2), (17, 4), (5, 16), (2, 33), (1, 70))
+# A packed sequence of those grids: its tile shapes are runtime values, so one pack covers every one.
+PACKED_TOKENS = sum(h * w for h, w in ATTENTION_GRIDS)
 DWCONV_CHANNELS = (1152, 72)
 
 
@@ -78,15 +82,18 @@ def _attention_launches(record):
 
     from ledit.ops import SCANS, scan_attention_triton
 
-    def run(dtype, dim, grid, scan, force_block=None):
-        h, w = grid
-        q = torch.empty(1, h * w, 2, dim, dtype=dtype, device="meta")
-        lse = torch.empty(1, 2, h * w, dtype=torch.float32, device="meta")
+    def run(dtype, dim, grid, scan, force_block=None, packed=False):
+        tokens = PACKED_TOKENS if packed else grid[0] * grid[1]
+        q = torch.empty(1, tokens, 2, dim, dtype=dtype, device="meta")
+        lse = torch.empty(1, 2, tokens, dtype=torch.float32, device="meta")
+        geometry = (torch.empty(len(ATTENTION_GRIDS), 2, dtype=torch.int32, device="meta"),) if packed else grid
+        forward, backward = ((scan_attention_triton._packed_forward, scan_attention_triton._packed_backward) if packed
+                             else (scan_attention_triton._forward, scan_attention_triton._backward))
         scan_attention_triton.FORCE_BLOCK = force_block
         try:
             with record() as launches:
-                scan_attention_triton._forward(q, q, q, h, w, scan, 0.125)
-                scan_attention_triton._backward(q, q, q, q, q, lse, h, w, scan, 0.125)
+                forward(q, q, q, *geometry, scan, 0.125)
+                backward(q, q, q, q, q, lse, *geometry, scan, 0.125)
         finally:
             scan_attention_triton.FORCE_BLOCK = None
         return launches
@@ -101,6 +108,10 @@ def _attention_launches(record):
     for grid in ATTENTION_GRIDS[1:]:
         yield from run(torch.bfloat16, 72, grid, "corner")
     yield from run(torch.bfloat16, 72, ATTENTION_GRIDS[0], "corner", scan_attention_triton.SMALL_BLOCK)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for dim in (72, ATTENTION_HEAD_DIMS[-1]):
+            yield from run(dtype, dim, None, "neighborhood", packed=True)
+    yield from run(torch.bfloat16, 72, None, "neighborhood", scan_attention_triton.SMALL_BLOCK, packed=True)
 
 
 def _dwconv_launches(record):
@@ -115,11 +126,16 @@ def _dwconv_launches(record):
         vec = torch.empty(1, channels, dtype=dtype, device="meta")
         weight = torch.empty(channels, 1, k, k, dtype=dtype, device="meta")
         stats = torch.empty(1, h * w, dtype=torch.float32, device="meta")
+        grids = torch.empty(len(ATTENTION_GRIDS), 2, dtype=torch.int32, device="meta")  # packed: runtime data
+        optional = (vec[0] if bias else None, vec, vec, vec if gate else None, x if residual else None)
         with record() as launches:
-            dwconv_modulate_triton._forward(x, h, w, weight, vec[0] if bias else None, vec, vec, vec if gate else None,
-                                            x if residual else None, dilation, norm)
+            for triton_forward, geometry in ((dwconv_modulate_triton._forward, (h, w)),
+                                             (dwconv_modulate_triton._packed_forward, (grids,))):
+                triton_forward(x, *geometry, weight, *optional, dilation, norm)
             dwconv_modulate_triton._backward(x, x, h, w, weight, vec, vec, vec if gate else None, stats, stats,
                                              dilation, norm)
+            dwconv_modulate_triton._packed_backward(x, x, grids, weight, vec, vec, vec if gate else None, stats,
+                                                    stats, dilation, norm)
         return launches
 
     for dtype in (torch.float32, torch.float16, torch.bfloat16):

@@ -2,7 +2,9 @@
 
 Odd shapes (partial tiles, D not a power of two, D = 256, dilation 2 with k = 7), forward and backward of
 scan_attention and dwconv_modulate on one backend, each compared with the reference in float64; the saved lse
-against the masked logsumexp; the backward run twice and compared bit for bit (no atomics, so it must match).
+against the masked logsumexp; the attention backward run twice under torch.use_deterministic_algorithms(True) and
+compared bit for bit (its default dQ adds with atomics; the deterministic path must match exactly), the dwconv
+backward twice as it is (no atomics).
 Small enough to finish in a minute or two under `compute-sanitizer --tool memcheck|racecheck|initcheck`.
 
     python scripts/cuda_smoke.py                 # cuda backend; prints a table, exits 1 on any failure
@@ -56,7 +58,12 @@ def attention_case(grid, dim, scan, dtype, device):
     low = [t.to(dtype) for t in (q, k, v, dout)]
     out, lse = torch.ops.ledit.scan_attention_fwd(*low[:3], h, w, scan, scale)
     grads = torch.ops.ledit.scan_attention_bwd(low[3], *low[:3], out, lse, h, w, scan, scale)
-    again = torch.ops.ledit.scan_attention_bwd(low[3], *low[:3], out, lse, h, w, scan, scale)
+    torch.use_deterministic_algorithms(True)
+    try:
+        once, again = (torch.ops.ledit.scan_attention_bwd(low[3], *low[:3], out, lse, h, w, scan, scale)
+                       for _ in range(2))
+    finally:
+        torch.use_deterministic_algorithms(False)
     leaves = [t.to(dtype).double().requires_grad_() for t in (q, k, v)]
     ref = scan_attention_reference(*leaves, grid, scan, scale)
     ref.backward(low[3].double())
@@ -64,8 +71,10 @@ def attention_case(grid, dim, scan, dtype, device):
     ref_lse = scores.masked_fill(~scan_mask(grid, scan, device), -math.inf).logsumexp(-1)
     errors = {"out": relative_error(out, ref.detach())}
     errors.update({name: relative_error(g, leaf.grad) for name, g, leaf in zip(("dq", "dk", "dv"), grads, leaves)})
+    errors.update({f"{name} (deterministic)": relative_error(g, leaf.grad)
+                   for name, g, leaf in zip(("dq", "dk", "dv"), once, leaves)})
     lse_error = (lse.double() - ref_lse).abs().max().item()
-    deterministic = all(torch.equal(a, b) for a, b in zip(grads, again))
+    deterministic = all(torch.equal(a, b) for a, b in zip(once, again))
     return errors, lse_error, deterministic
 
 

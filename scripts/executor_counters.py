@@ -106,13 +106,13 @@ def measure(label: str, cases=CASES) -> dict:
                             "compulsory_bytes": _tensor_bytes(args) + _tensor_bytes(outputs),
                             "launches": ext.launches()})
         measured.append({"title": title, "passes": results})
-    return {"label": label, "commit": _kernels_commit(), "date": datetime.date.today().isoformat(), "cases": measured}
+    return {"label": label, "commit": kernels_commit(), "date": datetime.date.today().isoformat(), "cases": measured}
 
 
-def _kernels_commit() -> str:
-    """The commit the kernels (csrc/) were measured at, '-dirty' when csrc/ has uncommitted changes."""
+def kernels_commit(tree: Path = ROOT) -> str:
+    """The commit the kernels (tree's csrc/) were measured at, '-dirty' when csrc/ has uncommitted changes."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True).stdout.strip()
 
     return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--", "csrc") else "")
 
@@ -169,18 +169,25 @@ def render(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, table: str) -> str:
-    """text with the START ... END block holding table; exits when the markers are missing."""
-    if START not in text or END not in text:
-        sys.exit(f"executor_counters: no {START} ... {END} block in {DOC}")
-    head, rest = text.split(START, 1)
-    return f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}"
+def replace_block(text: str, table: str, doc: Path = DOC, start: str = START, end: str = END) -> str:
+    """doc's text with its start ... end block holding table; exits when the markers are missing."""
+    if start not in text or end not in text:
+        sys.exit(f"{doc.relative_to(ROOT)} has no {start} ... {end} block to hold the generated table")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}"
 
 
 def saved_records(results_dir: Path = RESULTS_DIR) -> list[dict]:
-    """The saved measurements, oldest first."""
+    """The saved measurements, oldest first (by date, then by when their commits were made)."""
     records = [json.loads(p.read_text()) for p in sorted(results_dir.glob("executor-counters-*.json"))]
-    return sorted(records, key=lambda record: record["date"])
+    return sorted(records, key=lambda record: (record["date"], _commit_time(record["commit"])))
+
+
+def _commit_time(commit: str) -> str:
+    """The commit's ISO time, or '' where this checkout does not hold it."""
+    out = subprocess.run(["git", "show", "-s", "--format=%cI", commit.removesuffix("-dirty")], cwd=ROOT,
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def main(argv=None) -> int:

@@ -48,3 +48,16 @@ def tiny_vae_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("vae") / "tiny-vae"
     vae.save_pretrained(path)
     return path
+
+
+def assert_same_training_state(again: dict, final: dict) -> None:
+    """Two training checkpoints hold bit-identical weights, EMA and optimizer state (a resumed run's and an
+    uninterrupted one's)."""
+    import torch
+
+    for part in ("model", "ema"):
+        for key, value in final[part].items():
+            assert torch.equal(again[part][key], value), (part, key)
+    for name, state in final["opt"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(again["opt"]["state"][name][key], value), (name, key)

@@ -21,8 +21,22 @@ namespace simd {
 typedef float Vec16 __attribute__((vector_size(64)));
 typedef int32_t Int16 __attribute__((vector_size(64)));
 
-// 8 floats: the tail of a row whose length is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
+// 8 floats: one AVX2 register (the working width without AVX-512), and on AVX-512 the tail of a row whose length
+// is a multiple of 8 but not of 16 (D = 72 is 4 x 16 + 8).
 typedef float Vec8 __attribute__((vector_size(32)));
+typedef int32_t Int8 __attribute__((vector_size(32)));  // 8 int32s, Vec8's lanes
+
+// The int32 vector with V's lanes (comparisons and bit casts of V).
+template <typename V>
+struct IntVector;
+template <>
+struct IntVector<Vec16> {
+  using type = Int16;
+};
+template <>
+struct IntVector<Vec8> {
+  using type = Int8;
+};
 
 template <typename V>
 LEDIT_CPU_INLINE V load(const float* p) {
@@ -33,6 +47,17 @@ LEDIT_CPU_INLINE V load(const float* p) {
 template <typename V>
 LEDIT_CPU_INLINE void store(float* p, V v) {
   std::memcpy(p, &v, sizeof(v));
+}
+
+// Whether a Vec16 is one register (AVX-512). Register-blocked loops size their blocks by it: GCC keeps the
+// function multi-versioned, but one source serves every clone, so the choice is made at run time (a load and a
+// bit test of libgcc's CPU model, per call of a blocked loop).
+LEDIT_CPU_INLINE bool wide_vector_registers() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;  // NEON, SSE-only builds: 16 floats are four registers
+#endif
 }
 
 LEDIT_CPU_INLINE Vec16 max16(Vec16 a, Vec16 b) { return a > b ? a : b; }

@@ -3,11 +3,7 @@
 // (qr, qc) sees a key at (kr, kc) iff the predicate holds. A token always sees itself.
 #pragma once
 
-#if defined(__CUDACC__)
-#define LEDIT_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define LEDIT_HOST_DEVICE inline
-#endif
+#include "common/host_device.h"
 
 namespace ledit {
 

@@ -11,13 +11,7 @@
 #if !defined(__CUDACC__)
 #include <cmath>
 #endif
-#ifndef LEDIT_HOST_DEVICE
-#if defined(__CUDACC__)
-#define LEDIT_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define LEDIT_HOST_DEVICE inline
-#endif
-#endif
+#include "common/host_device.h"
 
 namespace ledit {
 namespace dwconv_modulate {

@@ -172,16 +172,22 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
 
 // Grid as forward_kernel. Writes du (fp32) and per-token channel sums of du and du * u for each channel tile,
 // or dx directly without LN; and one (K*K + 3) x 32-channel row of token sums per CTA into cta_sums.
+//
+// Two passes over the warp's tokens keep the registers to the weights or to one row of tap sums, never both (K = 7:
+// 49 weights and 52 sums, 170 registers, one block per SM; now under 128, two blocks): the first computes e, du and
+// the three per-token sums; the second, one tap row at a time, the tap sums g * y, reduced across warps through a
+// small shared buffer after each row, the owning warp writing the CTA's row.
 template <typename scalar_t, int K>
-__global__ void __launch_bounds__(kThreads) backward_kernel(
+__global__ void __launch_bounds__(kThreads, 2) backward_kernel(
     dev::Global<const scalar_t> LEDIT_RESTRICT grad_out, dev::Global<const scalar_t> LEDIT_RESTRICT x,
     dev::Global<const float> LEDIT_RESTRICT mean, dev::Global<const float> LEDIT_RESTRICT rstd,
     dev::Global<const float> LEDIT_RESTRICT weight_taps, dev::Global<const float> shift,
     dev::Global<const float> scale, dev::Global<const float> gate, dev::Global<float> LEDIT_RESTRICT du_out,
     dev::Global<float> LEDIT_RESTRICT token_channel_sums, dev::Global<scalar_t> LEDIT_RESTRICT dx_out,
     dev::Global<float> LEDIT_RESTRICT cta_sums, TileGeometry g) {
+  static_assert(K <= kWarps, "a warp owns each tap row's reduction");
   const dev::Shared<float> smem = dev::dynamic_shared<float>();
-  constexpr int kSums = K * K + 3;
+  constexpr int kSums = K * K + 3, kExtraSums = 3;
   const int lane = dev::lane_id(), warp = dev::warp_id();
   const uint3 block = dev::block_idx();
   const int b = block.z / g.channel_tiles, channel_tile = block.z % g.channel_tiles;
@@ -189,68 +195,96 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(
   const ChannelParams p =
       channel_params(b, channel_tile * kTileChannels + lane, g.channels, shift, scale, gate, nullptr);
   const bool norm = mean != nullptr;
-  const dev::Shared<float> y_tile = smem;
-  const dev::Shared<float> g_tile = smem + g.halo_rows * g.halo_cols * kTileChannels;
+  const int halo = g.halo_rows * g.halo_cols * kTileChannels;
+  const dev::Shared<float> y_tile = smem, g_tile = smem + halo;
+  const dev::Shared<float> partials = smem + 2 * halo;  // [kWarps][K][32]: one row of tap sums per warp
   stage_halo(y_tile, x, mean, rstd, true, p, b, row0, col0, g);
   stage_halo(g_tile, grad_out, dev::Global<const float>(nullptr), dev::Global<const float>(nullptr), false, p, b, row0,
              col0, g);
-  float weights[K * K], sums[kSums];
-#pragma unroll
-  for (int t = 0; t < K * K; ++t) weights[t] = p.ok ? dev::ld_global(weight_taps + (t * g.channels + p.channel)) : 0.f;
-#pragma unroll
-  for (int s = 0; s < kSums; ++s) sums[s] = 0.f;
   const float gate_scale1p = p.gate * p.scale1p;
   const int64_t n_tokens = static_cast<int64_t>(dev::grid_dim().z / g.channel_tiles) * g.h * g.w;
+  const int64_t cta = (static_cast<int64_t>(b) * g.row_tiles + block.y) * g.col_tiles + block.x;
+  auto cta_row = [&](int s) { return cta_sums + ((cta * kSums + s) * g.channels + p.channel); };
   dev::sync_threads();
-  for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
-    const int tile_row = t / kTileCols, tile_col = t % kTileCols;
-    const int row = row0 + tile_row, col = col0 + tile_col;
-    if (row >= g.h || col >= g.w) continue;  // warp-uniform, so the shuffles below see every lane
-    const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
-    const float g_here = dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g));
-    float e = 0.f;
+
+  // Pass 1: e = the mirrored taps of g, du, and the sums of g, e and e * u.
+  float extra[kExtraSums] = {0.f, 0.f, 0.f};
+  {
+    float weights[K * K];
 #pragma unroll
-    for (int i = 0; i < K; ++i) {
+    for (int t = 0; t < K * K; ++t)
+      weights[t] = p.ok ? dev::ld_global(weight_taps + (t * g.channels + p.channel)) : 0.f;
+    for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
+      const int tile_row = t / kTileCols, tile_col = t % kTileCols;
+      const int row = row0 + tile_row, col = col0 + tile_col;
+      if (row >= g.h || col >= g.w) continue;  // warp-uniform, so the shuffles below see every lane
+      const int64_t token = (static_cast<int64_t>(b) * g.h + row) * g.w + col;
+      float e = 0.f;
 #pragma unroll
-      for (int j = 0; j < K; ++j) {
-        e += weights[i * K + j] * dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, i, j, -1, g));
-        sums[i * K + j] += g_here * dev::ld_shared(y_tile + halo_index<K>(tile_row, tile_col, i, j, 1, g));
+      for (int i = 0; i < K; ++i) {
+#pragma unroll
+        for (int j = 0; j < K; ++j)
+          e += weights[i * K + j] * dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, i, j, -1, g));
       }
-    }
-    float u = 0.f;
-    if (p.ok) {
-      u = dev::to_float(dev::ld_global(x + (token * g.channels + p.channel)));
-      if (norm) u = (u - dev::ld_global(mean + token)) * dev::ld_global(rstd + token);
-    }
-    sums[sum_row_dout(K)] += g_here;
-    sums[sum_row_e(K)] += e;
-    sums[sum_row_e_u(K)] += e * u;
-    const float du = e * gate_scale1p;
-    if (norm) {
-      const float sum_du = warp_sum(du), sum_du_u = warp_sum(du * u);
-      if (p.ok) dev::st_global(du_out + (token * g.channels + p.channel), du);
-      if (lane == 0) {
-        const dev::Global<float> token_sums =
-            token_channel_sums + (static_cast<int64_t>(channel_tile) * n_tokens + token) * 2;
-        dev::st_global(token_sums, sum_du);
-        dev::st_global(token_sums + 1, sum_du_u);
+      float u = 0.f;
+      if (p.ok) {
+        u = dev::to_float(dev::ld_global(x + (token * g.channels + p.channel)));
+        if (norm) u = (u - dev::ld_global(mean + token)) * dev::ld_global(rstd + token);
       }
-    } else if (p.ok) {
-      dev::st_global(dx_out + (token * g.channels + p.channel), dev::from_float<scalar_t>(du));
+      extra[0] += dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g));
+      extra[1] += e;
+      extra[2] += e * u;
+      const float du = e * gate_scale1p;
+      if (norm) {
+        const float sum_du = warp_sum(du), sum_du_u = warp_sum(du * u);
+        dev::st_global_if(p.ok, du_out + (token * g.channels + p.channel), du);
+        if (lane == 0) {
+          const dev::Global<float> token_sums =
+              token_channel_sums + (static_cast<int64_t>(channel_tile) * n_tokens + token) * 2;
+          dev::st_global(token_sums, sum_du);
+          dev::st_global(token_sums + 1, sum_du_u);
+        }
+      } else {
+        dev::st_global_if(p.ok, dx_out + (token * g.channels + p.channel), dev::from_float<scalar_t>(du));
+      }
     }
   }
-  // Reduce the warps' token sums through shared memory (the staged tiles are no longer needed).
-  dev::sync_threads();
+
+  // Pass 2, one tap row at a time: sums of g * y over the tile's tokens, reduced across warps by warp i.
+  for (int i = 0; i < K; ++i) {
+    float row_sums[K];
 #pragma unroll
-  for (int s = 0; s < kSums; ++s) dev::st_shared(smem + ((warp * kSums + s) * kTileChannels + lane), sums[s]);
+    for (int j = 0; j < K; ++j) row_sums[j] = 0.f;
+    for (int t = warp; t < kTileRows * kTileCols; t += kWarps) {
+      const int tile_row = t / kTileCols, tile_col = t % kTileCols;
+      if (row0 + tile_row >= g.h || col0 + tile_col >= g.w) continue;
+      const float g_here = dev::ld_shared(g_tile + halo_index<K>(tile_row, tile_col, K / 2, K / 2, 1, g));
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+        row_sums[j] += g_here * dev::ld_shared(y_tile + halo_index<K>(tile_row, tile_col, i, j, 1, g));
+    }
+#pragma unroll
+    for (int j = 0; j < K; ++j) dev::st_shared(partials + ((warp * K + j) * kTileChannels + lane), row_sums[j]);
+    dev::sync_threads();
+    if (warp == i) {
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        float total = 0.f;
+        for (int other = 0; other < kWarps; ++other)
+          total += dev::ld_shared(partials + ((other * K + j) * kTileChannels + lane));
+        dev::st_global_if(p.ok, cta_row(i * K + j), total);
+      }
+    }
+    dev::sync_threads();  // the buffer is refilled by the next row
+  }
+#pragma unroll
+  for (int s = 0; s < kExtraSums; ++s) dev::st_shared(partials + ((warp * K + s) * kTileChannels + lane), extra[s]);
   dev::sync_threads();
-  if (!p.ok) return;
-  const int64_t cta = (static_cast<int64_t>(b) * g.row_tiles + block.y) * g.col_tiles + block.x;
-  for (int s = warp; s < kSums; s += kWarps) {
+  if (warp < kExtraSums) {
     float total = 0.f;
     for (int other = 0; other < kWarps; ++other)
-      total += dev::ld_shared(smem + ((other * kSums + s) * kTileChannels + lane));
-    dev::st_global(cta_sums + ((cta * kSums + s) * g.channels + p.channel), total);
+      total += dev::ld_shared(partials + ((other * K + warp) * kTileChannels + lane));
+    dev::st_global_if(p.ok, cta_row(K * K + warp), total);
   }
 }
 
@@ -365,8 +399,8 @@ int64_t ctas_per_sample(int h, int w) {
 size_t shared_memory_bytes(int k, int dilation, bool backward) {
   const int pad = dilation * (k / 2);
   const size_t halo = sizeof(float) * (kTileRows + 2 * pad) * (kTileCols + 2 * pad) * kTileChannels;
-  // The backward stages y and g, then reuses the space for the warps' token sums.
-  return backward ? std::max(2 * halo, sizeof(float) * kWarps * sum_rows(k) * kTileChannels) : halo;
+  // The backward stages y and g, beside one row of tap sums per warp (at least the three extra sums).
+  return backward ? 2 * halo + sizeof(float) * kWarps * std::max(k, 3) * kTileChannels : halo;
 }
 
 cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t stream) {

@@ -47,7 +47,7 @@ struct Counters {
   SharedTraffic shared_loads, shared_stores, ldmatrix, cp_async_shared;
   GlobalTraffic global_loads, global_stores;
   uint64_t global_atomics = 0;
-  uint64_t mma = 0;  // mma.sync m16n8k16 (a 16x16x16 WMMA product counts 2)
+  uint64_t mma = 0;  // mma.sync m16n8k16
   uint64_t block_barriers = 0, warp_syncs = 0, shuffles = 0, votes = 0;
   uint64_t blocks = 0, threads = 0;
 };

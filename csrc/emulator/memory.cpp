@@ -198,7 +198,12 @@ void count_sectors(const InstructionGroup& g, GlobalTraffic& traffic, std::unord
 }  // namespace
 
 const Allocation* find_allocation(const void* address) {
+  // A kernel argument is a tensor's first element; views of one fused tensor overlap, so the tensor that starts
+  // exactly there is the one, and containment only decides for other pointers.
   const auto* p = static_cast<const unsigned char*>(address);
+  for (const Allocation& a : allocations) {
+    if (p == a.begin) return &a;
+  }
   for (const Allocation& a : allocations) {
     if (p >= a.begin && p <= a.begin + a.bytes) return &a;
   }

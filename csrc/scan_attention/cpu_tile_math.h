@@ -47,41 +47,52 @@ LEDIT_CPU_INLINE void gemm_block(int K, const float* A, int lda, const float* B,
 }
 
 // C[M x N] (+)= A[M x K] * B[K x N] (A transposed with kTransA, see gemm_block); M a multiple of 4, N of 8.
+// The C block must stay in registers, so its size follows the register file: 4 x 32 floats in 8 of AVX-512's 32
+// registers, 4 x 24 floats in 12 of AVX2's 16. (A 4 x 32 block on AVX2 is 16 registers before the operands: it
+// spilled every k step and ran some 50x slower.)
 template <bool kTransA = false>
 LEDIT_CPU_INLINE void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                            bool accumulate) {
+  const bool wide = wide_vector_registers();
   for (int m = 0; m < M; m += 4) {
     const float* a = kTransA ? A + m : A + m * lda;
     float* c = C + m * ldc;
     int n = 0;
-    for (; n + 32 <= N; n += 32) gemm_block<4, 2, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
-    if (n + 16 <= N) {
-      gemm_block<4, 1, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
-      n += 16;
+    if (wide) {
+      for (; n + 32 <= N; n += 32) gemm_block<4, 2, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+      if (n + 16 <= N) {
+        gemm_block<4, 1, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+        n += 16;
+      }
+    } else {
+      for (; n + 24 <= N; n += 24) gemm_block<4, 3, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
     }
-    if (n < N) gemm_block<4, 1, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+    for (; n < N; n += 8) gemm_block<4, 1, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
   }
 }
 
 // 2^x with ~2 ulp relative error (Cephes exp2f polynomial on [-0.5, 0.5]); 0 for x < -126, so -inf gives 0.
-LEDIT_CPU_INLINE Vec16 exp2_approx(Vec16 x) {
-  const Vec16 xc = x < -126.f ? Vec16{} - 126.f : x;
-  const Vec16 xi = (xc + 12582912.f) - 12582912.f;  // round to nearest (1.5 * 2^23 trick), |x| < 2^22
-  const Vec16 f = xc - xi;
-  Vec16 p = Vec16{} + 1.535336188319500e-4f;
+// V is Vec16 or Vec8 (the width that is one register or two: see wide_vector_registers).
+template <typename V>
+LEDIT_CPU_INLINE V exp2_approx(V x) {
+  using Int = typename IntVector<V>::type;
+  const V xc = x < -126.f ? V{} - 126.f : x;
+  const V xi = (xc + 12582912.f) - 12582912.f;  // round to nearest (1.5 * 2^23 trick), |x| < 2^22
+  const V f = xc - xi;
+  V p = V{} + 1.535336188319500e-4f;
   p = p * f + 1.339887440266574e-3f;
   p = p * f + 9.618437357674640e-3f;
   p = p * f + 5.550332471162809e-2f;
   p = p * f + 2.402264791363012e-1f;
   p = p * f + 6.931472028550421e-1f;
   p = p * f + 1.f;
-  const Int16 bits = (__builtin_convertvector(xi, Int16) + 127) << 23;
-  Vec16 pow2;
+  const Int bits = (__builtin_convertvector(xi, Int) + 127) << 23;
+  V pow2;
   std::memcpy(&pow2, &bits, sizeof(pow2));
-  return x < -126.f ? Vec16{} : p * pow2;
+  return x < -126.f ? V{} : p * pow2;
 }
 
-LEDIT_CPU_INLINE float exp2_approx(float x) { return exp2_approx(Vec16{} + x)[0]; }
+LEDIT_CPU_INLINE float exp2_approx(float x) { return exp2_approx(Vec8{} + x)[0]; }
 
 // dst (16 rows, stride ldd) = the transpose of src (16 rows, stride lds): four rounds of interleaving row i with
 // row i + 8 (a perfect shuffle) turn rows into columns, 64 two-register permutes per 256 values.

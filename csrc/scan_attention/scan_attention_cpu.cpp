@@ -5,11 +5,13 @@
 // (B, N, H, D) inputs in place (any dtype, any strides with a unit last stride) and goes to per-thread buffers
 // kept between calls: freshly allocated packing tensors cost a page fault per 4 KB on first touch, which at
 // LEDiT's 16 x 16 grids took as long as the attention itself (docs/kernels-attention.md).
-// Forward: one task per (batch, head, query tile); the thread packs its head's K and V once and reuses them for
-// every query tile of that head it runs. Fully masked key tiles are skipped, fully visible ones run without mask
-// tests. Backward: one task per (batch, head), which owns its dq, so dq, dk and dv come out of a single pass
-// (5 tile products per visible tile pair) with no atomics. Scores are kept in base 2 (q is scaled by
-// softmax_scale * log2(e)); the saved lse is in natural-log units.
+// A call is a list of images, each with its own grid, tile grid and place in the tensors: a batch is B images of
+// one grid (image b in batch row b), a packed sequence n images back to back in batch row 0 (common/packed_images.h);
+// attention never crosses images. Forward: one task per (image, head, query tile); the thread packs its image's
+// head of K and V once and reuses them for every query tile of that head it runs. Fully masked key tiles are
+// skipped, fully visible ones run without mask tests. Backward: one task per (image, head), which owns its dq, so
+// dq, dk and dv come out of a single pass (5 tile products per visible tile pair) with no atomics. Scores are kept
+// in base 2 (q is scaled by softmax_scale * log2(e)); the saved lse is in natural-log units.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/packed_grids.h"
+#include "common/packed_images.h"
 #include "scan_attention/cpu_tile_math.h"
 #include "scan_attention/scan_attention.h"
 #include "scan_attention/scan_tiles.h"
@@ -33,12 +37,12 @@ namespace scan_attention {
 namespace cpu {
 namespace {
 
-// Shapes of one call, shared by the packing helpers and the kernels.
+// Shapes of one image of a call, shared by the packing helpers and the kernels: the call's head count, head dim and
+// scan, and the image's tile grid.
 struct Problem {
-  int64_t batch, tokens, heads, dim;
+  int64_t heads, dim;
   TileGrid grid;
   Scan scan;
-  int64_t bh() const { return batch * heads; }
   int64_t padded_tokens() const { return int64_t{grid.num_tiles()} * kTile; }
   // Packed rows are padded to an odd number of 64-byte cache lines: every row starts on a line, and rows (of one
   // array or of the head's several arrays) do not all map to the same few L1 sets, as 256- or 512-byte rows
@@ -46,6 +50,56 @@ struct Problem {
   int64_t row_stride() const { return ((dim + 15) / 16 | 1) * 16; }
   int64_t head_floats() const { return padded_tokens() * row_stride(); }
 };
+
+// Where an image's tokens are in the call's (B, N, H, D) tensors and (B, H, N) lse: batch row and first token.
+struct ImageSpan {
+  int64_t batch, token0;
+};
+
+// The images of one call, and the first query tile of each (tile_offsets, as common/packed_images.h's
+// unit_offsets): a task finds its image with segment_of.
+struct Images {
+  int64_t tokens;  // N of the call's tensors
+  std::vector<Problem> problems;
+  std::vector<ImageSpan> spans;
+  std::vector<int32_t> tile_offsets;
+  int count() const { return static_cast<int>(spans.size()); }
+  int64_t tiles() const { return tile_offsets.back(); }
+  int tiles_of(int image) const { return tile_offsets[image + 1] - tile_offsets[image]; }
+  // The largest per-thread buffer any image needs, given the floats an image of a problem needs.
+  template <typename Floats>
+  size_t max_floats(Floats floats) const {
+    size_t most = 0;
+    for (const Problem& p : problems) most = std::max(most, floats(p));
+    return most;
+  }
+};
+
+Images make_images(int64_t tokens, int64_t heads, int64_t dim, Scan scan, const std::vector<ImageGrid>& grids,
+                   const std::vector<ImageSpan>& spans) {
+  Images images{tokens, {}, spans, {0}};
+  for (const ImageGrid& g : grids) {
+    images.problems.push_back({heads, dim, make_tile_grid(static_cast<int>(g.h), static_cast<int>(g.w), kTile), scan});
+    images.tile_offsets.push_back(images.tile_offsets.back() + images.problems.back().grid.num_tiles());
+  }
+  return images;
+}
+
+// A batch: image b is batch row b, all of one grid.
+Images batch_images(const at::Tensor& q, int64_t dim, int64_t h, int64_t w, Scan scan) {
+  std::vector<ImageSpan> spans;
+  for (int64_t b = 0; b < q.size(0); ++b) spans.push_back({b, 0});
+  return make_images(q.size(1), q.size(2), dim, scan, std::vector<ImageGrid>(q.size(0), {h, w, 0}), spans);
+}
+
+// A packed sequence: the images of grids, back to back in batch row 0.
+Images packed_images(const at::Tensor& q, int64_t dim, const at::Tensor& grids, Scan scan) {
+  TORCH_CHECK(q.size(0) == 1, "scan_attention: a packed sequence is (1, total_tokens, H, D), got ", q.sizes());
+  const std::vector<ImageGrid> grid_list = read_packed_grids(grids, q.size(1), "scan_attention");
+  std::vector<ImageSpan> spans;
+  for (const ImageGrid& g : grid_list) spans.push_back({0, g.token0});
+  return make_images(q.size(1), q.size(2), dim, scan, grid_list, spans);
+}
 
 // Per-thread scratch kept between calls, so packing touches warm pages instead of fresh ones. A buffer above
 // kRetainedBytes (a 64 x 64 grid's backward) is released when the thread's tasks of the call are done: at
@@ -122,9 +176,23 @@ struct HeadRows {
   }
 };
 
+// One head of one image of a (B, N, H, D) tensor, read in place.
 template <typename T>
-HeadRows<T> head_rows(const at::Tensor& x, int64_t bh, int64_t heads) {
-  return {x.const_data_ptr<T>() + (bh / heads) * x.stride(0) + (bh % heads) * x.stride(2), x.stride(1), x.size(3)};
+HeadRows<T> head_rows(const at::Tensor& x, const ImageSpan& image, int64_t head) {
+  return {x.const_data_ptr<T>() + image.batch * x.stride(0) + image.token0 * x.stride(1) + head * x.stride(2),
+          x.stride(1), x.size(3)};
+}
+
+// The same, written: token n of the image's head is at head_out(...) + n * x.stride(1).
+template <typename T>
+T* head_out(at::Tensor& x, const ImageSpan& image, int64_t head) {
+  return x.mutable_data_ptr<T>() + image.batch * x.stride(0) + image.token0 * x.stride(1) + head * x.stride(2);
+}
+
+// The (B, H, N) lse of one head of one image.
+template <typename L>
+L* head_lse(L* lse, const Images& images, const ImageSpan& image, int64_t head, int64_t heads) {
+  return lse + (image.batch * heads + head) * images.tokens + image.token0;
 }
 
 // A (B, N, H, D) tensor with a unit last stride (the kernels read and write whole rows).
@@ -253,14 +321,25 @@ LEDIT_CPU_INLINE float row_max(const float* s) {
 
 // p = 2^((s - shift) - shift_low) over one score row (in place is fine); returns the row sum. shift_low carries
 // the bits of a large shift (the backward's lse) that float32 cannot hold next to it.
-LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shift_low = 0.f) {
-  Vec16 sum{};
-  for (int j = 0; j < kTile; j += 16) {
-    const Vec16 e = exp2_approx((load<Vec16>(s + j) - shift) - shift_low);
-    store<Vec16>(p + j, e);
+template <typename V>
+LEDIT_CPU_INLINE float exp2_row_in(const float* s, float shift, float* p, float shift_low) {
+  constexpr int kWidth = sizeof(V) / sizeof(float);
+  V sum{};
+  for (int j = 0; j < kTile; j += kWidth) {
+    const V e = exp2_approx((load<V>(s + j) - shift) - shift_low);
+    store<V>(p + j, e);
     sum += e;
   }
-  return reduce_sum(sum);
+  Vec16 total{};  // one reduction order for both widths' partial sums
+  std::memcpy(&total, &sum, sizeof(sum));
+  return reduce_sum(total);
+}
+
+// In registers' width: 16-float vectors on AVX-512; 8-float ones elsewhere, where the polynomial's 16-float
+// temporaries did not fit AVX2's 16 registers and spilled (40% of the forward's time).
+LEDIT_CPU_INLINE float exp2_row(const float* s, float shift, float* p, float shift_low = 0.f) {
+  return wide_vector_registers() ? exp2_row_in<Vec16>(s, shift, p, shift_low)
+                                 : exp2_row_in<Vec8>(s, shift, p, shift_low);
 }
 
 // Forward for one (batch, head, query tile): O (kTile x row_stride, unnormalised) and per-row max m and sum l,
@@ -339,39 +418,45 @@ void backward_head(const Problem& p, const float* Q, const float* K, const float
 }
 
 template <typename T>
-void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Problem& p, float softmax_scale,
+void forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Images& images, float softmax_scale,
              at::Tensor& out, at::Tensor& lse) {
-  const int tiles = p.grid.num_tiles();
-  const int64_t ld = p.row_stride(), head = p.head_floats();
+  const int64_t heads = q.size(2);
   const int64_t call = next_call_id();
-  // Per thread: Kt, V (the head), then Q, O (one tile), S (scores), row max and row sum.
-  const size_t floats = 2 * head + 2 * kTile * ld + kTile * kTile + 2 * kTile;
-  parallel_tasks(p.bh() * tiles, [&](int64_t task, Workspace& workspace) {
-    const int64_t bh = task / tiles;
-    const int q_tile = static_cast<int>(task % tiles);
+  // Per thread: Kt, V (the image's head), then Q, O (one tile), S (scores), row max and row sum.
+  const size_t floats = images.max_floats([](const Problem& p) {
+    return static_cast<size_t>(2 * p.head_floats() + 2 * kTile * p.row_stride() + kTile * kTile + 2 * kTile);
+  });
+  // Tasks run image by image, then head by head, then query tile by query tile (a batch: (batch, head, tile)).
+  parallel_tasks(heads * images.tiles(), [&](int64_t task, Workspace& workspace) {
+    const int image = segment_of(images.tile_offsets.data(), images.count(), task / heads);
+    const Problem& p = images.problems[image];
+    const ImageSpan& span = images.spans[image];
+    const int64_t local = task - heads * images.tile_offsets[image];
+    const int64_t head = local / images.tiles_of(image);
+    const int q_tile = static_cast<int>(local % images.tiles_of(image));
+    const int64_t ld = p.row_stride(), head_size = p.head_floats();
     float* Kt;
-    if (!workspace.acquire(floats, {call, bh}, &Kt)) {
-      pack_head(head_rows<T>(k, bh, p.heads), p, 1.f, Kt + head);  // V's place holds K until transposed
-      transpose_head(Kt + head, p, Kt);
-      pack_head(head_rows<T>(v, bh, p.heads), p, 1.f, Kt + head);
+    if (!workspace.acquire(floats, {call, image * heads + head}, &Kt)) {
+      pack_head(head_rows<T>(k, span, head), p, 1.f, Kt + head_size);  // V's place holds K until transposed
+      transpose_head(Kt + head_size, p, Kt);
+      pack_head(head_rows<T>(v, span, head), p, 1.f, Kt + head_size);
     }
-    float* V = Kt + head;
-    float* Q = V + head;
+    float* V = Kt + head_size;
+    float* Q = V + head_size;
     float* O = Q + kTile * ld;
     float* S = O + kTile * ld;
     float* row_m = S + kTile * kTile;
     float* row_l = row_m + kTile;
-    pack_tile(head_rows<T>(q, bh, p.heads), p, q_tile, softmax_scale * kLog2e, Q);
+    pack_tile(head_rows<T>(q, span, head), p, q_tile, softmax_scale * kLog2e, Q);
     forward_query_tile(p, q_tile, Q, Kt, V, O, row_m, row_l, S);
     const TileRect rect = p.grid.rect(q_tile);
-    float* lse_head = lse.mutable_data_ptr<float>() + bh * p.tokens;
+    float* lse_head = head_lse(lse.mutable_data_ptr<float>(), images, span, head, heads);
     for (int i = 0; i < rect.size(); ++i) {
       lse_head[p.grid.token(rect, i)] =
           static_cast<float>((double{row_m[i]} + std::log2(double{row_l[i]})) * double{kLn2});
       row_l[i] = 1.f / row_l[i];
     }
-    T* out_head = out.mutable_data_ptr<T>() + (bh / p.heads) * out.stride(0) + (bh % p.heads) * out.stride(2);
-    unpack_tile(O, p, q_tile, row_l, 1.f, out_head, out.stride(1));
+    unpack_tile(O, p, q_tile, row_l, 1.f, head_out<T>(out, span, head), out.stride(1));
   });
 }
 
@@ -405,72 +490,102 @@ void row_stats(const HeadRows<T>& out, const float* lse_head, const float* dO, c
 
 template <typename T>
 void backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-              const at::Tensor& out, const at::Tensor& lse, const Problem& p, float softmax_scale,
+              const at::Tensor& out, const at::Tensor& lse, const Images& images, float softmax_scale,
               std::array<at::Tensor, 3>& grads) {
-  const int64_t head = p.head_floats(), padded = p.padded_tokens();
+  const int64_t heads = q.size(2);
   const int64_t call = next_call_id();
-  // Per thread: Q, K, Kt, Vt, dO, dQ, dK, dV (the head), lse2, lse2_low, delta (per row), P, dP (scratch).
-  const size_t floats = 8 * head + 3 * padded + 2 * kTile * kTile;
-  parallel_tasks(p.bh(), [&](int64_t bh, Workspace& workspace) {
+  // Per thread: Q, K, Kt, Vt, dO, dQ, dK, dV (the image's head), lse2, lse2_low, delta (per row), P, dP (scratch).
+  const size_t floats = images.max_floats([](const Problem& p) {
+    return static_cast<size_t>(8 * p.head_floats() + 3 * p.padded_tokens() + 2 * kTile * kTile);
+  });
+  // One task per (image, head): a batch's (batch, head).
+  parallel_tasks(images.count() * heads, [&](int64_t task, Workspace& workspace) {
+    const int image = static_cast<int>(task / heads);
+    const int64_t head = task % heads;
+    const Problem& p = images.problems[image];
+    const ImageSpan& span = images.spans[image];
+    const int64_t head_size = p.head_floats(), padded = p.padded_tokens();
     float* Q;
-    workspace.acquire(floats, {call, bh}, &Q);
-    float *K = Q + head, *Kt = K + head, *Vt = Kt + head, *dO = Vt + head;
-    float *dQ = dO + head, *dK = dQ + head, *dV = dK + head;
-    float *lse2 = dV + head, *lse2_low = lse2 + padded, *delta = lse2_low + padded, *P = delta + padded;
-    pack_head(head_rows<T>(q, bh, p.heads), p, softmax_scale * kLog2e, Q);
-    pack_head(head_rows<T>(k, bh, p.heads), p, 1.f, K);
+    workspace.acquire(floats, {call, task}, &Q);
+    float *K = Q + head_size, *Kt = K + head_size, *Vt = Kt + head_size, *dO = Vt + head_size;
+    float *dQ = dO + head_size, *dK = dQ + head_size, *dV = dK + head_size;
+    float *lse2 = dV + head_size, *lse2_low = lse2 + padded, *delta = lse2_low + padded, *P = delta + padded;
+    pack_head(head_rows<T>(q, span, head), p, softmax_scale * kLog2e, Q);
+    pack_head(head_rows<T>(k, span, head), p, 1.f, K);
     transpose_head(K, p, Kt);
-    pack_head(head_rows<T>(v, bh, p.heads), p, 1.f, dV);  // dV's place holds V until transposed (zeroed below)
+    pack_head(head_rows<T>(v, span, head), p, 1.f, dV);  // dV's place holds V until transposed (zeroed below)
     transpose_head(dV, p, Vt);
-    pack_head(head_rows<T>(dout, bh, p.heads), p, 1.f, dO);
-    std::fill(dQ, dQ + 3 * head, 0.f);
-    row_stats(head_rows<T>(out, bh, p.heads), lse.const_data_ptr<float>() + bh * p.tokens, dO, p, lse2, lse2_low,
-              delta);
+    pack_head(head_rows<T>(dout, span, head), p, 1.f, dO);
+    std::fill(dQ, dQ + 3 * head_size, 0.f);
+    row_stats(head_rows<T>(out, span, head), head_lse(lse.const_data_ptr<float>(), images, span, head, heads), dO, p,
+              lse2, lse2_low, delta);
     backward_head(p, Q, K, Kt, Vt, dO, lse2, lse2_low, delta, dQ, dK, dV, P, P + kTile * kTile);
     const float scales[3] = {softmax_scale, kLn2, 1.f};  // dQ: Q was scaled; dK: scores were in base 2
     const float* packed[3] = {dQ, dK, dV};
     for (int g = 0; g < 3; ++g) {
-      at::Tensor& grad = grads[g];
-      T* grad_head = grad.mutable_data_ptr<T>() + (bh / p.heads) * grad.stride(0) + (bh % p.heads) * grad.stride(2);
       for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
-        unpack_tile(packed[g] + int64_t{tile} * kTile * p.row_stride(), p, tile, nullptr, scales[g], grad_head,
-                    grad.stride(1));
+        unpack_tile(packed[g] + int64_t{tile} * kTile * p.row_stride(), p, tile, nullptr, scales[g],
+                    head_out<T>(grads[g], span, head), grads[g].stride(1));
     }
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_images(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                  const Images& images, double softmax_scale) {
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "scan_attention_fwd_cpu", [&] {
+    forward<scalar_t>(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), images,
+                      static_cast<float>(softmax_scale), out, lse);
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_images(const at::Tensor& dout, const at::Tensor& q,
+                                                               const at::Tensor& k, const at::Tensor& v,
+                                                               const at::Tensor& out, const at::Tensor& lse,
+                                                               const Images& images, double softmax_scale) {
+  TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(), "scan_attention_bwd: dout/out shape mismatch");
+  TORCH_CHECK(dout.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
+              "scan_attention_bwd: dout/out dtype differs from q's");
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef({q.size(0), q.size(2), q.size(1)}),
+              "scan_attention_bwd: lse must be (B, H, N), got ", lse.sizes());
+  std::array<at::Tensor, 3> grads{at::empty(q.sizes(), q.options()), at::empty(q.sizes(), q.options()),
+                                  at::empty(q.sizes(), q.options())};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "scan_attention_bwd_cpu", [&] {
+    backward<scalar_t>(unit_last_stride(dout), unit_last_stride(q), unit_last_stride(k), unit_last_stride(v),
+                       unit_last_stride(out), lse.to(at::kFloat).contiguous(), images,
+                       static_cast<float>(softmax_scale), grads);
+  });
+  return {grads[0], grads[1], grads[2]};
 }
 
 std::tuple<at::Tensor, at::Tensor> scan_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
                                                           const at::Tensor& v, int64_t h, int64_t w,
                                                           c10::string_view scan, double softmax_scale) {
   const int64_t dim = check_qkv(q, k, v, h, w);
-  const Problem p{q.size(0), q.size(1), q.size(2), dim, make_tile_grid(h, w, kTile), parse_scan(scan)};
-  at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = at::empty({p.batch, p.heads, p.tokens}, q.options().dtype(at::kFloat));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "scan_attention_fwd_cpu", [&] {
-    forward<scalar_t>(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), p,
-                      static_cast<float>(softmax_scale), out, lse);
-  });
-  return {out, lse};
+  return forward_images(q, k, v, batch_images(q, dim, h, w, parse_scan(scan)), softmax_scale);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, int64_t h, int64_t w, c10::string_view scan, double softmax_scale) {
   const int64_t dim = check_qkv(q, k, v, h, w);
-  TORCH_CHECK(dout.sizes() == q.sizes() && out.sizes() == q.sizes(), "scan_attention_bwd: dout/out shape mismatch");
-  TORCH_CHECK(dout.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
-              "scan_attention_bwd: dout/out dtype differs from q's");
-  TORCH_CHECK(lse.sizes() == at::IntArrayRef({q.size(0), q.size(2), q.size(1)}),
-              "scan_attention_bwd: lse must be (B, H, N), got ", lse.sizes());
-  const Problem p{q.size(0), q.size(1), q.size(2), dim, make_tile_grid(h, w, kTile), parse_scan(scan)};
-  std::array<at::Tensor, 3> grads{at::empty(q.sizes(), q.options()), at::empty(q.sizes(), q.options()),
-                                  at::empty(q.sizes(), q.options())};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "scan_attention_bwd_cpu", [&] {
-    backward<scalar_t>(unit_last_stride(dout), unit_last_stride(q), unit_last_stride(k), unit_last_stride(v),
-                       unit_last_stride(out), lse.to(at::kFloat).contiguous(), p, static_cast<float>(softmax_scale),
-                       grads);
-  });
-  return {grads[0], grads[1], grads[2]};
+  return backward_images(dout, q, k, v, out, lse, batch_images(q, dim, h, w, parse_scan(scan)), softmax_scale);
+}
+
+std::tuple<at::Tensor, at::Tensor> scan_attention_packed_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                                 const at::Tensor& v, const at::Tensor& grids,
+                                                                 c10::string_view scan, double softmax_scale) {
+  const int64_t dim = check_qkv_tensors(q, k, v);
+  return forward_images(q, k, v, packed_images(q, dim, grids, parse_scan(scan)), softmax_scale);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_packed_bwd_cpu(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, const at::Tensor& grids, c10::string_view scan, double softmax_scale) {
+  const int64_t dim = check_qkv_tensors(q, k, v);
+  return backward_images(dout, q, k, v, out, lse, packed_images(q, dim, grids, parse_scan(scan)), softmax_scale);
 }
 
 }  // namespace
@@ -481,4 +596,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scan_attention_bwd_cpu(
 TORCH_LIBRARY_IMPL(ledit, CPU, m) {
   m.impl("scan_attention_fwd", &ledit::scan_attention::cpu::scan_attention_fwd_cpu);
   m.impl("scan_attention_bwd", &ledit::scan_attention::cpu::scan_attention_bwd_cpu);
+  m.impl("scan_attention_packed_fwd", &ledit::scan_attention::cpu::scan_attention_packed_fwd_cpu);
+  m.impl("scan_attention_packed_bwd", &ledit::scan_attention::cpu::scan_attention_packed_bwd_cpu);
 }

@@ -1,13 +1,13 @@
-// Launchers of the scan_attention CUDA kernels. The .cu file depends on nothing of torch (only the device layer,
-// common/device.h), so it compiles with nvcc alone, or as C++ for the CPU executor; scan_attention_cuda_ops.cpp wraps these for torch.library.
+// Launchers of the scan_attention CUDA kernels (scan_attention_cuda_forward.cu, scan_attention_cuda_backward.cu).
+// The kernels depend on nothing of torch, only on the device layer (common/device.h), so they compile with nvcc
+// alone, or as C++ for the CPU executor; scan_attention_cuda_ops.cpp wraps these launchers for torch.library.
 #pragma once
-
-#include "common/device_runtime.h"
 
 #include <cstddef>
 #include <cstdint>
 
-#include "scan_attention/scan_tiles.h"
+#include "common/device_runtime.h"
+#include "scan_attention/cuda_kernel_shapes.h"
 
 namespace ledit {
 namespace scan_attention {
@@ -15,42 +15,55 @@ namespace cuda {
 
 enum class DType { kFloat16, kBFloat16 };
 
-// Shapes of one call, passed by value to every kernel.
-struct Params {
-  TileGrid grid;
+// Shapes of one call. The kernels pick their tile grids from h, w and their own tile sizes.
+struct Problem {
+  int h, w;
   Scan scan;
-  int tile;  // tokens per tile, 64 or 32: the capacity of `grid`'s tiles and the kernels' template parameter
-  int tokens, heads, dim, dim_padded;
-  float softmax_scale, qk_scale;  // qk_scale = softmax_scale * log2(e): scores are kept in base 2
+  int tokens, heads, dim;
+  float softmax_scale;
 };
 
-// Dynamic shared memory of one block of the forward, or of the backward's larger (dK/dV) kernel.
-size_t shared_memory_bytes(int tile, int dim, bool backward);
+// The fields of KernelParams that the problem decides; each launcher adds its tensors' layouts.
+inline KernelParams kernel_params(const Problem& problem, int query_tile, int key_tile, bool double_buffer) {
+  KernelParams p{};
+  p.q_tiles = make_tile_grid(problem.h, problem.w, query_tile);
+  p.k_tiles = make_tile_grid(problem.h, problem.w, key_tile);
+  p.scan = problem.scan;
+  p.w = problem.w;
+  p.tokens = problem.tokens;
+  p.heads = problem.heads;
+  p.dim = problem.dim;
+  p.softmax_scale = problem.softmax_scale;
+  p.qk_scale = problem.softmax_scale * kLog2e;
+  p.double_buffer = double_buffer;
+  return p;
+}
 
-// Tokens per tile: 64 up to a padded head dim of 96 (LEDiT-XL's 72 -> 80), else 32; and 32 where a 64-token block
-// does not fit the `smem_limit` bytes a block may have (sm_80: 163 KB, sm_86/sm_89: 99 KB, sm_90: 227 KB).
-// 0 when neither fits.
-int choose_tile(int dim, bool backward, size_t smem_limit);
-
-Params make_params(int h, int w, Scan scan, int tokens, int heads, int dim, float softmax_scale, int tile);
-
-// Tensors are contiguous (B, N, H, D), 16-byte aligned, in `dtype`; lse and delta are (B, H, N) fp32.
 struct ForwardArgs {
   const void *q, *k, *v;
   void* out;
-  float* lse;
+  float* lse;  // (B, H, N) contiguous
+  Layout q_layout, k_layout, v_layout, out_layout;
   int64_t batch;
+  bool double_buffer;
 };
 
 struct BackwardArgs {
   const void *q, *k, *v, *dout;
-  const float *lse, *delta;  // delta = rowsum(dout * out)
+  const float *lse, *delta;  // (B, H, N) contiguous; delta = rowsum(dout * out)
   void *dq, *dk, *dv;
+  // Non-null: the dK/dV kernel also adds each key tile's dQ to this zeroed (B, N, H, padded_dim(D)) fp32 buffer
+  // with atomics (unscaled; the caller scales it, converts its first D columns, and dq is not written). Null: a
+  // second kernel computes dQ per query tile into dq, deterministic (bitwise the same on every run) at the cost of
+  // recomputing S and dP.
+  float* dq_accum;
+  Layout q_layout, k_layout, v_layout, dout_layout, dq_layout, dk_layout, dv_layout;
   int64_t batch;
+  bool double_buffer;
 };
 
-cudaError_t launch_forward(const ForwardArgs& args, const Params& params, DType dtype, cudaStream_t stream);
-cudaError_t launch_backward(const BackwardArgs& args, const Params& params, DType dtype, cudaStream_t stream);
+cudaError_t launch_forward(const ForwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream);
+cudaError_t launch_backward(const BackwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scan_attention

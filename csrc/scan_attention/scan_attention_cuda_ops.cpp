@@ -1,4 +1,5 @@
-// torch.library glue of the scan_attention CUDA kernels (scan_attention_cuda.cu). Compiled in every build but
+// torch.library glue of the scan_attention CUDA kernels (scan_attention_cuda_{forward,backward}.cu). Compiled in
+// every build but
 // empty unless setup.py builds the CUDA kernels (LEDIT_WITH_CUDA), and compiled again for the CPU executor
 // (LEDIT_EMULATED_DEVICE, ledit._C_emulated); schemas in scan_attention_ops.cpp.
 #if defined(LEDIT_WITH_CUDA) || defined(LEDIT_EMULATED_DEVICE)
@@ -6,9 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <initializer_list>
-#include <string>
 #include <tuple>
 #include <utility>
 
@@ -50,26 +49,41 @@ void check_devices(const at::Tensor& q, std::initializer_list<std::pair<const ch
   }
 }
 
-// Contiguous and 16-byte aligned: the kernels load 8 elements per access.
-at::Tensor prepare(const at::Tensor& x) {
-  at::Tensor y = x.contiguous();
-  return reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0 ? y : y.clone();
+// q, k, v, dout as the kernels read them: in place when the head dim is contiguous, every stride a multiple of 8
+// elements (16-byte rows) with token and head strides below 2^31, and the data 16-byte aligned, which covers views
+// of a fused (B, N, 3, H, D) projection; otherwise a contiguous copy (cloned once more if even that is misaligned).
+at::Tensor kernel_operand(const at::Tensor& x) {
+  auto readable = [](const at::Tensor& t) {
+    if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 || t.stride(3) != 1) return false;
+    for (int d = 0; d < 3; ++d) {
+      if (t.size(d) > 1 && (t.stride(d) % 8 != 0 || t.stride(d) < 0)) return false;
+    }
+    return t.stride(1) < (int64_t{1} << 31) && t.stride(2) < (int64_t{1} << 31);
+  };
+  if (readable(x)) return x;
+  const at::Tensor y = x.contiguous();
+  return readable(y) ? y : y.clone();
 }
 
-// The kernels' shapes for this call, with the largest tile whose blocks fit the shared memory q's GPU allows.
-Params params_for(const at::Tensor& q, int64_t h, int64_t w, c10::string_view scan, double softmax_scale,
-                  int64_t dim, bool backward) {
-  const int smem_limit = device_glue::max_shared_per_block(q);
-  int tile = choose_tile(static_cast<int>(dim), backward, static_cast<size_t>(smem_limit));
-  // Test hook: LEDIT_CUDA_ATTENTION_TILE=32 runs the 32-token kernels where 64-token ones would be chosen (a 32-token
-  // block always fits where a 64-token one does); the GPU tests and the executor's use it at D = 72.
-  const char* forced_tile = std::getenv("LEDIT_CUDA_ATTENTION_TILE");
-  if (tile == 64 && forced_tile != nullptr && std::string(forced_tile) == "32") tile = 32;
-  TORCH_CHECK(tile != 0, "scan_attention (CUDA kernel): the ", backward ? "backward" : "forward", " at head dim D=",
-              dim, " needs ", shared_memory_bytes(32, static_cast<int>(dim), backward),
-              " bytes of shared memory per block, this GPU allows ", smem_limit, "; use backend='triton'");
-  return make_params(static_cast<int>(h), static_cast<int>(w), parse_scan(scan), static_cast<int>(q.size(1)),
-                     static_cast<int>(q.size(2)), static_cast<int>(dim), static_cast<float>(softmax_scale), tile);
+Layout layout_of(const at::Tensor& x) {
+  return {x.stride(0), static_cast<int>(x.stride(1)), static_cast<int>(x.stride(2))};
+}
+
+Problem problem_of(const at::Tensor& q, int64_t h, int64_t w, c10::string_view scan, double softmax_scale) {
+  return {static_cast<int>(h), static_cast<int>(w), parse_scan(scan), static_cast<int>(q.size(1)),
+          static_cast<int>(q.size(2)), static_cast<int>(q.size(3)), static_cast<float>(softmax_scale)};
+}
+
+// Whether the blocks double-buffer their tiles: when the GPU allows that much shared memory per block (sm_80 and
+// sm_90 always do; sm_86/sm_89's 99 KB not at every head dim), else single-buffered, else an error naming the limit.
+bool double_buffer(const at::Tensor& q, int64_t dim, Pass pass) {
+  const size_t limit = static_cast<size_t>(device_glue::max_shared_per_block(q));
+  if (shared_memory_bytes(static_cast<int>(dim), pass, true) <= limit) return true;
+  const size_t single = shared_memory_bytes(static_cast<int>(dim), pass, false);
+  TORCH_CHECK(single <= limit, "scan_attention (CUDA kernel): the ", pass == Pass::kForward ? "forward" : "backward",
+              " at head dim D=", dim, " needs ", single, " bytes of shared memory per block, this GPU allows ", limit,
+              "; use backend='triton'");
+  return false;
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -80,17 +94,21 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at
   check_launch_limits(q_in);
   check_devices(q_in, {{"k", &k_in}, {"v", &v_in}});
   const device_glue::DeviceGuard guard(q_in.device());
-  const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
-  at::Tensor out = at::empty_like(q);
+  const at::Tensor q = kernel_operand(q_in), k = kernel_operand(k_in), v = kernel_operand(v_in);
+  at::Tensor out = at::empty(q.sizes(), q.options());
   at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
   if (q.numel() == 0) return {out, lse};  // B = 0 or H = 0: no blocks to launch
-  const ForwardArgs args{q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr<float>(), q.size(0)};
+  const ForwardArgs args{q.data_ptr(),    k.data_ptr(),    v.data_ptr(),      out.data_ptr(),   lse.data_ptr<float>(),
+                         layout_of(q),    layout_of(k),    layout_of(v),      layout_of(out),   q.size(0),
+                         double_buffer(q, dim, Pass::kForward)};
   const device_glue::LaunchTensors tensors{{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}};
-  device_glue::check(launch_forward(args, params_for(q, h, w, scan, softmax_scale, dim, false), dtype,
-                                    device_glue::current_stream()));
+  device_glue::check(
+      launch_forward(args, problem_of(q, h, w, scan, softmax_scale), dtype, device_glue::current_stream()));
   return {out, lse};
 }
 
+// dQ comes from fp32 atomics in the dK/dV kernel, or, under torch.use_deterministic_algorithms(True), from a
+// second kernel that recomputes S and dP per query tile: bitwise reproducible, about 1.4x the backward's products.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& dout_in, const at::Tensor& q_in,
                                                              const at::Tensor& k_in, const at::Tensor& v_in,
                                                              const at::Tensor& out, const at::Tensor& lse_in,
@@ -106,20 +124,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
               " for q of shape ", q_in.sizes());
   check_devices(q_in, {{"k", &k_in}, {"v", &v_in}, {"dout", &dout_in}, {"out", &out}, {"lse", &lse_in}});
   const device_glue::DeviceGuard guard(q_in.device());
-  const at::Tensor q = prepare(q_in), k = prepare(k_in), v = prepare(v_in);
-  const at::Tensor dout = prepare(dout_in.to(q.scalar_type()));
+  const at::Tensor q = kernel_operand(q_in), k = kernel_operand(k_in), v = kernel_operand(v_in);
+  const at::Tensor dout = kernel_operand(dout_in.to(q.scalar_type()));
   const at::Tensor lse = lse_in.to(at::kFloat).contiguous();
   const at::Tensor delta = (dout.to(at::kFloat) * out.to(at::kFloat)).sum(-1).transpose(1, 2).contiguous();
-  at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  const bool deterministic = at::globalContext().deterministicAlgorithms();
+  at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(q.sizes(), q.options());
+  at::Tensor dv = at::empty(q.sizes(), q.options());
+  at::Tensor dq_accum = deterministic ? at::Tensor()
+                                      : at::zeros({q.size(0), q.size(1), q.size(2), padded_dim(static_cast<int>(dim))},
+                                                  q.options().dtype(at::kFloat));
   if (q.numel() == 0) return {dq, dk, dv};
-  const BackwardArgs args{q.data_ptr(),          k.data_ptr(),  v.data_ptr(),  dout.data_ptr(),
-                          lse.data_ptr<float>(), delta.data_ptr<float>(),      dq.data_ptr(),
-                          dk.data_ptr(),         dv.data_ptr(), q.size(0)};
-  const device_glue::LaunchTensors tensors{{"q", &q},        {"k", &k},         {"v", &v},
-                                          {"dout", &dout},  {"lse", &lse},     {"delta", &delta},
-                                          {"dq", &dq},      {"dk", &dk},       {"dv", &dv}};
-  device_glue::check(launch_backward(args, params_for(q, h, w, scan, softmax_scale, dim, true), dtype,
-                                     device_glue::current_stream()));
+  const BackwardArgs args{q.data_ptr(),
+                          k.data_ptr(),
+                          v.data_ptr(),
+                          dout.data_ptr(),
+                          lse.data_ptr<float>(),
+                          delta.data_ptr<float>(),
+                          dq.data_ptr(),
+                          dk.data_ptr(),
+                          dv.data_ptr(),
+                          deterministic ? nullptr : dq_accum.data_ptr<float>(),
+                          layout_of(q),
+                          layout_of(k),
+                          layout_of(v),
+                          layout_of(dout),
+                          layout_of(dq),
+                          layout_of(dk),
+                          layout_of(dv),
+                          q.size(0),
+                          double_buffer(q, dim, deterministic ? Pass::kBackwardDeterministic : Pass::kBackward)};
+  {
+    const device_glue::LaunchTensors tensors{{"q", &q},         {"k", &k},         {"v", &v},
+                                            {"dout", &dout},   {"lse", &lse},     {"delta", &delta},
+                                            {"dq", &dq},       {"dk", &dk},       {"dv", &dv},
+                                            {"dq_accum", &dq_accum}};
+    device_glue::check(
+        launch_backward(args, problem_of(q, h, w, scan, softmax_scale), dtype, device_glue::current_stream()));
+  }
+  if (!deterministic) dq.copy_(dq_accum.narrow(3, 0, dim).mul_(softmax_scale));
   return {dq, dk, dv};
 }
 

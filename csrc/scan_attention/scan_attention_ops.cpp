@@ -9,4 +9,10 @@ LEDIT_LIBRARY_FRAGMENT(m) {
   // Recomputes the probabilities from lse; returns (dq, dk, dv) in q's dtype.
   m.def("scan_attention_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, int h, int w,"
         " str scan, float softmax_scale) -> (Tensor, Tensor, Tensor)");
+  // A packed sequence: q, k, v (1, total_tokens, H, D), grids (n_images, 2) int32 per-image (h, w), images back to
+  // back (common/packed_images.h); lse (1, H, total_tokens). Attention never crosses images.
+  m.def("scan_attention_packed_fwd(Tensor q, Tensor k, Tensor v, Tensor grids, str scan, float softmax_scale)"
+        " -> (Tensor, Tensor)");
+  m.def("scan_attention_packed_bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,"
+        " Tensor grids, str scan, float softmax_scale) -> (Tensor, Tensor, Tensor)");
 }

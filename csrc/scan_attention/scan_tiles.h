@@ -9,6 +9,8 @@
 // `lower_right` (see docs/kernels-attention.md).
 #pragma once
 
+#include <cstdint>
+
 #include "common/scan_mask.h"
 
 namespace ledit {
@@ -30,8 +32,10 @@ struct TileGrid {
 
   LEDIT_HOST_DEVICE int num_tiles() const { return tiles_h * tiles_w; }
 
-  LEDIT_HOST_DEVICE TileRect rect(int tile) const {
-    const int ti = tile / tiles_w, tj = tile % tiles_w;
+  LEDIT_HOST_DEVICE TileRect rect(int tile) const { return rect_at(tile / tiles_w, tile % tiles_w); }
+
+  // The tile in tile row ti, tile column tj.
+  LEDIT_HOST_DEVICE TileRect rect_at(int ti, int tj) const {
     const int r0 = ti * tile_h, c0 = tj * tile_w;
     const int rows = (h - r0 < tile_h) ? h - r0 : tile_h;
     const int cols = (w - c0 < tile_w) ? w - c0 : tile_w;
@@ -53,6 +57,15 @@ LEDIT_HOST_DEVICE TileGrid make_tile_grid(int h, int w, int capacity) {
   const int tile_w = w < capacity / tile_h ? w : capacity / tile_h;
   tile_h = h < capacity / tile_w ? h : capacity / tile_w;
   return {h, w, tile_h, tile_w, (h + tile_h - 1) / tile_h, (w + tile_w - 1) / tile_w};
+}
+
+// An upper bound on the tiles of a packed sequence that depends only on its shape (tokens, images), so a GPU launch
+// needs no host read of the grids (common/packed_images.h). Per image of n tokens make_tile_grid gives one tile, or
+// at most 4n / capacity: along each side either the tile spans the grid, or it is floor(capacity / other side) >=
+// half that many tokens long (or `side`, >= half of sqrt(capacity)), and ceil(length / tile) <= 2 * length / tile
+// once there are two tiles. Summed over the images: images + 4 * tokens / capacity.
+LEDIT_HOST_DEVICE int64_t max_packed_tiles(int64_t tokens, int64_t images, int capacity) {
+  return images + 4 * tokens / capacity;
 }
 
 // Classify a (query tile, key tile) pair from the two rectangles only.

@@ -1,9 +1,11 @@
 // Unit test of csrc/scan_attention/scan_tiles.h (run by ctest): the tiling covers every token exactly once, and
 // the tile-pair classification agrees with the per-element scan_visible() predicate on every pair, for every scan,
-// on square, odd and degenerate grids and several tile capacities. Plain C++: no torch needed.
+// on square, odd and degenerate grids and several tile capacities. Also the packed-sequence index math: the
+// shape-only tile bound of scan_tiles.h and segment_of of common/packed_images.h. Plain C++: no torch needed.
 #include <cstdio>
 #include <vector>
 
+#include "common/packed_images.h"
 #include "scan_attention/scan_tiles.h"
 
 namespace {
@@ -52,9 +54,30 @@ void check_grid(int h, int w, int capacity) {
   }
 }
 
+// max_packed_tiles(tokens, images, capacity) bounds the tiles of every image (so of every pack of them).
+void check_packed_tile_bound() {
+  for (int capacity : {16, 32, 64, 128, 256})
+    for (int h = 1; h <= 120; ++h)
+      for (int w = 1; w <= 120; ++w) {
+        const int tiles = ledit::scan_attention::make_tile_grid(h, w, capacity).num_tiles();
+        expect(tiles <= ledit::scan_attention::max_packed_tiles(int64_t{h} * w, 1, capacity),
+               "max_packed_tiles bounds an image's tiles", h, w, capacity, -1);
+      }
+}
+
+// segment_of finds the segment of every unit, skipping empty segments, and n past the end.
+void check_segment_of() {
+  const int32_t offsets[] = {0, 3, 3, 4, 9, 9};  // segments of 3, 0, 1, 5, 0 units
+  const int expected[] = {0, 0, 0, 2, 3, 3, 3, 3, 3, 5, 5};
+  for (int unit = 0; unit < 11; ++unit)
+    expect(ledit::segment_of(offsets, 5, unit) == expected[unit], "segment_of", unit, 0, 0, -1);
+}
+
 }  // namespace
 
 int main() {
+  check_packed_tile_bound();
+  check_segment_of();
   const int grids[][2] = {{1, 1}, {3, 5}, {7, 7}, {5, 7}, {16, 16}, {24, 40}, {1, 37}, {37, 1}, {13, 3}, {9, 33}};
   for (const auto& g : grids)
     for (int capacity : {16, 32, 64, 128}) check_grid(g[0], g[1], capacity);

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ledit import arguments
-from ledit.bench import attention, dwconv, end_to_end
+from ledit.bench import attention, dwconv, end_to_end, packed, packed_ops
 from ledit.bench.breakdown import profile_forward
 from ledit.bench.environment import device_info, versions
 from ledit.bench.plot import plot_unavailable_reason
@@ -29,7 +29,9 @@ from ledit.bench.timing import Effort
 from ledit.ops.examples import explain_example_calls
 from ledit.runtime import DeviceUnavailableError
 
-SUITES = {"attention": attention, "dwconv": dwconv, "end-to-end": end_to_end}
+SUITES = {
+    "attention": attention, "dwconv": dwconv, "packed-ops": packed_ops, "end-to-end": end_to_end, "packed": packed,
+}
 DEFAULT_OUT_DIR = Path("benchmarks") / "results"
 SCHEMA_VERSION = 1
 

@@ -76,7 +76,8 @@ def build_calls(case: DwconvCase, device: torch.device) -> tuple[dict, dict, lis
     inputs = _inputs(case, device)
     i = inputs
     call_args = (i["x"], case.grid, i["weight"], i["bias"], i["shift"], i["scale"], i["gate"], i["x"], 1, True)
-    backends, notes = timed_backends(DWCONV_MODULATE_BACKENDS, device.type, call_args, UNFUSED_EAGER)
+    backends, notes = timed_backends(DWCONV_MODULATE_BACKENDS, device.type, call_args,
+                                   {"reference": UNFUSED_EAGER})
     torch._dynamo.reset()  # a fresh compile cache per case: no recompile limit across the sweep
 
     def op(fn, t):

@@ -13,6 +13,7 @@ PANELS = (
     ("scan_attention", "fwd", "sdpa_bool_mask", "scan_attention forward"),
     ("scan_attention", "fwd+bwd", "sdpa_bool_mask", "scan_attention forward+backward"),
     ("dwconv_modulate", None, "unfused_eager", "dwconv_modulate"),
+    ("packed_ops", None, "uniform", "packed ops vs an equal-token batch of one size"),
     ("end_to_end", None, "ledit_reference", "end to end"),
 )
 

@@ -20,7 +20,8 @@ from ledit.files import atomic_path
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 BASELINE_NAMES = {
     "sdpa_bool_mask": "SDPA bool mask", "sdpa_unmasked": "SDPA unmasked", "sdpa_is_causal": "SDPA is_causal",
-    "flex_attention": "FlexAttention (compiled)", "unfused_eager": "unfused eager",
+    "flex_attention": "FlexAttention (compiled)",
+    "flex": "FlexAttention in 2D tile order", "unfused_eager": "unfused eager",
     "unfused_compiled": "unfused torch.compile", "clone": "torch.clone(x)", "ledit_reference": "reference backend",
     "dit_sdpa": "DiT (SDPA)", "dit_compiled": "DiT compiled",
 }

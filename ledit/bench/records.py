@@ -43,6 +43,10 @@ def case_label(suite: str, case: dict) -> str:
         return f"{case['grid'][0]}×{case['grid'][1]} D={case['head_dim']} {case['scan']}"
     if suite == "dwconv_modulate":
         return f"B={case['batch']} {case['grid'][0]}×{case['grid'][1]} C={case['channels']} {case['dtype']}"
+    if suite == "packed_ops":
+        return f"{case['op']} {len(case['grids'])} images, {case['tokens']} tokens, {case['dtype']}"
+    if "token_grids" in case:  # a packed batch of mixed sizes
+        return f"{case['model']} {case['batch']} mixed sizes, {case['tokens']} tokens"
     return f"{case['model']} {case['image_size']}² B={case['batch']}"
 
 
@@ -52,17 +56,17 @@ def median_ms(record: dict, method: str):
 
 
 def timed_backends(op: OpBackends, device_type: str, call_args: tuple,
-                   reference_is: str) -> tuple[list[str], list[str]]:
+                   timed_as: dict[str, str]) -> tuple[list[str], list[str]]:
     """The backends to time for one call, and a note for each other one saying why not.
 
     A backend is timed when it can run and the automatic order of ``device_type`` would try it (so Triton's
-    CPU interpreter is never timed); ``reference`` never is, because the suite times the very same code as the
-    baseline named ``reference_is``.
+    CPU interpreter is never timed). ``timed_as`` maps the backends a suite times as one of its baselines to that
+    baseline's name: ``reference`` always (the very same code as an unfused baseline), and the opt-in ``flex``.
     """
     timed, notes = [], []
     for name, reason in op.explain(device_type, *call_args):
-        if name == "reference":
-            notes.append(f"reference not timed: timed as {reference_is} (the same code)")
+        if name in timed_as:
+            notes.append(f"{name} timed as the baseline {timed_as[name]}")
         elif reason is None:
             timed.append(name)
         else:

@@ -9,7 +9,8 @@ from ledit.bench.plot import plot_results, plot_unavailable_reason
 from ledit.bench.records import case_label
 from ledit.files import atomic_path, write_json_atomic
 
-SUITE_TITLES = {"scan_attention": "scan_attention", "dwconv_modulate": "dwconv_modulate", "end_to_end": "End to end"}
+SUITE_TITLES = {"scan_attention": "scan_attention", "dwconv_modulate": "dwconv_modulate",
+                "packed_ops": "Packed sequences (ops)", "end_to_end": "End to end"}
 
 
 def results_stem(result: dict) -> str:

@@ -90,9 +90,11 @@ class Target:
         return {**out, "status": MET if met else MISSED, "value": round(value, 4), "detail": detail}
 
 
-ATTN, DWCONV, E2E = "scan_attention", "dwconv_modulate", "end_to_end"
+ATTN, DWCONV, E2E, PACKED_OPS = "scan_attention", "dwconv_modulate", "end_to_end", "packed_ops"
 CORNER_4096 = {"grid": [64, 64], "head_dim": 72, "scan": "corner"}
 DWCONV_CPU = {"batch": 4, "grid": [32, 32], "channels": 1152, "dtype": "float32"}
+# The packed suite's pack (ledit/bench/packed_ops.py MIXED): eight images of 192-320 tokens, 2048 in all.
+PACKED_MIXED = {"grids": [[16, 16], [8, 32], [32, 8], [12, 16], [16, 20], [12, 21], [21, 12], [8, 33]]}
 DWCONV_GPU = {"batch": 32, "grid": [32, 32], "channels": 1152, "dtype": "bfloat16"}
 
 TARGETS = (
@@ -107,8 +109,9 @@ TARGETS = (
            _time_ratio(ATTN, ("fwd+bwd", None), ("fwd", None), "cuda", minus_one=True, scan="corner", head_dim=72),
            2.5, False),
     Target("attention-h100-vs-flex", 3, "gpu",
-           "cuda forward >= 1.3x compiled FlexAttention with the same mask, corner, D=72, every grid",
-           _speedup(ATTN, "fwd", "cuda", "flex_attention", scan="corner", head_dim=72), 1.3, True),
+           "cuda forward >= 1.3x FlexAttention with the same mask in 2D tile order (the flex backend), corner, D=72, "
+           "every grid",
+           _speedup(ATTN, "fwd", "cuda", "flex", scan="corner", head_dim=72), 1.3, True),
     Target("dwconv-cpu-vs-eager", 4, "cpu",
            "cpu backend >= 3x the eager unfused sequence, B=4, 32x32, C=1152, forward",
            _speedup(DWCONV, "fwd", "cpu", "unfused_eager", **DWCONV_CPU), 3.0, True),
@@ -121,9 +124,21 @@ TARGETS = (
     Target("dwconv-h100-backward", 4, "gpu",
            "cuda backward <= 2x forward (backward = fwd+bwd - fwd), LEDiT-XL/2 at 512², B=32, bf16",
            _time_ratio(DWCONV, ("fwd+bwd", None), ("fwd", None), "cuda", minus_one=True, **DWCONV_GPU), 2.0, False),
+    *(Target(f"packed-ops-cpu-{op}-{pass_name}-vs-{baseline}", 17, "cpu",
+             f"packed {op} {pass_name} >= {threshold}x the {text}, cpu backend, 8 mixed images (2048 tokens)",
+             _speedup(PACKED_OPS, pass_name, "packed", baseline, op=op, **PACKED_MIXED), threshold, True)
+      for op in (ATTN, DWCONV) for pass_name in ("fwd", "fwd+bwd")
+      for baseline, threshold, text in (("uniform", 0.9, "tokens/s of an equal-token batch of 16x16 images"),
+                                        ("padded", 1.3, "speed of padding every image to the largest"))),
     Target("sampling-h100-1024", 6, "gpu",
            "LEDiT-XL/2 sampling step at 1024² >= 1.5x the same model on the reference backend",
            _speedup(E2E, "sampling_step", "ledit", "ledit_reference", model="LEDiT-XL/2", image_size=1024), 1.5, True),
+    Target("packed-cpu-vs-equal-tokens", 17, "cpu",
+           "LEDiT-S/2 train step, packed batch of mixed sizes >= 0.9x the tokens/s of an equal-token batch of one size",
+           _speedup(E2E, "packed_train_step", "packed", "equal_tokens", model="LEDiT-S/2"), 0.9, True),
+    Target("packed-cpu-vs-padded", 17, "cpu",
+           "LEDiT-S/2 train step on a packed batch of mixed sizes >= 1.3x padding every image to the largest (masked)",
+           _speedup(E2E, "packed_train_step", "packed", "padded", model="LEDiT-S/2"), 1.3, True),
     Target("forward-cpu-1024", 6, "cpu",
            "LEDiT-S/2 forward at a 64x64 token grid (1024²) >= 1.3x the same model on the reference backend",
            _speedup(E2E, "sampling_step", "ledit", "ledit_reference", model="LEDiT-S/2", image_size=1024), 1.3, True),

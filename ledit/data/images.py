@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -152,12 +153,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def crop_size(self, index: int) -> tuple[int, int]:
+        """The (height, width) image ``index`` is cropped to."""
+        return self.height, self.width
+
     def _read(self, index: int) -> tuple[np.ndarray, int]:
         """(centre crop, label) of image `index`, or with ``skip_bad`` of the next image that can be decoded."""
         for i in [*range(index, len(self.paths)), *range(index)]:
             try:
                 with Image.open(self.paths[i]) as image:
-                    return center_crop_arr(image, self.height, self.width), self.labels[i]
+                    # A replacement image gets the size planned for ``index``.
+                    return center_crop_arr(image, *self.crop_size(index)), self.labels[i]
             except Exception as error:  # noqa: BLE001 - any decoder error means a damaged file
                 problem = f"{type(error).__name__}: {error}"
                 if not self.skip_bad:
@@ -174,3 +180,51 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if flip:
             arr = arr[:, ::-1]
         return image_to_tensor(np.ascontiguousarray(arr)), label
+
+
+def native_size(width: int, height: int, max_area: int, multiple: int) -> tuple[int, int]:
+    """The (height, width) an image of ``width`` x ``height`` pixels is resized to for native-resolution training:
+    shrunk (never enlarged) until its area is at most ``max_area``, then each side rounded down to a multiple of
+    ``multiple`` (at least one). The aspect ratio is kept up to that rounding (the centre crop trims the rest),
+    except that a side too short for one multiple gets one, and the other side is trimmed to keep the bound."""
+    shrink = min(1.0, math.sqrt(max_area / (width * height)))
+    height, width = int(height * shrink), int(width * shrink)
+
+    def whole(side: int, other: int) -> int:
+        return max(multiple, min(side, max_area // other) // multiple * multiple)
+
+    short_first = height <= width
+    first = whole(height if short_first else width, multiple)
+    second = whole(width if short_first else height, first)
+    return (first, second) if short_first else (second, first)
+
+
+def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """(width, height) of every image, from its header (threads overlap the file reads)."""
+    def size(path):
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except Exception as error:  # noqa: BLE001 - any decoder error means a damaged file
+            raise ValueError(f"cannot read image {str(path)!r} ({type(error).__name__}: {error}): replace or "
+                             "delete it, or pass --skip-bad-images with --check-images header") from error
+
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        return list(pool.map(size, paths))
+
+
+class NativeImageFolderDataset(ImageFolderDataset):
+    """An ImageFolder at native resolution: each image keeps its aspect ratio, shrunk to an area of at most
+    ``max_area`` pixels with sides that are multiples of ``multiple`` (``native_size``); ``sizes`` holds every
+    image's (height, width)."""
+
+    def __init__(self, root: str | os.PathLike, max_area: int, multiple: int, check: str = "header",
+                 skip_bad: bool = False):
+        if max_area < multiple * multiple:
+            raise ValueError(f"max_area={max_area} cannot hold one {multiple}x{multiple} image")
+        super().__init__(root, multiple, multiple, check=check, skip_bad=skip_bad)
+        self.max_area, self.multiple = max_area, multiple
+        self.sizes = [native_size(w, h, max_area, multiple) for w, h in image_sizes(self.paths)]
+
+    def crop_size(self, index: int) -> tuple[int, int]:
+        return self.sizes[index]

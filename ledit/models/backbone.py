@@ -8,6 +8,10 @@ position, through a few small overridable methods:
 (multi-dilation training). The token grid (h, w) is carried explicitly, so any H x W divisible by the patch
 size works, square or not. Inference-only add-ons (``ledit.models.inference``) are read by those hooks from
 ``model.inference_options``.
+
+A packed batch of images of different sizes (``ledit.models.packing``) runs through the same blocks: the hooks
+then get a ``Packing`` in place of the (h, w) grid, conditioning is per image, and the result equals running each
+image on its own.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ledit.models.inference import (
     updated_options,
 )
 from ledit.models.layers import DiTBlock, FinalLayer, LabelEmbedder, PatchEmbed, SoftmaxScale, TimestepEmbedder
+from ledit.models.packing import Packing, check_grids, host_grids, pack, token_timesteps, unpack
 from ledit.models.scaling import temperature_softmax_scale
 from ledit.ops import SCANS
 
@@ -144,13 +149,24 @@ class DiffusionTransformer(nn.Module):
     # ----------------------------------------------------------------------------------------------------------
     # How tokens get position: overridden by the subclasses; they read the inference add-ons at inference.
 
+    # Each hook gets ``grid``, the (h, w) token grid of a batch, or the ``Packing`` of a packed batch (whose x is
+    # then its (T, C, p, p) patches, c and t per image, and whose tokens are (1, T, D)).
+
     def embed_tokens(self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int], dilation: int,
                      t: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) latents -> (B, N, D) tokens entering block 0 (c: the (B, D) condition, t: (B,) steps)."""
-        return self.x_embedder(x)
+        return self.patch_tokens(x, grid)
+
+    def patch_tokens(self, x: torch.Tensor, grid) -> torch.Tensor:
+        """The patch embedding of a batch (B, C, H, W) or of a packed batch's patches (T, C, p, p)."""
+        return self.x_embedder.embed_patches(x) if isinstance(grid, Packing) else self.x_embedder(x)
 
     def rope_tables(self, grid, t) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """(cos, sin) of shape (N, head_dim), or (B, N, head_dim) per sample, to rotate q and k; None: no RoPE."""
+        return None
+
+    def packing_refusal(self) -> Optional[str]:
+        """Why this model cannot run a packed batch, or None when it can."""
         return None
 
     def softmax_scale(self, block_index: int, grid, t) -> SoftmaxScale:
@@ -165,11 +181,17 @@ class DiffusionTransformer(nn.Module):
         options = self.inference_options
         full = self.blocks[block_index].attn.scan == "full"
         rule = options.temperature_full if full else options.temperature_causal
-        scale = temperature_softmax_scale(rule, math.prod(self.train_grid), math.prod(grid), self.head_dim)
+        plain = 1.0 / math.sqrt(self.head_dim)
+        if isinstance(grid, Packing):  # one scale per image, from its own token count
+            n_train = math.prod(self.train_grid)
+            per_image = [temperature_softmax_scale(rule, n_train, h * w, self.head_dim) for h, w in grid.host_grids]
+            scale = per_image[0] if len(set(per_image)) == 1 else torch.tensor(
+                [plain if s is None else s for s in per_image], device=t.device)
+        else:
+            scale = temperature_softmax_scale(rule, math.prod(self.train_grid), math.prod(grid), self.head_dim)
         if scale is None or options.temperature_until <= 0:
             return scale
         early = t >= options.temperature_until * NUM_TRAIN_TIMESTEPS
-        plain = 1.0 / math.sqrt(self.head_dim)
         return torch.where(early, scale, plain).to(torch.float32)
 
     def draw_dilation(self) -> int:
@@ -218,24 +240,31 @@ class DiffusionTransformer(nn.Module):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a (B, C, H, W) latent tensor, got {got}")
         batch, channels, height, width = x.shape
-        if x.dtype not in INPUT_DTYPES:
-            raise TypeError(f"x.dtype={x.dtype} is not supported; use float32, float16 or bfloat16")
-        param_dtype = self.x_embedder.proj.weight.dtype
-        if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(
-                f"x.dtype={x.dtype} but the model's parameters are {param_dtype}; cast x (x.to({param_dtype})), "
-                f"cast the model (model.to(dtype)), or run under torch.autocast"
-            )
+        self._check_dtype(x, "x")
         if channels != self.in_channels:
             raise ValueError(f"x has {channels} channels but the model takes in_channels={self.in_channels}")
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(
                 f"x's height x width = {height} x {width} must both be divisible by patch_size={self.patch_size}"
             )
+        self._check_conditions(t, y, batch, "(B,)")
+        return self.token_grid(height, width)
+
+    def _check_dtype(self, x: torch.Tensor, name: str) -> None:
+        if x.dtype not in INPUT_DTYPES:
+            raise TypeError(f"{name}.dtype={x.dtype} is not supported; use float32, float16 or bfloat16")
+        param_dtype = self.x_embedder.proj.weight.dtype
+        if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"{name}.dtype={x.dtype} but the model's parameters are {param_dtype}; cast {name} "
+                f"({name}.to({param_dtype})), cast the model (model.to(dtype)), or run under torch.autocast"
+            )
+
+    def _check_conditions(self, t, y, count: int, shape: str) -> None:
         for name, value in (("t", t), ("y", y)):
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (count,):
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise ValueError(f"{name} must be a tensor of shape (B,) = ({batch},), got {got}")
+                raise ValueError(f"{name} must be a tensor of shape {shape} = ({count},), got {got}")
         if y.dtype.is_floating_point or y.dtype == torch.bool:
             raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
         if not torch.compiler.is_compiling() and y.numel():
@@ -246,7 +275,31 @@ class DiffusionTransformer(nn.Module):
                 null = f" ({self.num_classes} is the null label of classifier-free guidance)" if has_null else ""
                 bad = low if low < 0 else high
                 raise ValueError(f"y holds class label {bad}, outside [0, {top}]{null}")
-        return self.token_grid(height, width)
+
+    def check_packed_inputs(self, x, t, y, grids) -> Packing:
+        """Validate a packed forward's arguments (x the (T, C, p, p) patches); returns the batch's ``Packing``."""
+        refusal = self.packing_refusal()
+        if refusal is not None:
+            raise ValueError(f"this {self.family} cannot run a packed batch: {refusal}")
+        grids = check_grids(grids)
+        p = self.patch_size
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[2:] != (p, p):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"a packed x must be the (T, C, {p}, {p}) patches of its images (see "
+                             f"ledit.models.packing.pack), got {got}")
+        self._check_dtype(x, "x")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x has {x.shape[1]} channels but the model takes in_channels={self.in_channels}")
+        if grids.device.type == "cpu" and not torch.compiler.is_compiling():
+            if int(grids.min()) < 1:
+                raise ValueError(f"grids holds an image of grid {tuple(grids[(grids < 1).any(1)][0].tolist())}; "
+                                 "every h and w must be >= 1")
+            total = int(grids.prod(1).sum())
+            if total != x.shape[0]:
+                raise ValueError(f"grids hold {total} tokens (sum of h*w over {grids.shape[0]} images) but x has "
+                                 f"{x.shape[0]} patches; they must match")
+        self._check_conditions(t, y, grids.shape[0], "(n_images,)")
+        return Packing(grids, x.shape[0], x.device)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, h*w, p*p*C) patch values -> (B, C, h*p, w*p)."""
@@ -254,12 +307,28 @@ class DiffusionTransformer(nn.Module):
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x, t: torch.Tensor, y: torch.Tensor, grids: Optional[torch.Tensor] = None):
         """x: (B, C, H, W) latents with H, W divisible by patch_size; t: (B,) timesteps; y: (B,) class labels.
 
         Returns (B, out_channels, H, W): predicted noise, then (learn_sigma) the variance interpolation values.
+
+        A packed batch of n images of different sizes (``ledit.models.packing``), answered in kind: x a list of n
+        latents (C, H_i, W_i) -> a list of (out_channels, H_i, W_i); or x the (T, C, p, p) patches with ``grids``
+        the (n, 2) token grids -> (T, out_channels, p, p). t and y are then (n,), one per image. Each image's
+        output equals its own forward's.
         """
+        if isinstance(x, (list, tuple)):
+            return self._forward_list(x, t, y, grids, self.forward)
+        if grids is not None:
+            packing = self.check_packed_inputs(x, t, y, grids)
+            out = self._denoise(x, t, y, packing)
+            p, c = self.patch_size, self.out_channels
+            return out.reshape(packing.total_tokens, p, p, c).permute(0, 3, 1, 2)
         grid = self.check_inputs(x, t, y)
+        return self.unpatchify(self._denoise(x, t, y, grid), grid)
+
+    def _denoise(self, x, t, y, grid) -> torch.Tensor:
+        """The transformer from latents (or a packed batch's patches) to the final layer's patch values."""
         c = self.t_embedder(t) + self.y_embedder(y, self.training)
         dilation = self.draw_dilation()
         tokens = self.embed_tokens(x, c, grid, dilation, t)
@@ -270,24 +339,61 @@ class DiffusionTransformer(nn.Module):
                 tokens = checkpoint(block, *args, use_reentrant=False)
             else:
                 tokens = block(*args)
-        return self.unpatchify(self.final_layer(tokens, c), grid)
+        return self.final_layer(tokens, c, grid)
 
-    def forward_with_cfg(self, x, t, y, cfg_scale: float, cfg_channels: Union[int, str] = 3) -> torch.Tensor:
+    def _forward_list(self, latents, t, y, grids, forward, **kwargs) -> list[torch.Tensor]:
+        """``forward`` (``self.forward`` or ``self.forward_with_cfg``) of a list of latents, packed and unpacked."""
+        if grids is not None:
+            raise ValueError("grids describe a packed tensor's images; a list of latents carries its own sizes, so "
+                             "pass grids=None")
+        if not latents:
+            raise ValueError("x is an empty list; a packed batch needs at least one latent (C, H, W)")
+        for i, latent in enumerate(latents):
+            if not isinstance(latent, torch.Tensor) or latent.dim() != 3:
+                got = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+                raise ValueError(f"x[{i}] must be a (C, H, W) latent, got {got}")
+            if latent.shape[1] % self.patch_size or latent.shape[2] % self.patch_size:
+                raise ValueError(f"x[{i}]'s height x width = {latent.shape[1]} x {latent.shape[2]} must both be "
+                                 f"divisible by patch_size={self.patch_size}")
+            if (latent.dtype, latent.device) != (latents[0].dtype, latents[0].device):
+                raise ValueError(f"x[{i}] is {latent.dtype} on {latent.device} but x[0] is {latents[0].dtype} on "
+                                 f"{latents[0].device}; the latents of a packed batch share a dtype and a device")
+        packed, grids = pack(latents, self.patch_size)
+        return unpack(forward(packed, t, y, grids=grids, **kwargs), grids)
+
+    def forward_with_cfg(self, x, t, y, cfg_scale: Union[float, torch.Tensor], cfg_channels: Union[int, str] = 3,
+                         grids: Optional[torch.Tensor] = None):
         """DiT's classifier-free guidance: the batch's first half is run with labels y and the second half's labels.
 
         x's second half is ignored (replaced by its first half), as in DiT. Guidance applies to the first
         ``cfg_channels`` output channels (DiT's default 3, kept for exact reproducibility of its numbers) or to
         all noise channels with ``cfg_channels="all"``; the rest (the learned variance) is the model's own.
+        ``cfg_scale`` is one number, or a tensor of one per sample of the first half.
+
+        A packed batch (see ``forward``) doubles its images the same way: its second n/2 images repeat the first
+        n/2 (their grids equal), with the null labels.
         """
         if cfg_channels == "all":
             cfg_channels = self.in_channels
         if not isinstance(cfg_channels, int) or not 1 <= cfg_channels <= self.in_channels:
             raise ValueError(f"cfg_channels must be an int in [1, {self.in_channels}] or 'all', got {cfg_channels!r}")
-        if x.shape[0] % 2:
-            raise ValueError(f"forward_with_cfg needs an even batch (conditional + unconditional), got {x.shape[0]}")
+        if isinstance(x, (list, tuple)):
+            return self._forward_list(x, t, y, grids, self.forward_with_cfg, cfg_scale=cfg_scale,
+                                      cfg_channels=cfg_channels)
+        samples = x.shape[0] if grids is None else check_grids(grids).shape[0]
+        if samples % 2:
+            what = "batch" if grids is None else "packed batch of images"
+            raise ValueError(f"forward_with_cfg needs an even {what} (conditional + unconditional), got {samples}")
+        if grids is not None and grids.device.type == "cpu" and not torch.equal(*grids.chunk(2)):
+            raise ValueError(f"forward_with_cfg: a packed batch's second half of images must repeat the first "
+                             f"(grids {host_grids(grids)})")
         half = x[: x.shape[0] // 2]
-        out = self.forward(torch.cat([half, half], dim=0), t, y)
+        out = self.forward(torch.cat([half, half], dim=0), t, y, grids=grids)
         eps, rest = out[:, :cfg_channels], out[:, cfg_channels:]
         cond_eps, uncond_eps = eps.chunk(2, dim=0)
+        if isinstance(cfg_scale, torch.Tensor):
+            if grids is not None:  # per image -> per token of the first half
+                cfg_scale = token_timesteps(cfg_scale, grids[: samples // 2].to(cfg_scale.device), half.shape[0])
+            cfg_scale = cfg_scale.view(-1, *([1] * (eps.dim() - 1)))
         guided = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
         return torch.cat([torch.cat([guided, guided], dim=0), rest], dim=1)

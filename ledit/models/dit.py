@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ledit.models.backbone import DiffusionTransformer
+from ledit.models.packing import Packing
 from ledit.models.pos_embed import SINCOS_MODES, interpolate_pos_embed, sincos_2d
 from ledit.models.rope import Rope2D, check_rope_method
 
@@ -85,8 +86,11 @@ class DiT(DiffusionTransformer):
             self.register_parameter("pos_embed", None)
         self.rope = Rope2D(self.head_dim, self.train_grid, rope_method, rope_decouple) if pos_embed == "rope" else None
 
-    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The (1, h*w, D) absolute embedding at ``grid`` (sin-cos or learnable models only)."""
+    def position_embedding(self, grid) -> torch.Tensor:
+        """The (1, h*w, D) absolute embedding at ``grid`` (sin-cos or learnable models only); a packed batch's
+        ``Packing`` gets each image's own, back to back, (1, T, D)."""
+        if isinstance(grid, Packing):
+            return torch.cat([self.position_embedding(size) for size in grid.host_grids], dim=1)
         if grid == self.train_grid:
             return self.pos_embed
         if self.position_encoding == "learnable":
@@ -96,7 +100,7 @@ class DiT(DiffusionTransformer):
         return table.to(device=self.pos_embed.device, dtype=self.pos_embed.dtype)
 
     def embed_tokens(self, x, c, grid, dilation, t):
-        tokens = self.x_embedder(x)
+        tokens = self.patch_tokens(x, grid)
         if self.pos_embed is not None:
             tokens = tokens + self.position_embedding(grid)
         return tokens
@@ -107,9 +111,23 @@ class DiT(DiffusionTransformer):
             return None
         device = self.x_embedder.proj.weight.device
         dynamic = self.inference_options.rope_dynamic
+        if isinstance(grid, Packing):  # each image's own positions and rule, back to back: (T, head_dim)
+            if dynamic == "none" or self.training:
+                tables = [self.rope.tables(size, device) for size in grid.host_grids]
+            else:
+                tables = [self.rope.dynamic_tables(size, device, dynamic, t[i : i + 1])
+                          for i, size in enumerate(grid.host_grids)]
+            return tuple(torch.cat(parts) for parts in zip(*tables))
         if dynamic == "none" or self.training:
             return self.rope.tables(grid, device)
         return self.rope.dynamic_tables(grid, device, dynamic, t)
 
     def inference_capabilities(self) -> dict:
         return {"rope": self.rope is not None}
+
+    def packing_refusal(self):
+        if self.position_encoding == "learnable":
+            return ("a learnable position table is trained for one token grid (other grids get a bicubic resize "
+                    "of it), so images of several sizes share no positions it has learned; use pos_embed='sincos' "
+                    "or 'rope' (per-image positions), or LEDiT")
+        return None

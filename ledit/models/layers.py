@@ -13,17 +13,19 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from ledit.models.packing import op_grid, per_token
 from ledit.models.rope import apply_rope
 from ledit.ops import scan_attention
 
 # A softmax scale is None (1/sqrt(head_dim)), one float for the whole batch, or a (B,) tensor (e.g. chosen per
-# sample from its timestep), which is folded into q because scan_attention takes a single float.
+# sample from its timestep; (n_images,) in a packed batch), which is folded into q because scan_attention takes a
+# single float.
 SoftmaxScale = Union[None, float, torch.Tensor]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation of (B, N, D) tokens by (B, D) shift and scale."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN modulation of (B, N, D) tokens by shift and scale already shaped to broadcast (``per_token``)."""
+    return x * (1 + scale) + shift
 
 
 class PatchEmbed(nn.Module):
@@ -36,6 +38,11 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+    def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """A packed batch's (T, C, p, p) patches -> (1, T, D) tokens: the same map as ``forward``, as one matmul."""
+        weight = self.proj.weight.flatten(1)
+        return torch.nn.functional.linear(patches.flatten(1), weight, self.proj.bias).unsqueeze(0)
 
 
 class TimestepEmbedder(nn.Module):
@@ -106,7 +113,8 @@ class Attention(nn.Module):
     """Multi-head attention over an (h, w) token grid: full (``scan="full"``) or scanned-causal.
 
     Named like timm's Attention (``qkv``, ``proj``) as DiT uses it. q, k and v stay in (B, N, H, D), the layout
-    ``scan_attention`` and its kernels take, so no transposes are needed.
+    ``scan_attention`` and its kernels take, so no transposes are needed. ``grid`` is the (h, w) token grid, or
+    a packed batch's ``Packing`` (x is then (1, T, dim)).
     """
 
     def __init__(self, dim: int, num_heads: int, scan: str = "full"):
@@ -126,11 +134,11 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if isinstance(softmax_scale, torch.Tensor):
-            # Per-sample scale: q * (s * sqrt(D)) with the default 1/sqrt(D) gives logits * s exactly.
+            # Per-sample (per-image) scale: q * (s * sqrt(D)) with the default 1/sqrt(D) gives logits * s exactly.
             factor = softmax_scale.to(torch.float32) * math.sqrt(self.head_dim)
-            q = q * factor.to(q.dtype).view(batch, 1, 1, 1)
+            q = q * per_token(factor.to(q.dtype)[:, None], grid).unsqueeze(-1)
             softmax_scale = None
-        out = scan_attention(q, k, v, grid, scan=self.scan, softmax_scale=softmax_scale)
+        out = scan_attention(q, k, v, op_grid(grid), scan=self.scan, softmax_scale=softmax_scale)
         return self.proj(out.reshape(batch, n_tokens, dim))
 
 
@@ -155,10 +163,11 @@ class DiTBlock(nn.Module):
     def forward(self, x, c, grid, softmax_scale: SoftmaxScale = None, rope=None, dilation: int = 1):
         if self.local_conv is not None:
             x = self.local_conv(x, c, grid, dilation)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        modulation = per_token(self.adaLN_modulation(c), grid)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=-1)
         attn_in = modulate(self.norm1(x), shift_msa, scale_msa)
-        x = x + gate_msa.unsqueeze(1) * self.attn(attn_in, grid, softmax_scale, rope)
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + gate_msa * self.attn(attn_in, grid, softmax_scale, rope)
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
 
@@ -171,6 +180,6 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
 
-    def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+    def forward(self, x, c, grid=None):
+        shift, scale = per_token(self.adaLN_modulation(c), grid).chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))

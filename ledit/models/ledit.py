@@ -14,6 +14,7 @@ import torch.nn as nn
 from ledit.models.backbone import DiffusionTransformer
 from ledit.models.inference import NUM_TRAIN_TIMESTEPS
 from ledit.models.locality import LOCALITIES, LOCALITY_PLACEMENTS, ModulatedDWConv, build_locality
+from ledit.models.packing import Packing
 from ledit.ops import SCANS
 
 ATTENTION_SCHEDULES = ("alternate", "all", "none", "single:<i>", "a list of causal block indices")
@@ -128,16 +129,20 @@ class LEDiT(DiffusionTransformer):
     def inference_capabilities(self) -> dict:
         return {"stem_locality": self.locality_kind if self.locality is not None else None}
 
+    def redilates_stem(self) -> bool:
+        """Whether the inference options re-dilate the stem at all (eval mode, ``stem_dilation`` > 1)."""
+        return not self.training and self.inference_options.stem_dilation != 1
+
     def stem_redilation(self, grid) -> int:
         """The inference stem dilation for ``grid``: ``stem_dilation`` when every axis of the grid is at least
         that many times its training length (the conv's receptive field grows on both axes), else 1."""
-        dilation = self.inference_options.stem_dilation
-        if self.training or dilation == 1:
+        if not self.redilates_stem():
             return 1
+        dilation = self.inference_options.stem_dilation
         return dilation if all(g >= dilation * g0 for g, g0 in zip(grid, self.train_grid)) else 1
 
     def embed_tokens(self, x, c, grid, dilation, t):
-        tokens = self.x_embedder(x)
+        tokens = self.patch_tokens(x, grid)
         if self.locality is not None:
             tokens = self.run_stem_locality(tokens, c, grid, dilation, t)
         if self.locality_norm is not None:
@@ -146,7 +151,10 @@ class LEDiT(DiffusionTransformer):
 
     def run_stem_locality(self, tokens, c, grid, dilation, t):
         """The stem locality module at ``dilation``; at inference its conv is re-dilated (ScaleCrafter) for the
-        samples with t/T >= ``stem_dilation_until`` (a batch mixing both sides of the switch is split in two)."""
+        samples with t/T >= ``stem_dilation_until`` (a batch mixing both sides of the switch is split in two; a
+        packed batch decides per image)."""
+        if isinstance(grid, Packing):
+            return self.run_packed_stem_locality(tokens, c, grid, dilation, t)
         redilation = self.stem_redilation(grid)
         if redilation == 1:
             return self.locality(tokens, c, grid, dilation)
@@ -158,3 +166,18 @@ class LEDiT(DiffusionTransformer):
         mixed[early] = self.locality(tokens[early], c[early], grid, redilation)
         mixed[~early] = self.locality(tokens[~early], c[~early], grid, dilation)
         return mixed
+
+    def run_packed_stem_locality(self, tokens, c, packing, dilation, t):
+        """``run_stem_locality`` of a packed batch: one packed call, unless some image is re-dilated, when each
+        image runs on its own at its own dilation (inference only)."""
+        if not self.redilates_stem():  # decided without reading the grids on the host
+            return self.locality(tokens, c, packing, dilation)
+        redilations = [self.stem_redilation(size) for size in packing.host_grids]
+        if all(redilation == 1 for redilation in redilations):
+            return self.locality(tokens, c, packing, dilation)
+        early = (t >= self.inference_options.stem_dilation_until * NUM_TRAIN_TIMESTEPS).tolist()  # one host sync
+        pieces = packing.split(tokens)
+        return torch.cat([
+            self.locality(piece, c[i : i + 1], size, redilation if early[i] else dilation)
+            for i, (piece, size, redilation) in enumerate(zip(pieces, packing.host_grids, redilations))
+        ], dim=1)

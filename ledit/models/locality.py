@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ledit.models.packing import Packing, op_grid
 from ledit.ops import dwconv_modulate
 
 LOCALITIES = ("dwconv", "conv", "none")
@@ -25,7 +26,10 @@ KERNEL_SIZE = 3
 
 
 class ModulatedDWConv(nn.Module):
-    """Residual, adaLN-Zero-gated depthwise 3x3 conv on (B, N, D) tokens; ``forward(x, c, grid, dilation)``."""
+    """Residual, adaLN-Zero-gated depthwise 3x3 conv on (B, N, D) tokens; ``forward(x, c, grid, dilation)``.
+
+    In a packed batch (grid a ``Packing``) c is per image, and so are shift, scale and gate: the fused op takes them
+    as (n_images, D)."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
@@ -39,7 +43,8 @@ class ModulatedDWConv(nn.Module):
         # Under autocast the Linear output and the fp32 parameters differ in dtype; the fused op wants one.
         shift, scale, gate = (m.to(x.dtype) for m in self.adaLN_modulation(c).chunk(3, dim=1))
         weight, bias = self.conv.weight.to(x.dtype), self.conv.bias.to(x.dtype)
-        return dwconv_modulate(x, grid, weight, bias, shift, scale, gate, residual=x, dilation=dilation, norm=True)
+        return dwconv_modulate(x, op_grid(grid), weight, bias, shift, scale, gate, residual=x, dilation=dilation,
+                               norm=True)
 
 
 class DenseConv(nn.Module):
@@ -54,6 +59,8 @@ class DenseConv(nn.Module):
             self.conv.bias.zero_()
 
     def forward(self, x, c, grid, dilation: int = 1):
+        if isinstance(grid, Packing):  # each image on its own, with its own zero border
+            return torch.cat([self(piece, c, size, dilation) for piece, size in zip(grid.split(x), grid.host_grids)], 1)
         batch, _, dim = x.shape
         image = x.transpose(1, 2).reshape(batch, dim, *grid)
         padding = dilation * (KERNEL_SIZE - 1) // 2

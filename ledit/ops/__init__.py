@@ -7,6 +7,7 @@ and the backend, as csrc/<op>/ and ``torch.ops.ledit.<op>_*``):
     scan_attention_compiled.py         ``cpu`` / ``cuda`` backends: ledit._C (csrc/scan_attention/)
     scan_attention_triton.py           ``triton`` backend: launchers and torch.library.triton_op registration
     scan_attention_triton_kernels.py   the @triton.jit kernels
+    scan_attention_flex.py             ``flex`` backend: FlexAttention in 2D tile order (opt-in, the GPU baseline)
     dwconv_modulate*.py                the same four for dwconv_modulate (csrc/dwconv_modulate/)
     triton_launch.py                   the one place Triton kernels are launched (on the tensors' GPU; recordable
                                        for scripts/check_triton_compile.py)
@@ -20,6 +21,7 @@ from ledit.ops import (  # each backend module registers its backends with its o
     dwconv_modulate_compiled,  # noqa: F401
     dwconv_modulate_triton,  # noqa: F401
     scan_attention_compiled,  # noqa: F401
+    scan_attention_flex,  # noqa: F401
     scan_attention_triton,  # noqa: F401
 )
 from ledit.ops.backends import BACKEND_ENV, BackendUnavailableError

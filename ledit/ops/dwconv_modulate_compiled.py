@@ -9,6 +9,8 @@ csrc/dwconv_modulate/ defines two ``torch.library`` ops; this module gives them 
         -> (out, mean, rstd)   mean/rstd: (B, N) fp32 LayerNorm stats kept for the backward; (0,) without LN
     ledit::dwconv_modulate_bwd(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
         -> (grad_x, sums)      sums: (B, k*k + 3, C) fp32 per-sample sums over tokens
+    ledit::dwconv_modulate_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence, sums
+        per image (n_images, k*k + 3, C) (CPU only)
 
 The kernels reduce only over tokens; ``dwconv_modulate.parameter_grads`` turns those sums into the gradients of
 weight, bias, shift, scale and gate (a few tiny tensor ops, shared with the Triton backend). Row layout of ``sums``,
@@ -28,7 +30,9 @@ from ledit.ops.extension import (
     emulated_op_unavailable_reason,
     load_emulated_extension,
     load_extension,
+    packed_op_unavailable_reason,
 )
+from ledit.ops.packing import is_packed
 
 
 def _compiled_ops_built(library: str = "ledit") -> bool:
@@ -51,29 +55,51 @@ def _register_compiled_ops(library: str) -> None:
         return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight)
 
     register_autograd(f"{library}::dwconv_modulate_fwd", getattr(torch.ops, library).dwconv_modulate_bwd)
+    if library != "ledit" or not hasattr(torch.ops.ledit, "dwconv_modulate_packed_fwd"):
+        return  # the executor runs no packed kernels yet; an older ledit._C: the cpu backend says so
+
+    @torch.library.register_fake("ledit::dwconv_modulate_packed_fwd")
+    def _(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm):
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), *stats_like(x, norm))
+
+    @torch.library.register_fake("ledit::dwconv_modulate_packed_bwd")
+    def _(grad_out, x, grids, weight, shift, scale, gate, mean, rstd, dilation, norm):
+        return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight, grids.shape[0])
+
+    register_autograd("ledit::dwconv_modulate_packed_fwd", torch.ops.ledit.dwconv_modulate_packed_bwd, packed=True)
 
 
 def _compiled_backend(library: str):
     """The backend function calling ``library``'s forward op (ledit._C's kernel for x's device, or the executor's)."""
 
     def dwconv_modulate_compiled(x, grid, weight, bias, shift, scale, gate, residual, dilation, norm):
+        ops = getattr(torch.ops, library)
+        if is_packed(grid):
+            out, _, _ = ops.dwconv_modulate_packed_fwd(x, grid, weight, bias, shift, scale, gate, residual, dilation,
+                                                       norm)
+            return out
         h, w = grid
-        forward = getattr(torch.ops, library).dwconv_modulate_fwd
-        out, _, _ = forward(x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm)
+        out, _, _ = ops.dwconv_modulate_fwd(x, h, w, weight, bias, shift, scale, gate, residual, dilation, norm)
         return out
 
     return dwconv_modulate_compiled
 
 
 def _can_run_on(device_type: str):
-    def can_run(x, *args, **kwargs):
-        return compiled_op_unavailable_reason("dwconv_modulate", device_type, x, "x")
+    def can_run(x, grid, *args, **kwargs):
+        reason = compiled_op_unavailable_reason("dwconv_modulate", device_type, x, "x")
+        if reason is None and is_packed(grid):
+            reason = packed_op_unavailable_reason("dwconv_modulate", device_type)
+        return reason
 
     return can_run
 
 
-def _can_run_emulated(x, *args, **kwargs):
-    return emulated_op_unavailable_reason("dwconv_modulate", x, "x")
+def _can_run_emulated(x, grid, *args, **kwargs):
+    reason = emulated_op_unavailable_reason("dwconv_modulate", x, "x")
+    if reason is None and is_packed(grid):
+        reason = packed_op_unavailable_reason("dwconv_modulate", "cuda_emulated")
+    return reason
 
 
 _register_compiled_ops("ledit")

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-# sm_80+: bf16 WMMA and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
+# sm_80+: bf16 mma.sync and the async copies of the CUDA kernels (built for sm_80 and sm_90 by default).
 MIN_CUDA_CAPABILITY = (8, 0)
 REBUILD_HINT = "reinstall with `pip install --no-build-isolation -e .` (and without LEDIT_SKIP_EXT=1)"
 
@@ -77,6 +77,18 @@ def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argum
             reason = (f"the CUDA kernels need compute capability >= 8.0 (Ampere; they use bf16 tensor cores), "
                       f"{tensor.device} is {capability[0]}.{capability[1]}")
     return reason
+
+
+def packed_op_unavailable_reason(op_name: str, backend: str) -> Optional[str]:
+    """Why the compiled ``backend`` ("cpu", "cuda" or "cuda_emulated") cannot run ``op_name`` on a packed sequence,
+    or None if it can."""
+    if backend in ("cuda", "cuda_emulated"):
+        elsewhere = "triton or reference" if backend == "cuda" else "cpu or reference"
+        return (f"the CUDA {op_name} kernel takes no packed sequences yet (its packed kernels are the step after "
+                f"issue 15's FA2 kernel); they run on the {elsewhere} backend")
+    if not hasattr(torch.ops.ledit, f"{op_name}_packed_fwd"):
+        return f"ledit._C was built before packed sequences existed; {REBUILD_HINT}"
+    return None
 
 
 @functools.lru_cache(maxsize=None)

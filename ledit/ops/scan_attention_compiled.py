@@ -9,6 +9,7 @@ csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them f
         out: (B, N, H, D) in q's dtype; lse: (B, H, N) fp32 natural-log softmax normaliser of each query
     ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
         recomputes the probabilities from lse (no N x N tensor is ever stored)
+    ledit::scan_attention_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence (CPU only)
 
 ``ledit_cuda_emulated::scan_attention_fwd/bwd`` have the same signatures. The Triton backend
 (``scan_attention_triton.py``) defines ops with the same signatures; all register the autograd of
@@ -25,7 +26,9 @@ from ledit.ops.extension import (
     emulated_op_unavailable_reason,
     load_emulated_extension,
     load_extension,
+    packed_op_unavailable_reason,
 )
+from ledit.ops.packing import is_packed
 from ledit.ops.scan_attention import SCAN_ATTENTION_BACKENDS, register_autograd, resolve_scale
 
 # The CUDA kernel runs on tensor cores (mma.sync with fp32 accumulation), which take 16-bit operands.
@@ -41,9 +44,12 @@ def _compiled_backend(library: str):
     """The backend function calling ``library``'s forward op (ledit._C's kernel for q's device, or the executor's)."""
 
     def scan_attention_compiled(q, k, v, grid, scan, softmax_scale):
+        ops = getattr(torch.ops, library)
+        if is_packed(grid):
+            out, _ = ops.scan_attention_packed_fwd(q, k, v, grid, scan, resolve_scale(q, softmax_scale))
+            return out
         h, w = grid
-        forward = getattr(torch.ops, library).scan_attention_fwd
-        out, _ = forward(q, k, v, h, w, scan, resolve_scale(q, softmax_scale))
+        out, _ = ops.scan_attention_fwd(q, k, v, h, w, scan, resolve_scale(q, softmax_scale))
         return out
 
     return scan_attention_compiled
@@ -57,17 +63,22 @@ def _tensor_core_dtype_reason(q) -> str | None:
 
 
 def _can_run_on(device_type: str):
-    def can_run(q, *args, **kwargs):
+    def can_run(q, k, v, grid, *args, **kwargs):
         reason = compiled_op_unavailable_reason("scan_attention", device_type, q, "q")
         if reason is None and device_type == "cuda":
             reason = _tensor_core_dtype_reason(q)
+        if reason is None and is_packed(grid):
+            reason = packed_op_unavailable_reason("scan_attention", device_type)
         return reason
 
     return can_run
 
 
-def _can_run_emulated(q, *args, **kwargs):
-    return emulated_op_unavailable_reason("scan_attention", q, "q") or _tensor_core_dtype_reason(q)
+def _can_run_emulated(q, k, v, grid, *args, **kwargs):
+    reason = emulated_op_unavailable_reason("scan_attention", q, "q") or _tensor_core_dtype_reason(q)
+    if reason is None and is_packed(grid):
+        reason = packed_op_unavailable_reason("scan_attention", "cuda_emulated")
+    return reason
 
 
 def _register_compiled_ops(library: str) -> None:
@@ -86,6 +97,19 @@ def _register_compiled_ops(library: str) -> None:
         return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
     register_autograd(f"{library}::scan_attention_fwd", getattr(torch.ops, library).scan_attention_bwd)
+    if library != "ledit" or not hasattr(torch.ops.ledit, "scan_attention_packed_fwd"):
+        return  # the executor runs no packed kernels yet; an older ledit._C: the cpu backend says so
+
+    @torch.library.register_fake("ledit::scan_attention_packed_fwd")
+    def _(q, k, v, grids, scan, softmax_scale):
+        batch, tokens, heads, _ = q.shape
+        return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
+
+    @torch.library.register_fake("ledit::scan_attention_packed_bwd")
+    def _(dout, q, k, v, out, lse, grids, scan, softmax_scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    register_autograd("ledit::scan_attention_packed_fwd", torch.ops.ledit.scan_attention_packed_bwd, packed=True)
 
 
 _register_compiled_ops("ledit")

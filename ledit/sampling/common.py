@@ -17,7 +17,7 @@ from ledit.data.vae import VAE_HELP, decode_latents, load_vae, vae_downsample
 from ledit.diffusion import create_diffusion
 from ledit.models import MODEL_NAMES, NUM_TRAIN_TIMESTEPS, build_model
 from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args, check_model_options
-from ledit.sampling.loop import sample_latents
+from ledit.sampling.loop import sample_latents, sample_packed_latents
 
 # DiT's defaults for a raw state dict, which carries neither.
 DIT_IMAGE_SIZE, DIT_NUM_CLASSES = 256, 1000
@@ -96,11 +96,15 @@ def sample_size(args, model, vae) -> tuple[int, int]:
             f"--image-size {args.image_size}: --ckpt {args.ckpt} was trained at {train_h}x{train_w} (--image-size is "
             "the training size, as in DiT); sample at another size with --height/--width"
         )
-    height, width = args.height or train_h, args.width or train_w
+    return check_size(args.height or train_h, args.width or train_w, model, vae, "--height/--width")
+
+
+def check_size(height: int, width: int, model, vae, flag: str) -> tuple[int, int]:
+    """(height, width), checked to map onto whole patches of whole latent pixels; ``flag`` names it in errors."""
     step = vae_downsample(vae) * model.patch_size
     if height % step or width % step:
         raise UsageError(
-            f"--height/--width {height}x{width} must be divisible by {step} (VAE factor {vae_downsample(vae)} x "
+            f"{flag} {height}x{width} must be divisible by {step} (VAE factor {vae_downsample(vae)} x "
             f"patch size {model.patch_size}); e.g. {max(1, round(height / step)) * step}x"
             f"{max(1, round(width / step)) * step}"
         )
@@ -148,3 +152,23 @@ def sample_batch(model, vae, labels, height, width, *, cfg_scale: float, sampler
                              cfg_scale=cfg_scale, initial_noise=initial_noise, addons=addons, generator=generator,
                              progress=progress)
     return to_uint8_nhwc(decode_latents(vae, samples))
+
+
+@torch.no_grad()
+def sample_packed_batch(model, vae, labels, sizes: list[tuple[int, int]], *, cfg_scale: float, sampler: str,
+                        num_steps: int, generator: torch.Generator, addons: SamplingAddons | None = None,
+                        progress: bool = False) -> list[torch.Tensor]:
+    """``sample_batch`` for images of several sizes in one packed batch: image i of ``sizes[i]`` (height, width)
+    pixels with class ``labels[i]``; a list of uint8 HWC images on the CPU. Each image's starting noise is the
+    generator's next draw, in order."""
+    device = labels.device
+    down = vae_downsample(vae)
+
+    def initial_noise(size):
+        return torch.randn(model.in_channels, *size, generator=generator, device=device)
+
+    samples = sample_packed_latents(model, labels, [(h // down, w // down) for h, w in sizes],
+                                    respacing=respacing(sampler, num_steps), sampler=sampler, cfg_scale=cfg_scale,
+                                    initial_noise=initial_noise, addons=addons, generator=generator,
+                                    progress=progress)
+    return [to_uint8_nhwc(decode_latents(vae, latent[None]))[0] for latent in samples]

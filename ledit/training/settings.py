@@ -31,12 +31,13 @@ DEFAULTS = {
     "vae": "ema", "num_workers": 4, "log_every": 100, "ckpt_every": 50_000, "lr": 1e-4, "weight_decay": 0.0,
     "ema_decay": 0.9999, "bf16": False, "tf32": True, "grad_checkpointing": False, "fsdp": False,
     "multi_dilation_prob": None, "init_from_dit": None, "save_safetensors": False, "check_images": "header",
-    "skip_bad_images": False,
+    "skip_bad_images": False, "max_tokens": None, "loss_per_token": False,
 }
 # The settings that define a run: a resumed run keeps them, and a flag that disagrees with the checkpoint is
 # refused (the run would no longer be the one the checkpoint continues).
 RUN_SETTINGS = ("model", "model_kwargs", "image_size", "num_classes", "global_batch_size", "global_seed", "vae",
-                "lr", "weight_decay", "ema_decay", "bf16", "multi_dilation_prob", "init_from_dit")
+                "lr", "weight_decay", "ema_decay", "bf16", "multi_dilation_prob", "init_from_dit", "max_tokens",
+                "loss_per_token")
 
 # Registry names fix the model's size; the family names ("DiT", "LEDiT") take any size.
 REGISTRY_NAMES = frozenset(DiT_models) | frozenset(LEDiT_models)
@@ -64,7 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p("--num-classes", type=arguments.positive_int)
     p("--epochs", type=arguments.positive_int)
     p("--max-steps", type=arguments.positive_int, help="stop after this many steps (the paper fine-tunes for 100000)")
-    p("--global-batch-size", type=arguments.positive_int)
+    p("--global-batch-size", type=arguments.positive_int, help="images per step over all ranks (fixed-size "
+                                                                 "training; --max-tokens replaces it)")
+    p("--max-tokens", type=arguments.positive_int,
+      help="native-resolution training: each rank's step is one packed sequence of images of their own sizes, "
+           "filled greedily up to this many tokens (a latent-shard folder, e.g. from extract-latents "
+           "--native-resolution)")
+    p("--loss-per-token", action=argparse.BooleanOptionalAction,
+      help="with --max-tokens: average the loss over the tokens of a step rather than per image (default: each "
+           "image's mean loss, averaged over the images)")
     p("--global-seed", type=arguments.seed)
     p("--vae", help=f"for an ImageFolder: {VAE_HELP}")
     p("--num-workers", type=arguments.nonnegative_int, help="DataLoader worker processes per rank")
@@ -130,6 +139,8 @@ def check_settings(args: argparse.Namespace, resuming: bool) -> None:
         raise arguments.UsageError("--data-path is required (a latent-shard folder or an ImageFolder)")
     if args.init_from_dit is not None and not resuming and not os.path.isfile(args.init_from_dit):
         raise FileNotFoundError(f"--init-from-dit {args.init_from_dit!r} does not exist")
+    if args.loss_per_token and args.max_tokens is None:
+        raise arguments.UsageError("--loss-per-token applies to packed training: add --max-tokens N, or drop it")
     if args.multi_dilation_prob is not None and not args.model.startswith("LEDiT"):
         raise arguments.UsageError(f"--multi-dilation-prob applies to LEDiT models, not --model {args.model}")
     fixed = sorted(set(args.model_kwargs) & set(SIZE_ARGUMENTS)) if args.model in REGISTRY_NAMES else []
@@ -142,7 +153,11 @@ def check_settings(args: argparse.Namespace, resuming: bool) -> None:
     # The model's arguments are checked by building it on the meta device: no memory, no weights, no work.
     with arguments.flag_errors(f"--model {args.model} --model-kwargs {_shown(args.model_kwargs)}", TypeError,
                                ValueError), torch.device("meta"):
-        build_model(args.model, **model_arguments(args, (4, 8, 8)))
+        model = build_model(args.model, **model_arguments(args, (4, 8, 8)))
+    refusal = model.packing_refusal()
+    if args.max_tokens is not None and refusal is not None:
+        raise arguments.UsageError(f"--max-tokens packs images of several sizes, which --model {args.model} "
+                                   f"--model-kwargs {_shown(args.model_kwargs)} cannot run: {refusal}")
     if args.save_safetensors:
         require_packages("--save-safetensors", "safetensors")
 

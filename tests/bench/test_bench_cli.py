@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ledit.arguments import UsageError
-from ledit.bench import attention, cli, dwconv, end_to_end
+from ledit.bench import attention, cli, dwconv, end_to_end, packed, packed_ops
 from ledit.bench.environment import device_slug
 from ledit.bench.targets import MET, MISSED, NOT_MEASURED, TARGETS
 from ledit.cli import run as ledit_run
@@ -26,10 +26,15 @@ def tiny_run(out_dir, device: str):
             attention.AttentionCase((2, 3), 72, "raster", 1, low, heads=2, passes=("fwd",), flex=False),
         ])
         patch.setattr(dwconv, "plan", lambda device, quick: [dwconv.DwconvCase(1, (3, 4), 8, low)])
+        patch.setattr(packed_ops, "plan", lambda device, quick: [
+            packed_ops.PackedCase(op, ((2, 3), (1, 4), (5, 2)), low, uniform_grid=(2, 2))
+            for op in ("scan_attention", "dwconv_modulate")])
         patch.setattr(end_to_end, "plan", lambda device, quick: [
             end_to_end.ModelCase(end_to_end.TRAIN_STEP, "LEDiT-S/8", 128, 1, fp32, False),
             end_to_end.ModelCase(end_to_end.SAMPLING_STEP, "LEDiT-S/8", 128, 1, fp32, False),
         ])
+        patch.setattr(packed, "plan", lambda device, quick: [
+            packed.PackedCase("LEDiT-S/8", ((2, 2), (1, 3), (3, 1), (1, 1), (1, 1)), ((2, 3), (2, 3)))])
         threads = torch.get_num_threads()
         try:
             ledit_run(["bench", "--quick", "--device", device, "--repeats", "2", "--threads", "1",
@@ -53,7 +58,8 @@ def test_files_are_written_under_the_device_and_date(quick_run):
     assert [f.name for f in files] == [f"{stem}.json", f"{stem}.md", f"{stem}.png"]
     assert files[2].read_bytes().startswith(b"\x89PNG")
     markdown = files[1].read_text()
-    for heading in ("## Targets", "## scan_attention", "## dwconv_modulate", "## End to end", "## Where one forward"):
+    for heading in ("## Targets", "## scan_attention", "## dwconv_modulate", "## Packed sequences (ops)",
+                    "## End to end", "## Where one forward"):
         assert heading in markdown
     assert result["device"]["name"] in markdown
 
@@ -71,7 +77,8 @@ def test_result_records_where_the_numbers_came_from(quick_run):
 
 def test_every_comparison_has_timings_and_ratios_to_each_timed_baseline(quick_run):
     result, _ = quick_run
-    assert {r["suite"] for r in result["comparisons"]} == {"scan_attention", "dwconv_modulate", "end_to_end"}
+    assert {r["suite"] for r in result["comparisons"]} == {"scan_attention", "dwconv_modulate", "packed_ops",
+                                                           "end_to_end"}
     for record in result["comparisons"]:
         timed = {m for m, e in record["methods"].items() if "median_ms" in e}
         for name, entry in record["methods"].items():
@@ -88,11 +95,13 @@ def test_attention_is_compared_with_every_sdpa_flavour_and_flex(quick_run):
     records = {(r["case"]["scan"], r["pass"]): r for r in result["comparisons"] if r["suite"] == "scan_attention"}
     assert set(records) == {("corner", "fwd"), ("corner", "fwd+bwd"), ("raster", "fwd")}
     corner = records[("corner", "fwd")]
-    assert {"sdpa_bool_mask", "sdpa_unmasked", "flex_attention"} <= set(corner["methods"])
+    assert {"sdpa_bool_mask", "sdpa_unmasked", "flex_attention", "flex"} <= set(corner["methods"])
+    assert corner["methods"]["flex"]["role"] == "baseline" and "median_ms" in corner["methods"]["flex"]
     assert "sdpa_is_causal" in records[("raster", "fwd")]["methods"]
     assert corner["case"]["visible_pairs"] == 15 * 15 - 3 * 10  # minus (row pairs) x (col pairs) with r' > r, c' > c
     assert all("tflops" in e for e in corner["methods"].values() if "median_ms" in e)
-    assert any("reference not timed" in note for note in corner["notes"])
+    assert "reference timed as the baseline sdpa_bool_mask" in corner["notes"]
+    assert "flex timed as the baseline flex" in corner["notes"]
 
 
 def test_dwconv_reports_bandwidth_against_clone_and_the_unfused_sequence(quick_run):
@@ -102,14 +111,37 @@ def test_dwconv_reports_bandwidth_against_clone_and_the_unfused_sequence(quick_r
     assert all("gbps" in e for e in fwd["methods"].values() if "median_ms" in e)
 
 
+def test_packed_ops_are_compared_with_a_uniform_batch_and_padding(quick_run):
+    result, _ = quick_run
+    records = {(r["case"]["op"], r["pass"]): r for r in result["comparisons"] if r["suite"] == "packed_ops"}
+    assert set(records) == {(op, p) for op in ("scan_attention", "dwconv_modulate") for p in ("fwd", "fwd+bwd")}
+    attention_fwd = records[("scan_attention", "fwd")]
+    assert attention_fwd["baselines"] == ["uniform", "padded", "padded_sdpa_mask"]
+    assert records[("dwconv_modulate", "fwd")]["baselines"] == ["uniform", "padded"]
+    assert attention_fwd["case"]["uniform"] == [5, 2, 2] and attention_fwd["case"]["tokens"] == 20
+    assert attention_fwd["case"]["padded"] == [3, 5, 4] and attention_fwd["case"]["padded_tokens"] == 60
+    assert all(set(r["speedups"]) == set(r["baselines"]) for r in records.values())
+    assert any("runs the cpu backend" in note for note in attention_fwd["notes"])
+
+
 def test_end_to_end_compares_ledit_with_reference_and_dit(quick_run):
     result, _ = quick_run
-    records = [r for r in result["comparisons"] if r["suite"] == "end_to_end"]
+    records = [r for r in result["comparisons"] if r["suite"] == "end_to_end" and r["pass"] != packed.TASK]
     assert [r["pass"] for r in records] == ["train_step", "sampling_step"]
     for record in records:
         assert set(record["methods"]) == {"ledit", "ledit_reference", "dit_sdpa"}
         assert set(record["speedups"]) == {"ledit_reference", "dit_sdpa"}
     assert result["profile"]["buckets"] and sum(b["share"] for b in result["profile"]["buckets"].values()) > 0.99
+
+
+def test_packed_training_is_compared_with_one_size_and_with_padding(quick_run):
+    result, _ = quick_run
+    (record,) = [r for r in result["comparisons"] if r["pass"] == packed.TASK]
+    assert set(record["methods"]) == {"packed", "equal_tokens", "padded"}
+    assert set(record["speedups"]) == {"equal_tokens", "padded"}
+    tokens = {name: entry["tokens"] for name, entry in record["methods"].items()}
+    assert tokens == {"packed": 12, "equal_tokens": 12, "padded": 5 * 3 * 3}
+    assert all(entry["tokens_per_s"] > 0 for entry in record["methods"].values())
 
 
 def test_every_target_is_reported_with_a_status(quick_run):

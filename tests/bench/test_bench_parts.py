@@ -114,3 +114,16 @@ def test_readme_without_markers_is_an_error_and_left_alone(tmp_path, capsys):
     assert readme_main(["--readme", str(readme), "--results-dir", str(tmp_path)]) == 2
     assert readme.read_text() == "# title\nno markers here\n"
     assert START in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_gpu_plan_times_both_flexattention_baselines_on_every_mask(quick):
+    """`ledit bench --device cuda` compares with `flex_attention` and the `flex` backend, forward and forward +
+    backward, wherever there is a mask (for `full`, SDPA unmasked is the baseline), bf16, 16k tokens per call."""
+    from ledit.bench.attention import plan
+    from ledit.ops import SCANS
+
+    cases = plan(torch.device("cuda"), quick)
+    assert {case.scan for case in cases} == set(SCANS)
+    assert all(case.flex == (case.scan != "full") and case.passes == ("fwd", "fwd+bwd") for case in cases)
+    assert all(case.dtype == torch.bfloat16 and case.batch * case.tokens == 16384 for case in cases)

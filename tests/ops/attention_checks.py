@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ledit.ops import scan_attention, scan_attention_reference
+from ledit.ops.packing import is_packed
 
 
 def rounding_noise(x: torch.Tensor, dtype: torch.dtype) -> float:
@@ -24,10 +25,15 @@ def rounding_noise(x: torch.Tensor, dtype: torch.dtype) -> float:
     return noise
 
 
+# Every case of the packed tests: a single token, odd small and odd large grids, a wide one; 1129 tokens in all.
+MIXED_GRIDS = ((1, 1), (3, 5), (17, 9), (24, 40))
+
+
 def make_qkv(batch, grid, heads, dim, dtype, device="cpu", layout="contiguous"):
     """q, k, v of shape (B, N, H, D); layout "fused" slices them out of one (B, N, 3, H, D) tensor (the strided
-    views a qkv projection produces), "transposed" makes them (B, H, N, D) tensors viewed as (B, N, H, D)."""
-    tokens = grid[0] * grid[1]
+    views a qkv projection produces), "transposed" makes them (B, H, N, D) tensors viewed as (B, N, H, D).
+    With a packed grid ((n_images, 2) tensor), B must be 1 and N is the images' total."""
+    tokens = int(grid.prod(1).sum()) if is_packed(grid) else grid[0] * grid[1]
     if layout == "fused":
         qkv = torch.randn(batch, tokens, 3, heads, dim, device=device).to(dtype)
         return qkv.unbind(2)

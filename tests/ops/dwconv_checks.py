@@ -9,8 +9,18 @@ import functools
 import torch
 
 from ledit.ops import dwconv_modulate, dwconv_modulate_reference
+from ledit.ops.packing import is_packed
 
 TENSOR_ARGS = ("x", "weight", "bias", "shift", "scale", "gate", "residual")
+
+
+def tokens_and_samples(batch, grid) -> tuple[int, int]:
+    """(tokens per batch row, rows of shift/scale/gate): (h*w, B) for an (h, w) grid, (total, n_images) for a
+    packed grid tensor (then batch must be 1)."""
+    if is_packed(grid):
+        assert batch == 1, "a packed sequence is one batch row"
+        return int(grid.prod(1).sum()), grid.shape[0]
+    return grid[0] * grid[1], batch
 
 
 def make_inputs(batch, grid, channels, k, bias=True, gate=True, residual=True, seed=0):
@@ -20,14 +30,14 @@ def make_inputs(batch, grid, channels, k, bias=True, gate=True, residual=True, s
     def randn(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    n = grid[0] * grid[1]
+    n, samples = tokens_and_samples(batch, grid)
     return {
         "x": 1.5 * randn(batch, n, channels) + 0.5,
         "weight": randn(channels, 1, k, k) / k,
         "bias": randn(channels) if bias else None,
-        "shift": 0.5 * randn(batch, channels),
-        "scale": 0.5 * randn(batch, channels),
-        "gate": randn(batch, channels) if gate else None,
+        "shift": 0.5 * randn(samples, channels),
+        "scale": 0.5 * randn(samples, channels),
+        "gate": randn(samples, channels) if gate else None,
         "residual": randn(batch, n, channels) if residual else None,
     }
 
@@ -64,7 +74,7 @@ def run_with_grads(fn, inputs, grid, dilation, norm, grad_out, dtype, device, st
 def assert_matches_reference(backend, batch, grid, channels, k, dilation, norm, dtype, bias=True, gate=True,
                              residual=True, device="cpu", strided=False, unaligned=False):
     inputs = make_inputs(batch, grid, channels, k, bias, gate, residual)
-    grad_out = torch.randn(batch, grid[0] * grid[1], channels, dtype=torch.float64,
+    grad_out = torch.randn(batch, tokens_and_samples(batch, grid)[0], channels, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(1))
     common = {"inputs": inputs, "grid": grid, "dilation": dilation, "norm": norm, "grad_out": grad_out,
               "device": device}

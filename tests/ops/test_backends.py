@@ -83,3 +83,13 @@ def test_example_calls_name_every_backend_of_every_op_and_run():
         assert dict(explained[op.op_name])["reference"] is None
         out = getattr(ledit.ops, op.op_name)(*args)
         assert out.shape == args[0].shape and out.device.type == "cpu"
+
+
+def test_info_lines_up_every_backend_reason():
+    from ledit.info import report
+
+    rows = [line for line in report().splitlines() if line.startswith(("  -> ", "     "))]
+    names = {line[5:].split(" ", 1)[0] for line in rows}
+    assert "cuda_emulated" in names  # the longest name, which once pushed its reason out of the column
+    reason_columns = {len(line) - len(line[5:].split(" ", 1)[1].lstrip()) for line in rows}
+    assert len(reason_columns) == 1

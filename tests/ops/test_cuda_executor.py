@@ -128,25 +128,6 @@ def test_lanes_that_skip_an_access_stay_in_step():
     assert c["global_load_unique_sectors"] == 32  # x is 1 KB, read twice over
 
 
-def test_wmma_bf16_tiles_load_as_the_sass_does():
-    """nvcc 13.0 (sm_80, sm_90) loads a WMMA fp16 tile with one ldmatrix.x4 and a bf16 tile with four 32-bit LDs per
-    lane over the same 8-row x 16-byte phases: the same kernel in bf16 has no ldmatrix, four shared loads for each,
-    and the same wavefronts."""
-    counters = {}
-    for dtype in (torch.float16, torch.bfloat16):
-        q, k, v = make_qkv(1, (3, 5), 1, 72, dtype)
-        emulator.clear_launches()
-        probes.scan_attention_fwd(q, k, v, 3, 5, "corner", 0.1)
-        (launch,) = emulator.launches()
-        counters[dtype] = launch["counters"]
-    half, bf16 = counters[torch.float16], counters[torch.bfloat16]
-    assert half["ldmatrix_instructions"] > 0 and bf16["ldmatrix_instructions"] == 0
-    assert bf16["shared_load_instructions"] - half["shared_load_instructions"] == 4 * half["ldmatrix_instructions"]
-    for count in ("wavefronts", "ideal_wavefronts"):
-        assert bf16[f"shared_load_{count}"] - half[f"shared_load_{count}"] == half[f"ldmatrix_{count}"]
-    assert bf16["mma"] == half["mma"] > 0
-
-
 def test_backend_is_opt_in_and_listed():
     q, k, v = make_qkv(1, (2, 3), 1, 16, torch.float16)
     reasons = dict(SCAN_ATTENTION_BACKENDS.explain("cpu", q, k, v, (2, 3), "corner", None))
@@ -182,18 +163,6 @@ def test_scan_attention_kernel_on_the_executor(scan, grid, dim, dtype):
 def test_scan_attention_kernel_batch_and_heads():
     q, k, v = make_qkv(2, (3, 5), 2, 72, torch.bfloat16, layout="fused")
     attention_matches("cuda_emulated", q, k, v, (3, 5), "corner", softmax_scale=0.3)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_scan_attention_32_token_kernels_on_the_executor(monkeypatch, dtype):
-    """The 32-token instantiations, which GPUs with less shared memory than an H100 get, through the launcher's test
-    hook."""
-    monkeypatch.setenv("LEDIT_CUDA_ATTENTION_TILE", "32")
-    q, k, v = make_qkv(1, (5, 7), 1, 72, dtype)
-    emulator.clear_launches()
-    attention_matches("cuda_emulated", q, k, v, (5, 7), "corner")
-    kernels = {launch["kernel"].split(",")[0] for launch in emulator.launches()}  # "forward_kernel<32, half>"
-    assert kernels == {"forward_kernel<32", "backward_dkdv_kernel<32", "backward_dq_kernel<32"}
 
 
 def test_all_scans_are_covered():

@@ -1,5 +1,6 @@
 """What a first GPU run must check that CPU CI cannot reach (docs/gpu-first-run.md), for both GPU backends of
-both ops: LEDiT-XL's head dim 72 on grids with padded edge tiles, the 32-token attention tiles, the Triton fp32
+both ops: LEDiT-XL's head dim 72 on grids with padded edge tiles, the attention kernels' paths for small shared
+memory (single-buffered CUDA tiles, Triton's 32-token tiles), the Triton fp32
 attention at large head dims, inputs that start at a misaligned address, tensors on a GPU other than the current
 one, and tensors with more than 2^31 elements. All `gpu`-marked: skipped without a GPU."""
 
@@ -21,10 +22,11 @@ needs_two_gpus = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.
 
 
 @pytest.fixture
-def small_attention_tiles(monkeypatch):
-    """Force the 32-token attention tiles that D = 72 does not get by default: the CUDA glue reads
-    LEDIT_CUDA_ATTENTION_TILE per call, the Triton launcher FORCE_BLOCK."""
-    monkeypatch.setenv("LEDIT_CUDA_ATTENTION_TILE", "32")
+def small_shared_memory_paths(monkeypatch):
+    """Force the paths D = 72 does not take on an H100: the CUDA glue believes the GPU allows 40000 bytes of shared
+    memory per block (LEDIT_MAX_SHARED_BYTES; between the single- and double-buffered blocks at D = 72, 34 and 45 KB
+    forward, 39 and 50 KB backward), the Triton launcher uses its 32-token tiles (FORCE_BLOCK)."""
+    monkeypatch.setenv("LEDIT_MAX_SHARED_BYTES", "40000")
     monkeypatch.setattr(scan_attention_triton, "FORCE_BLOCK", scan_attention_triton.SMALL_BLOCK)
 
 
@@ -39,7 +41,7 @@ def test_attention_head_dim_72_on_odd_grids(backend, scan, grid, dtype):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scan", ["corner", "neighborhood"])
-def test_attention_32_token_tiles_at_head_dim_72(backend, scan, small_attention_tiles):
+def test_attention_small_shared_memory_paths_at_head_dim_72(backend, scan, small_shared_memory_paths):
     q, k, v = attention_checks.make_qkv(2, (33, 17), 3, 72, torch.bfloat16, device="cuda")
     attention_checks.assert_matches_reference(backend, q, k, v, (33, 17), scan)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from attention_checks import assert_matches_reference, make_qkv
+from attention_checks import MIXED_GRIDS, assert_matches_reference, make_qkv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,3 +171,93 @@ def test_cuda_matches_reference(scan, grid, dtype):
 def test_cuda_head_dims_and_odd_grids(grid, dim):
     q, k, v = make_qkv(2, grid, 3, dim, torch.bfloat16, device="cuda", layout="fused")
     assert_matches_reference("cuda", q, k, v, grid, "corner", softmax_scale=0.3)
+
+
+# ---- packed sequences ------------------------------------------------------------------------------------------
+
+PACKED = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scan", SCANS)
+def test_cpu_packed_matches_per_image_reference(scan, dtype):
+    """1x1, 3x5, 17x9 and 24x40 in one pack, forward and gradients, against the per-image reference (the
+    reference's packed path is the per-image loop, tests/ops/test_packing.py)."""
+    q, k, v = make_qkv(1, PACKED, 2, 72, dtype)
+    assert_matches_reference("cpu", q, k, v, PACKED, scan)
+
+
+@needs_ext
+@pytest.mark.parametrize("scan", ["corner", "raster"])
+def test_cpu_packed_equals_per_image_calls_exactly(scan):
+    """Each image's tasks run the same tile code in a pack as alone: bitwise the per-image calls, with gradients."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 3, 40, torch.float32, layout="fused"))
+    out = scan_attention(q, k, v, PACKED, scan, backend="cpu")
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    start = 0
+    for h, w in MIXED_GRIDS:
+        image = slice(start, start + h * w)
+        parts = [t[:, image].detach().requires_grad_() for t in (q, k, v)]
+        alone = scan_attention(*parts, (h, w), scan, backend="cpu")
+        assert torch.equal(out[:, image], alone)
+        for got, want in zip(grads, torch.autograd.grad(alone, parts, dout[:, image])):
+            assert torch.equal(got[:, image], want)
+        start += h * w
+
+
+@needs_ext
+@settings(max_examples=15, deadline=None)
+@given(grids=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=5),
+       dim=st.sampled_from([8, 72]), scan=st.sampled_from(SCANS))
+def test_cpu_packed_fuzz(grids, dim, scan):
+    grids = torch.tensor(grids, dtype=torch.int32)
+    q, k, v = make_qkv(1, grids, 2, dim, torch.float32)
+    assert_matches_reference("cpu", q, k, v, grids, scan)
+
+
+@needs_ext
+def test_packed_opcheck():
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED[:3], 2, 16, torch.float32))
+    torch.library.opcheck(torch.ops.ledit.scan_attention_packed_fwd.default, (q, k, v, PACKED[:3], "corner", 0.25))
+    out, lse = torch.ops.ledit.scan_attention_packed_fwd(q, k, v, PACKED[:3], "corner", 0.25)
+    torch.library.opcheck(torch.ops.ledit.scan_attention_packed_bwd.default,
+                          (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, PACKED[:3],
+                           "corner", 0.25))
+
+
+@needs_ext
+def test_packed_torch_compile_no_graph_break_no_recompile(monkeypatch):
+    """fullgraph=True, forward and backward; a second packing of the same total and image count runs the same graph
+    (the grids are tensor data): with error_on_recompile a recompilation would raise."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 2, 24, torch.float32))
+    other = torch.tensor([[24, 40], [1, 1], [9, 17], [5, 3]], dtype=torch.int32)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def attend(q, k, v, grids):
+        return scan_attention(q, k, v, grids, "corner", backend="cpu") * 2
+
+    torch._dynamo.reset()
+    for grids in (PACKED, other):
+        out = attend(q, k, v, grids)
+        expected = 2 * scan_attention(q, k, v, grids, "corner", backend="reference")
+        torch.testing.assert_close(out, expected)
+        dout = torch.randn_like(out)
+        got, want = (torch.autograd.grad(o, (q, k, v), dout) for o in (out, expected))
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g, e)
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+
+
+@needs_ext
+@pytest.mark.parametrize("grids, message", [
+    (torch.tensor([[1, 1], [3, 5]], dtype=torch.int32), "the packed grids hold 16 tokens but the sequence has 1129"),
+    (torch.tensor([[1, 1129], [0, 5]], dtype=torch.int32), r"packed image 1 has grid \(0, 5\)"),
+    (PACKED.long(), "packed grids must be int32"),
+])
+def test_packed_op_checks_grid_values(grids, message):
+    """The C++ op checks the values itself (under torch.compile Python cannot read them)."""
+    q = torch.randn(1, 1129, 1, 8)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.ledit.scan_attention_packed_fwd(q, q, q, grids, "corner", 0.3)

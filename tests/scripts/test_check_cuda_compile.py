@@ -116,5 +116,5 @@ def test_the_committed_budget_file_names_real_rules_with_reasons():
     cuda = gpu_budgets.load_budgets()["cuda"]
     rules = {rule["name"] for rule in cuda["rules"]}
     assert {"tensor-cores", "ldsm-for-16-bit-operands", "no-spills"} <= rules
-    for exception in cuda["exceptions"]:
-        assert exception["rule"] in rules and "issue 15" in exception["reason"]
+    for exception in cuda.get("exceptions", []):  # none since issue 15's attention kernels
+        assert exception["rule"] in rules and exception["reason"].strip()

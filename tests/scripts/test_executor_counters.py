@@ -77,7 +77,8 @@ def test_a_measurement_records_every_launch_of_each_pass():
     case = functools.partial(counters.attention_case, dtype=torch.float16, grid=(2, 3), dim=16)
     (measured,) = counters.measure("small", cases=[case])["cases"]
     fwd, bwd = measured["passes"]
-    assert [len(fwd["launches"]), len(bwd["launches"])] == [1, 2]  # forward; backward dK/dV, then dQ
+    # forward; backward: dK/dV with dQ by atomics (a second launch computes dQ under deterministic algorithms)
+    assert [len(fwd["launches"]), len(bwd["launches"])] == [1, 1]
     # q, k, v in, out and lse out (fp16 (1, 6, 1, 16) and fp32 (1, 1, 6)); corner on 2 x 3 hides 3 of the 36 pairs.
     assert fwd["compulsory_bytes"] == 4 * 6 * 16 * 2 + 6 * 4 and fwd["useful_flops"] == 4 * 16 * 33
     assert all(launch["counters"]["mma"] > 0 for launch in fwd["launches"] + bwd["launches"])
