@@ -146,6 +146,8 @@ def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
         ema_decay=config.ema_decay,
         seed=config.seed,
         prediction=config.prediction,
+        timesteps=config.timesteps,
+        lr_schedule=config.lr_schedule,
     )
     return model_size, training
 
