@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass, replace
 
 from tqdm.auto import tqdm
 
-from ledit.demo.dataset import SHAPE_CLASSES
 from ledit.demo.figure import save_figure
 from ledit.demo.report import REAL_ROW
-from ledit.demo.scoring import parse_size, real_images, sample_images, sample_labels, score, size_name, swd_options
+from ledit.demo.scoring import Scorer, size_name
 from ledit.demo.train import TrainingConfig, cached_weights, checkpoint_path
 from ledit.demo.variants import VARIANTS
 from ledit.files import atomic_path
 from ledit.sampling.addons import SamplingAddons
 
 NO_ADDON = "none"
+METRICS = ("objects", "swd")  # what Scorer.score returns for a set
 
 
 @dataclass(frozen=True)
@@ -106,62 +106,42 @@ def load_cached(variant_key: str, model_size: dict, training: TrainingConfig, ca
     return model.eval()
 
 
-class Scorer:
-    """Samples a model with add-ons at a size and scores the set, as the demo does (same noise, references,
-    SWD seed); keeps the images for the figure and the seconds spent."""
-
-    def __init__(self, config, predict_xstart: bool):
-        self.config = config
-        self.predict_xstart = predict_xstart
-        self.labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
-        self.swd_options = swd_options(config.swd_descriptors, config.swd_projections)
-        self.references = {size: real_images(config.real_images, parse_size(size), config.seed)
-                           for size in config.sizes}
-        self.sampling_seconds = self.scoring_seconds = 0.0
-
-    def __call__(self, model, size: str, addons: SamplingAddons):
-        began = time.perf_counter()
-        images = sample_images(model, self.labels, parse_size(size), self.config.sampling_steps, self.config.seed,
-                               self.config.sample_batch_size, self.predict_xstart, addons)
-        self.sampling_seconds += time.perf_counter() - began
-        began = time.perf_counter()
-        swd = score(images, self.references[size], self.swd_options, self.config.seed)
-        self.scoring_seconds += time.perf_counter() - began
-        return images, swd
-
-    def real_row(self) -> dict:
-        held_out = {size: real_images(self.config.num_samples, parse_size(size), self.config.seed, "held-out")
-                    for size in self.config.sizes}
-        swd = {size: score(held_out[size], self.references[size], self.swd_options, self.config.seed)
-               for size in self.config.sizes}
-        return {"model": REAL_ROW, "trial": REAL_ROW, "label": "real images (held out)", "swd": swd}, held_out
-
-
 def study(config, model_size: dict, training: TrainingConfig):
     """Score every trial of LEDiT and of the best RoPE baseline at every size, then each best combination.
     Returns (rows, figure rows, the RoPE baseline chosen, timings)."""
-    scorer = Scorer(config, training.predict_xstart)
+    scorer = Scorer(config)
     models = {key: load_cached(key, model_size, training, config.cache_dir) for key in ("ledit", *ROPE_BASELINES)}
-    real, held_out = scorer.real_row()
+    held_out = scorer.held_out()
+    real = {"model": REAL_ROW, "trial": REAL_ROW, "label": "real images (held out)"}
+    for size, images in held_out.items():
+        for metric, value in scorer.score(images, size).items():
+            real.setdefault(metric, {})[size] = value
     rows = [real]
     figure = [(real["label"], {size: images[: config.figure_samples] for size, images in held_out.items()})]
+
+    def sample_and_score(model_key, size, addons):
+        images = scorer.sample(models[model_key], size, addons)
+        return images, scorer.score(images, size)
 
     def run_trials(model_key, trials, known=None):
         results = dict(known or {})
         todo = [(t, s) for t in trials for s in config.sizes if t.key not in results]
         for trial, size in tqdm(todo, desc=f"add-ons on {model_key}", unit="set"):
-            results.setdefault(trial.key, {})[size] = scorer(models[model_key], size, trial.addons)
+            results.setdefault(trial.key, {})[size] = sample_and_score(model_key, size, trial.addons)
         return results
+
+    def scores(by_size):
+        """{size: (images, scores)} -> {"objects": {size: ...}, "swd": {size: ...}}"""
+        return {metric: {size: result[metric] for size, (_, result) in by_size.items()} for metric in METRICS}
 
     def add_row(model_key, trial, results):
         rows.append({"model": VARIANTS[model_key].label, "trial": trial.key, "label": trial.label,
-                     "addons": asdict(trial.addons),
-                     "swd": {size: swd for size, (_, swd) in results[trial.key].items()}})
+                     "addons": asdict(trial.addons), **scores(results[trial.key])})
 
     # The stronger RoPE form at the largest size carries the RoPE add-ons.
     plain = {key: run_trials(key, COMMON_TRIALS[:1]) for key in ROPE_BASELINES}
     largest = config.sizes[-1]
-    rope_key = min(ROPE_BASELINES, key=lambda key: plain[key][NO_ADDON][largest][1]["mean"])
+    rope_key = min(ROPE_BASELINES, key=lambda key: plain[key][NO_ADDON][largest][1]["swd"]["mean"])
 
     for model_key, trials in (("ledit", LEDIT_TRIALS), (rope_key, ROPE_TRIALS)):
         label = VARIANTS[model_key].label
@@ -170,33 +150,34 @@ def study(config, model_size: dict, training: TrainingConfig):
             add_row(model_key, trial, results)
         combination_images = {}
         for size in config.sizes:
-            chosen = best_combination(trials, {key: r[size][1]["mean"] for key, r in results.items()})
+            chosen = best_combination(trials, {key: r[size][1]["swd"]["mean"] for key, r in results.items()})
             if len(chosen) < 2:  # nothing to combine: the best single add-on (or none) is the combination
                 best = chosen[0].key if chosen else NO_ADDON
-                combination_images[size], swd = results[best][size]
+                combination_images[size] = results[best][size][0]
                 rows.append({"model": label, "trial": f"best@{size}", "label": f"combined at {size}: {best} (alone)",
-                             "combination": [best], "swd": {size: swd}})
+                             "combination": [best], **scores({size: results[best][size]})})
                 continue
             addons = combine(chosen)
-            combination_images[size], swd = scorer(models[model_key], size, addons)
+            combined = sample_and_score(model_key, size, addons)
+            combination_images[size] = combined[0]
             rows.append({"model": label, "trial": f"best@{size}",
                          "label": f"combined at {size}: " + " + ".join(trial.key for trial in chosen),
                          "combination": [trial.key for trial in chosen], "addons": asdict(addons),
-                         "swd": {size: swd}})
+                         **scores({size: combined})})
         n = config.figure_samples
         figure.append((f"{label}: no add-on", {size: results[NO_ADDON][size][0][:n] for size in config.sizes}))
         figure.append((f"{label}: add-ons that helped, combined",
                        {size: images[:n] for size, images in combination_images.items()}))
     other = next(key for key in ROPE_BASELINES if key != rope_key)
     rows.append({"model": VARIANTS[other].label, "trial": NO_ADDON, "label": "no add-on (the weaker RoPE form)",
-                 "swd": {size: swd for size, (_, swd) in plain[other][NO_ADDON].items()}})
+                 **scores(plain[other][NO_ADDON])})
     timings = {"sampling": round(scorer.sampling_seconds, 1), "scoring": round(scorer.scoring_seconds, 1)}
     return rows, figure, rope_key, timings
 
 
 def markdown_table(rows: list[dict], sizes: list[str]) -> str:
-    """One row per (model, add-on), mean SWD x1e3 per size and its change against no add-on of that model;
-    the best of each model in each column in bold."""
+    """One row per (model, add-on); per size the mean SWD x1e3, its change against no add-on of that model, and
+    the shape precision; the best SWD of each model in each column in bold."""
     lines = ["| model | add-on | " + " | ".join(sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
     baseline, best = {}, {}
     for row in rows:
@@ -216,6 +197,7 @@ def markdown_table(rows: list[dict], sizes: list[str]) -> str:
             reference = baseline.get((row["model"], size))
             if reference is not None and row["trial"] != NO_ADDON:
                 text += f" ({100 * (value / reference - 1):+.1f}%)"
+            text += f" · {row['objects'][size]['shape_precision']:.2f}"
             cells.append(f"**{text}**" if row["model"] != REAL_ROW and value == best[row["model"], size] else text)
         model = "" if row["model"] == REAL_ROW else row["model"]
         lines.append(f"| {model} | {row['label']} | " + " | ".join(cells) + " |")
@@ -269,8 +251,10 @@ def write_addon_results(out_dir: str, results: dict) -> None:
         "",
         (f"Mean sliced Wasserstein distance x1e3 between {config['num_samples']} samples and "
          f"{config['real_images']} fresh procedural images per size (lower is better; in brackets the change "
-         f"against the same model without add-ons; each model's best per column in bold). Models trained at "
-         f"{results['train_size']}, {config['sampling_steps']} DDIM steps, the demo's noise and references. "
+         f"against the same model without add-ons; each model's best per column in bold), then the shape "
+         f"precision (the fraction of whole objects drawn right; real images about 1). Models trained at "
+         f"{results['train_size']}, {config['sampling_steps']} {config['sampler'].upper()} steps, the demo's noise "
+         f"and references. "
          f"RoPE baseline with add-ons: {results['rope_baseline']} (the better RoPE form at the largest size)."),
         "",
         results["table"],

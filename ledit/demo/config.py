@@ -8,7 +8,9 @@ import argparse
 import os
 from dataclasses import dataclass, field, fields, replace
 
+from ledit.demo.objective import PREDICTIONS
 from ledit.demo.scoring import SWD_MIN_RESOLUTION, parse_size, size_name
+from ledit.demo.train import LR_SCHEDULES, TIMESTEP_SAMPLINGS
 from ledit.demo.variants import VARIANTS, parse_variants
 from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args
 
@@ -38,18 +40,43 @@ class DemoConfig:
     depth: int = _setting(4, group=MODEL, valid=AT_LEAST_ONE)
     num_heads: int = _setting(4, group=MODEL, valid=AT_LEAST_ONE)
     patch_size: int = _setting(4, group=MODEL, valid=AT_LEAST_ONE)
-    train_steps: int = _setting(1200, group=TRAINING, valid=AT_LEAST_ONE)
+    train_steps: int = _setting(3000, group=TRAINING, valid=AT_LEAST_ONE)
     batch_size: int = _setting(32, group=TRAINING, valid=AT_LEAST_ONE)
-    lr: float = _setting(2e-3, group=TRAINING, valid=(lambda value: value > 0, "> 0"))
+    lr: float = _setting(3e-3, group=TRAINING, valid=(lambda value: value > 0, "> 0"))
     warmup_steps: int = _setting(100, group=TRAINING, valid=(lambda value: value >= 0, ">= 0"))
-    ema_decay: float = _setting(0.999, group=TRAINING, valid=(lambda value: 0 <= value < 1, "in [0, 1)"))
+    ema_decay: float = _setting(0.995, group=TRAINING, valid=(lambda value: 0 <= value < 1, "in [0, 1)"))
+    timesteps: str = _setting(
+        "logit-normal",
+        "noise levels trained on: uniform (DiT's), or logit-normal (more of the steps at mid noise, where shapes are "
+        "decided); default {default}",
+        TRAINING,
+        choices=TIMESTEP_SAMPLINGS,
+    )
+    lr_schedule: str = _setting(
+        "cosine", "after the warm-up: constant, or cosine (decays to 0 at the last step); default {default}",
+        TRAINING, choices=LR_SCHEDULES,
+    )
     num_samples: int = _setting(48, "samples per model and size", SAMPLING, AT_LEAST_ONE)
-    sampling_steps: int = _setting(25, "DDIM steps", SAMPLING, AT_LEAST_ONE)
+    sampler: str = _setting(
+        "ddpm",
+        "ddpm: ancestral sampling (sharper objects from a briefly trained model), or ddim: deterministic; "
+        "default {default}",
+        SAMPLING,
+        choices=("ddpm", "ddim"),
+    )
+    sampling_steps: int = _setting(50, "sampling steps", SAMPLING, AT_LEAST_ONE)
     real_images: int = _setting(256, "fresh real images per size to score against", SAMPLING, AT_LEAST_ONE)
     swd_descriptors: int = _setting(128, "7x7 patches per image and pyramid level", SAMPLING, AT_LEAST_ONE)
     swd_projections: int = _setting(256, "random directions of the sliced distance", SAMPLING, AT_LEAST_ONE)
     figure_samples: int = _setting(3, "samples per model and size in the figure", SAMPLING, AT_LEAST_ONE)
     sample_batch_size: int = _setting(64, group=SAMPLING, valid=AT_LEAST_ONE)
+    jobs: int = _setting(
+        3,
+        "models trained and sampled at the same time, each in a process of its own with --threads threads "
+        "(default {default}: the three trained models at once, so two cores are never left with one model to "
+        "finish alone; the results do not depend on it)",
+        valid=AT_LEAST_ONE,
+    )
     threads: int = _setting(
         1,
         "torch CPU threads (default {default}: these tiny models gain little from more, and on a busy machine "
@@ -57,11 +84,12 @@ class DemoConfig:
         valid=AT_LEAST_ONE,
     )
     prediction: str = _setting(
-        "x0",
-        "what the model predicts: x0, the clean image (smooth images after a short training), or eps, the noise "
-        "(DiT's choice, needs far longer training); default {default}",
+        "v",
+        "what the model predicts: v, the velocity (sharp objects after a short training), x0, the clean image "
+        "(blurred through the tiny model), or eps, the noise (DiT's choice, needs far longer training); "
+        "default {default}",
         TRAINING,
-        choices=("x0", "eps"),
+        choices=PREDICTIONS,
     )
     # Set by the inference add-on flags of ledit.sampling.addons, not by a flag of its own.
     addons: SamplingAddons = field(default_factory=SamplingAddons)
@@ -70,11 +98,11 @@ class DemoConfig:
 FULL = DemoConfig()
 QUICK = replace(
     FULL,
-    train_steps=400,
+    train_steps=800,
     warmup_steps=50,
-    ema_decay=0.995,
+    ema_decay=0.99,
     num_samples=24,
-    sampling_steps=15,
+    sampling_steps=25,
     real_images=96,
     swd_descriptors=64,
     swd_projections=128,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 
 import torch
@@ -23,20 +25,12 @@ from tqdm.auto import tqdm
 from ledit.arguments import UsageError
 from ledit.demo.addons import run_addons
 from ledit.demo.config import DemoConfig, add_arguments, flag_values, resolve_config
-from ledit.demo.dataset import SHAPE_CLASSES
+from ledit.demo.dataset import CHANNELS, SHAPE_CLASSES
 from ledit.demo.figure import save_figure
-from ledit.demo.report import REAL_ROW, conclusion, markdown_table, write_results
-from ledit.demo.scoring import (
-    parse_size,
-    real_images,
-    sample_images,
-    sample_labels,
-    score,
-    size_name,
-    swd_options,
-)
+from ledit.demo.report import REAL_ROW, conclusion, markdown_tables, write_results
+from ledit.demo.scoring import Scorer, sample_set, size_name
 from ledit.demo.train import TrainingConfig, initialised_model, trained_weights
-from ledit.demo.variants import parse_variants
+from ledit.demo.variants import VARIANTS, parse_variants
 from ledit.sampling.addons import check_model_options
 
 __all__ = ["add_arguments", "main"]  # the CLI's contract; add_arguments lives with the settings it generates
@@ -52,70 +46,82 @@ def machine_description() -> str:
     return f"{cpu}, {threads} torch thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
 
 
-def train_all(variants, model_size: dict, training: TrainingConfig, cache_dir: str):
-    """Train (or load from the cache) each distinct model once; variants that differ only at sampling time
-    share weights. Returns ({weights_key: EMA state dict}, {weights_key: log entry})."""
-    weights, log = {}, {}
+def weight_groups(variants) -> list[tuple[str, ...]]:
+    """Variant keys grouped by trained model, in order: variants that differ only at sampling time share one
+    training (the RoPE model is sampled plainly and with YaRN)."""
+    groups: dict[str, list[str]] = {}
     for variant in variants:
-        if variant.weights_key in weights:
-            continue
-        model = initialised_model(functools.partial(variant.build, model_size), training.seed)
-        began = time.perf_counter()
-        state, path, cached = trained_weights(model, training, cache_dir, f"training {variant.label}")
-        seconds = time.perf_counter() - began
-        weights[variant.weights_key] = state
-        log[variant.weights_key] = {
-            "checkpoint": path,
-            "cached": cached,
-            "seconds": round(seconds, 1),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
-        print(f"{variant.label}: {'loaded cached' if cached else f'trained in {seconds:.0f} s,'} {path}")
-    return weights, log
+        groups.setdefault(variant.weights_key, []).append(variant.key)
+    return [tuple(keys) for keys in groups.values()]
 
 
-def sample_and_score(config: DemoConfig, variants, weights: dict, model_size: dict, predict_xstart: bool):
-    """Rows of the table: held-out real images first, then every variant sampled at every size from the same
-    noise; each set scored against fresh real images. Returns (rows, sampling seconds, scoring seconds)."""
-    sizes = [parse_size(size) for size in config.sizes]
-    labels = sample_labels(config.num_samples, len(SHAPE_CLASSES))
-    options = swd_options(config.swd_descriptors, config.swd_projections)
-    references = {size_name(size): real_images(config.real_images, size, config.seed) for size in sizes}
-    held_out = {size_name(size): real_images(config.num_samples, size, config.seed, "held-out") for size in sizes}
-    rows = [{"key": REAL_ROW, "label": "real images (held out)", "images": held_out, "swd": {}}]
-    models = {}
+def train_and_sample(config: DemoConfig, keys: tuple[str, ...]) -> dict:
+    """Train (or load from the cache) the model of ``keys`` and sample each of those variants at every size. Runs
+    in a worker process of its own when models are trained in parallel (``--jobs``), hence the plain arguments.
+    Returns {"log": what happened, "images": {key: {size: uint8 images}}, "model_configs": {key: config}}."""
+    torch.set_num_threads(config.threads)
+    cpu, began = time.process_time(), time.perf_counter()
+    model_size, training = model_and_training(config)
+    variants = [VARIANTS[key] for key in keys]
+    model = initialised_model(functools.partial(variants[0].build, model_size), training.seed)
+    state, path, cached = trained_weights(model, training, config.cache_dir, f"training {variants[0].label}")
+    trained = time.perf_counter()
+    images, model_configs = {}, {}
     for variant in variants:
-        models[variant.key] = variant.build(model_size, for_sampling=True)
-        models[variant.key].load_state_dict(weights[variant.weights_key])
-        rows.append(
-            {
-                "key": variant.key,
-                "label": variant.label,
-                "images": {},
-                "swd": {},
-                "model_config": models[variant.key].config,
-            }
-        )
-    sampling_seconds = scoring_seconds = 0.0
-    for row, size in tqdm([(row, size) for row in rows for size in sizes], desc="sampling and scoring", unit="set"):
-        name = size_name(size)
-        if row["key"] != REAL_ROW:
-            began = time.perf_counter()
-            row["images"][name] = sample_images(
-                models[row["key"]],
-                labels,
-                size,
-                config.sampling_steps,
-                config.seed,
-                config.sample_batch_size,
-                predict_xstart,
-                config.addons,
-            )
-            sampling_seconds += time.perf_counter() - began
-        began = time.perf_counter()
-        row["swd"][name] = score(row["images"][name], references[name], options, config.seed)
-        scoring_seconds += time.perf_counter() - began
-    return rows, sampling_seconds, scoring_seconds
+        sampler = variant.build(model_size, for_sampling=True)
+        sampler.load_state_dict(state)
+        images[variant.key] = {size: sample_set(sampler, size, config, config.addons) for size in config.sizes}
+        model_configs[variant.key] = sampler.config
+    log = {
+        "checkpoint": path,
+        "cached": cached,
+        "training_s": round(trained - began, 1),
+        "sampling_s": round(time.perf_counter() - trained, 1),
+        "cpu_s": round(time.process_time() - cpu, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return {"log": log, "images": images, "model_configs": model_configs}
+
+
+def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict]:
+    """Every model trained and sampled, ``config.jobs`` at a time (one process each when more than one).
+    Returns ({weights_key: log entry}, {variant key: {size: images}}, {variant key: sampling model config})."""
+    groups = weight_groups(variants)
+    jobs = min(config.jobs, len(groups))
+    log, images, model_configs = {}, {}, {}
+
+    def collect(keys, result):
+        entry = result["log"]
+        log[VARIANTS[keys[0]].weights_key] = entry
+        images.update(result["images"])
+        model_configs.update(result["model_configs"])
+        trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
+        print(f"{VARIANTS[keys[0]].label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
+
+    if jobs == 1:
+        for keys in groups:
+            collect(keys, train_and_sample(config, keys))
+    else:
+        # spawn: a fresh interpreter per worker, so no torch thread pool or lock is inherited half-way.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(train_and_sample, config, keys): keys for keys in groups}
+            for future in as_completed(futures):
+                collect(futures[future], future.result())
+    return log, images, model_configs
+
+
+def score_all(config: DemoConfig, variants, images: dict, model_configs: dict):
+    """Rows of the tables: held-out real images first, then every variant; every set at every size scored by
+    the detector and by SWD against fresh real images. Returns (rows, scorer, the detector check)."""
+    scorer = Scorer(config)
+    held_out = scorer.held_out()
+    rows = [{"key": REAL_ROW, "label": "real images (held out)", "images": held_out}]
+    rows += [{"key": variant.key, "label": variant.label, "images": images[variant.key],
+              "model_config": model_configs[variant.key]} for variant in variants]
+    for row, size in tqdm([(row, size) for row in rows for size in config.sizes], desc="scoring", unit="set"):
+        for metric, value in scorer.score(row["images"][size], size).items():
+            row.setdefault(metric, {})[size] = value
+    return rows, scorer, scorer.detector_check(held_out)
 
 
 def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
@@ -123,7 +129,7 @@ def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
     model_size = {
         "input_size": config.train_size,
         "patch_size": config.patch_size,
-        "in_channels": 3,
+        "in_channels": CHANNELS,
         "hidden_size": config.hidden_size,
         "depth": config.depth,
         "num_heads": config.num_heads,
@@ -139,7 +145,9 @@ def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
         warmup_steps=config.warmup_steps,
         ema_decay=config.ema_decay,
         seed=config.seed,
-        predict_xstart=config.prediction == "x0",
+        prediction=config.prediction,
+        timesteps=config.timesteps,
+        lr_schedule=config.lr_schedule,
     )
     return model_size, training
 
@@ -151,46 +159,50 @@ def check_addons_apply(config: DemoConfig) -> None:
         check_model_options(variant.build(model_size, for_sampling=True), config.addons)
 
 
+def cell_caption(row: dict, size: str) -> str:
+    """The scores printed under a figure cell."""
+    objects = row["objects"][size]
+    return (f"shape {objects['shape_precision']:.2f} · density {objects['density']:.1f} · "
+            f"SWD {row['swd'][size]['mean']:.0f}")
+
+
 def run_demo(config: DemoConfig, command: str) -> dict:
     """Train (or load), sample, score; write the figure and the tables; return the results dict."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     variants = parse_variants(config.models)
     train_size = size_name((config.train_size, config.train_size))
-    model_size, training = model_and_training(config)
-    weights, training_log = train_all(variants, model_size, training, config.cache_dir)
+    training_log, images, model_configs = train_and_sample_all(config, variants)
     training_seconds = time.perf_counter() - started
-    rows, sampling_seconds, scoring_seconds = sample_and_score(
-        config, variants, weights, model_size, training.predict_xstart
-    )
+    rows, scorer, detector_check = score_all(config, variants, images, model_configs)
 
     figure_path = os.path.join(config.out_dir, "demo.png")
-    column_titles = {name: f"{name} (train)" if name == train_size else name for name in config.sizes}
     save_figure(
         figure_path,
-        [
-            (row["label"], {name: images[: config.figure_samples] for name, images in row["images"].items()})
-            for row in rows
-        ],
-        column_titles,
+        [(row["label"], {size: images[: config.figure_samples] for size, images in row["images"].items()})
+         for row in rows],
+        {size: f"{size} (train)" if size == train_size else size for size in config.sizes},
+        captions=[{size: cell_caption(row, size) for size in config.sizes} for row in rows],
     )
-    table_rows = [{key: value for key, value in row.items() if key != "images"} for row in rows]
     results = {
         "command": command,
         "config": asdict(config),
         "machine": machine_description(),
         "train_size": train_size,
         "sizes": list(config.sizes),
-        "rows": table_rows,
+        "rows": [{key: value for key, value in row.items() if key != "images"} for row in rows],
+        "reference_objects": scorer.reference_objects,
+        "detector_check": detector_check,
         "training": training_log,
         "timings_s": {
-            "training": round(training_seconds, 1),
-            "sampling": round(sampling_seconds, 1),
-            "scoring": round(scoring_seconds, 1),
+            "training_and_sampling": round(training_seconds, 1),
+            "scoring": round(scorer.scoring_seconds, 1),
             "total": round(time.perf_counter() - started, 1),
+            # CPU seconds of this process and of every model's training and sampling, wherever it ran.
+            "cpu": round(time.process_time() - cpu + sum(entry["cpu_s"] for entry in training_log.values()), 1),
         },
         "figure": figure_path,
     }
-    results["conclusion"] = conclusion(table_rows, results["sizes"], train_size)
+    results["conclusion"] = conclusion(results)
     write_results(os.path.join(config.out_dir, "results.json"), os.path.join(config.out_dir, "results.md"), results)
     return results
 
@@ -244,4 +256,4 @@ def main(args: argparse.Namespace) -> None:
         f"{config.train_steps} steps each; sampling at {', '.join(config.sizes)}; output in {config.out_dir}/"
     )
     results = run_demo(config, command)
-    print_summary(config, results, markdown_table(results["rows"], results["sizes"], results["train_size"]), "results")
+    print_summary(config, results, markdown_tables(results), "results")

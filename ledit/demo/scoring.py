@@ -1,11 +1,16 @@
-"""Sample the trained models at any size with DDIM (and optional inference add-ons) and score them against fresh
-real images with SWD."""
+"""Sample the trained models at any size with DDPM or DDIM (and optional inference add-ons) and score every image
+set the same way: the object detector (shape precision, density) and SWD against fresh real images."""
 
 from __future__ import annotations
 
+import time
+
 import torch
 
-from ledit.demo.dataset import derive_seed, render_shapes, to_uint8
+from ledit.demo.dataset import SHAPE_CLASSES, derive_seed, render_shapes, to_uint8
+from ledit.demo.detect import CORRUPTIONS, corrupt, detect
+from ledit.demo.objective import diffusion_kwargs, sampling_model
+from ledit.diffusion import create_diffusion
 from ledit.evaluate.swd import sliced_wasserstein
 from ledit.sampling.addons import SamplingAddons
 from ledit.sampling.loop import sample_latents
@@ -31,9 +36,10 @@ def size_name(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def sample_labels(num_samples: int, num_classes: int) -> torch.Tensor:
-    """Balanced class labels 0, 1, 2, 0, ... so every model is scored on the same class mix."""
-    return torch.arange(num_samples) % num_classes
+def sample_labels(num_samples: int) -> torch.Tensor:
+    """Balanced class labels 0, 1, 2, 0, ... (as ``render_shapes`` draws them), so every model and every real
+    set is scored on the same class mix."""
+    return torch.arange(num_samples) % len(SHAPE_CLASSES)
 
 
 @torch.no_grad()
@@ -44,14 +50,16 @@ def sample_images(
     sampling_steps: int,
     seed: int,
     batch_size: int,
-    predict_xstart: bool,
+    prediction: str,
+    sampler: str = "ddpm",
     addons: SamplingAddons | None = None,
 ) -> torch.Tensor:
-    """uint8 samples (N, C, H, W) by deterministic DDIM, with the inference ``addons`` (none by default). The
-    starting noise at a size depends only on ``seed``, the size and the image index, so every model starts from
-    the same noise and the figure compares like with like; the low-resolution reference starts from the
-    training size's noise (so its first stage is the plain training-size sample) and re-noises from a seed
-    stream of its own."""
+    """uint8 samples (N, C, H, W) by ``sampling_steps`` steps of ``sampler`` ("ddpm": ancestral, with the
+    posterior variance; "ddim": deterministic), with the inference ``addons`` (none by default). The starting
+    noise and the step noise at a size depend only on ``seed`` and the size, so every model gets the same noise
+    and the figure compares like with like; the low-resolution reference starts from the training size's noise
+    (so its first stage is the plain training-size sample). ``prediction``: what the model was trained to
+    predict (``objective.PREDICTIONS``)."""
     channels = model.config["in_channels"]
 
     noises = {}  # size -> the whole set's starting noise, drawn once and sliced per batch
@@ -62,36 +70,81 @@ def sample_images(
             noises[size] = torch.randn(len(labels), channels, *size, generator=generator)
         return noises[size]
 
-    renoise = torch.Generator().manual_seed(derive_seed("lowres-renoise", seed, size))
-    diffusion_kwargs = {"learn_sigma": model.config["learn_sigma"], "predict_xstart": predict_xstart}
-    model.eval()
+    step_noise = torch.Generator().manual_seed(derive_seed("step-noise", seed, size))
+    # The posterior variance (beta~): DDPM's choice for a fixed variance; beta itself leaves visible noise after
+    # a few dozen steps.
+    kwargs = {"learn_sigma": model.config["learn_sigma"], "sigma_small": True, **diffusion_kwargs(prediction)}
+    model = sampling_model(model.eval(), prediction, create_diffusion("", **kwargs).alphas_cumprod)
     samples = []
     for start in range(0, len(labels), batch_size):
         batch = slice(start, start + batch_size)
         samples.append(
-            sample_latents(model, labels[batch], size, respacing=f"ddim{sampling_steps}", sampler="ddim",
+            sample_latents(model, labels[batch], size, sampler=sampler,
+                           respacing=f"ddim{sampling_steps}" if sampler == "ddim" else str(sampling_steps),
                            cfg_scale=1.0, initial_noise=lambda size, batch=batch: noise_at(size)[batch], addons=addons,
-                           generator=renoise, diffusion_kwargs=diffusion_kwargs, clip_denoised=True)
+                           generator=step_noise, diffusion_kwargs=kwargs, clip_denoised=True)
         )
     return to_uint8(torch.cat(samples))
 
 
+def sample_set(model: torch.nn.Module, size: str, config, addons: SamplingAddons | None = None) -> torch.Tensor:
+    """The demo's ``config.num_samples`` samples of ``model`` at ``size`` (labels ``sample_labels``)."""
+    return sample_images(model, sample_labels(config.num_samples), parse_size(size), config.sampling_steps,
+                         config.seed, config.sample_batch_size, config.prediction, config.sampler, addons)
+
+
 def real_images(num_images: int, size: tuple[int, int], seed: int, stream: str = "real") -> torch.Tensor:
-    """Fresh procedural images at ``size``, from a seed stream the training never used."""
+    """Fresh procedural images at ``size`` with the labels of ``sample_labels``, from a seed stream the training
+    never used."""
     images, _ = render_shapes(num_images, *size, seed=derive_seed(stream, seed, size))
     return images
 
 
-def swd_options(descriptors_per_image: int, num_projections: int) -> dict:
-    """``sliced_wasserstein``'s options as the demo uses them."""
-    return {
-        "descriptors_per_image": descriptors_per_image,
-        "num_projections": num_projections,
-        "min_resolution": SWD_MIN_RESOLUTION,
-    }
+class Scorer:
+    """Samples models and scores image sets at the sizes of ``config`` (a DemoConfig), every set against the same
+    real images, with the same labels, starting noise and SWD patches; keeps the seconds spent on each."""
 
+    def __init__(self, config):
+        self.config = config
+        self.labels = sample_labels(config.num_samples)
+        self.swd_options = {
+            "descriptors_per_image": config.swd_descriptors,
+            "num_projections": config.swd_projections,
+            "min_resolution": SWD_MIN_RESOLUTION,
+        }
+        self.references = {
+            size: real_images(config.real_images, parse_size(size), config.seed) for size in config.sizes
+        }
+        self.reference_objects = {
+            size: detect(images, sample_labels(len(images))).summary() for size, images in self.references.items()
+        }
+        self.sampling_seconds = self.scoring_seconds = 0.0
 
-def score(samples: torch.Tensor, reference: torch.Tensor, swd_options: dict, seed: int) -> dict[str, float]:
-    """SWD x1e3 per pyramid level and their mean; the same ``seed`` for every model at a size, so all models
-    are measured with the same patch positions and projection directions."""
-    return sliced_wasserstein(samples, reference, seed=seed, **swd_options)
+    def sample(self, model, size: str, addons: SamplingAddons | None = None) -> torch.Tensor:
+        began = time.perf_counter()
+        images = sample_set(model, size, self.config, addons)
+        self.sampling_seconds += time.perf_counter() - began
+        return images
+
+    def score(self, images: torch.Tensor, size: str) -> dict:
+        """{"objects": the detector's summary, "swd": SWD x1e3 per pyramid level and their mean} of a set of
+        ``config.num_samples`` images at ``size`` (labels as ``sample_labels``). The SWD seed is the same for
+        every set at a size, so all are measured with the same patch positions and projection directions."""
+        began = time.perf_counter()
+        scores = {
+            "objects": detect(images, self.labels).summary(),
+            "swd": sliced_wasserstein(images, self.references[size], seed=self.config.seed, **self.swd_options),
+        }
+        self.scoring_seconds += time.perf_counter() - began
+        return scores
+
+    def held_out(self) -> dict[str, torch.Tensor]:
+        """A second set of real images per size, as many as the samples: the scores of a perfect model."""
+        return {size: real_images(self.config.num_samples, parse_size(size), self.config.seed, "held-out")
+                for size in self.config.sizes}
+
+    def detector_check(self, held_out: dict[str, torch.Tensor]) -> dict[str, dict[str, dict]]:
+        """{corruption: {size: detector summary}}: the held-out real images spoilt as a model spoils them (see
+        ``detect.corrupt``), to show in every run that shape precision tells good objects from bad ones."""
+        return {kind: {size: detect(corrupt(images, kind), self.labels).summary() for size, images in held_out.items()}
+                for kind in CORRUPTIONS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -13,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ledit.demo.dataset import DATASET_PARAMETERS, derive_seed, render_shapes, to_model_range
+from ledit.demo.objective import diffusion_kwargs, training_loss
 from ledit.diffusion import create_diffusion
 from ledit.files import atomic_path
 
@@ -26,9 +28,36 @@ class TrainingConfig:
     warmup_steps: int
     ema_decay: float
     seed: int
-    # The model predicts the clean image instead of the noise: at a few hundred steps this gives smooth images
-    # where eps-prediction still gives noise (its errors are amplified at low noise levels).
-    predict_xstart: bool = True
+    prediction: str = "v"  # what the model predicts (ledit.demo.objective)
+    timesteps: str = "uniform"  # how training draws noise levels: TIMESTEP_SAMPLINGS
+    lr_schedule: str = "constant"  # after the warm-up: LR_SCHEDULES
+
+
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def training_timesteps(batch_size: int, num_timesteps: int, sampling: str, generator: torch.Generator):
+    """(batch_size,) diffusion steps to train on: ``uniform`` over the schedule (DiT's choice) or ``logit-normal``
+    (the sigmoid of a standard normal, as in Esser et al. 2024): more of a short run spent at mid noise, where the
+    objects' shapes and positions are decided, less at the ends, where the image is nearly clean or pure noise."""
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+    if sampling == "logit-normal":
+        position = torch.sigmoid(torch.randn(batch_size, generator=generator))
+        return (position * num_timesteps).long().clamp_(max=num_timesteps - 1)
+    raise ValueError(f"timesteps must be one of {TIMESTEP_SAMPLINGS}, got {sampling!r}")
+
+
+def learning_rate(training: TrainingConfig, step: int) -> float:
+    """A linear warm-up, then ``constant`` or a ``cosine`` decay to zero at the last step (a short run ends on
+    settled weights instead of averaging noisy ones in the EMA)."""
+    warm = min(1.0, (step + 1) / max(1, training.warmup_steps))
+    if training.lr_schedule == "constant":
+        return training.lr * warm
+    if training.lr_schedule == "cosine":
+        return training.lr * warm * 0.5 * (1 + math.cos(math.pi * step / training.steps))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {training.lr_schedule!r}")
 
 
 def cache_key(model_config: dict, training: TrainingConfig) -> str:
@@ -54,7 +83,7 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
     and there is no dataset to store. The global RNG (class dropout, multi-dilation draws) is seeded and then
     restored, so the run is reproducible without touching the caller's random state.
     """
-    diffusion = create_diffusion("", learn_sigma=model.config["learn_sigma"], predict_xstart=training.predict_xstart)
+    diffusion = create_diffusion("", learn_sigma=model.config["learn_sigma"], **diffusion_kwargs(training.prediction))
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     generator = torch.Generator().manual_seed(derive_seed("train-noise", training.seed))
@@ -67,12 +96,12 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
                 training.batch_size, training.image_size, training.image_size, derive_seed("train", training.seed, step)
             )
             x = to_model_range(images)
-            t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), generator=generator)
+            t = training_timesteps(x.shape[0], diffusion.num_timesteps, training.timesteps, generator)
             noise = torch.randn(x.shape, generator=generator)
-            loss = diffusion.training_losses(model, x, t, {"y": labels}, noise=noise)["loss"].mean()
+            loss = training_loss(diffusion, model, x, t, labels, noise, training.prediction)
 
             for group in optimizer.param_groups:
-                group["lr"] = training.lr * min(1.0, (step + 1) / max(1, training.warmup_steps))
+                group["lr"] = learning_rate(training, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -39,9 +39,8 @@ def test_addons_mode_trains_nothing_and_says_how_to_make_the_models(tmp_path, de
 def test_addons_mode_on_cached_tiny_models(tmp_path, capsys, demo_args):
     out = tmp_path / "demo"
     settings = config.resolve_config(demo_args(*TINY, "--out-dir", str(out), "--models", "ledit,dit-rope"))
-    model_size, training = run.model_and_training(settings)
-    variants = run.parse_variants(settings.models)
-    run.train_all(variants, model_size, training, settings.cache_dir)  # the normal path makes the cache
+    for keys in run.weight_groups(run.parse_variants(settings.models)):
+        run.train_and_sample(settings, keys)  # the normal path makes the cache
 
     run.main(demo_args(*TINY, "--addons", "--out-dir", str(out)))
     printed = capsys.readouterr().out
@@ -85,7 +84,8 @@ def test_addon_flags_in_the_demo(demo_args):
 
 def test_reading_names_what_helped_what_did_not_and_a_combination_that_loses():
     def row(trial, value, **extra):
-        return {"model": "M", "trial": trial, "label": trial, "swd": {"64x64": {"mean": value}}, **extra}
+        return {"model": "M", "trial": trial, "label": trial, "swd": {"64x64": {"mean": value}},
+                "objects": {"64x64": {"shape_precision": value / 200}}, **extra}
 
     rows = [row(NO_ADDON, 100.0), row("shift", 99.0), row("lowres", 80.0), row("stem-dilation", 120.0),
             row("best@64x64", 85.0, combination=["shift", "lowres"])]
@@ -94,4 +94,4 @@ def test_reading_names_what_helped_what_did_not_and_a_combination_that_loses():
                            "did not help: stem-dilation 120.0 (+20.0%); the helpful ones combined (shift + lowres): "
                            "85.0, worse than lowres alone.")
     table = addons.markdown_table(rows, ["64x64"])
-    assert "| M | lowres | **80.0 (-20.0%)** |" in table and "| M | none | 100.0 |" in table
+    assert "| M | lowres | **80.0 (-20.0%) · 0.40** |" in table and "| M | none | 100.0 · 0.50 |" in table
