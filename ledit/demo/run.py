@@ -27,6 +27,7 @@ from ledit.demo.addons import run_addons
 from ledit.demo.config import DemoConfig, add_arguments, flag_values, resolve_config
 from ledit.demo.dataset import CHANNELS, SHAPE_CLASSES
 from ledit.demo.figure import save_figure
+from ledit.demo.packed_batches import parse_side_range
 from ledit.demo.report import REAL_ROW, conclusion, markdown_tables, write_results
 from ledit.demo.scoring import Scorer, sample_set, size_name
 from ledit.demo.train import TrainingConfig, initialised_model, trained_weights
@@ -83,11 +84,24 @@ def train_and_sample(config: DemoConfig, keys: tuple[str, ...]) -> dict:
     return {"log": log, "images": images, "model_configs": model_configs}
 
 
+def trained_and_sampled(tasks: list[tuple[DemoConfig, tuple[str, ...]]], jobs: int):
+    """Yields ((config, keys), ``train_and_sample(config, keys)``) for every task, ``jobs`` at a time (one process
+    each when more than one), in the order they finish."""
+    jobs = min(jobs, len(tasks))
+    if jobs == 1:
+        for task in tasks:
+            yield task, train_and_sample(*task)
+        return
+    # spawn: a fresh interpreter per worker, so no torch thread pool or lock is inherited half-way.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_sample, *task): task for task in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict]:
     """Every model trained and sampled, ``config.jobs`` at a time (one process each when more than one).
     Returns ({weights_key: log entry}, {variant key: {size: images}}, {variant key: sampling model config})."""
-    groups = weight_groups(variants)
-    jobs = min(config.jobs, len(groups))
     log, images, model_configs = {}, {}, {}
 
     def collect(keys, result):
@@ -98,15 +112,8 @@ def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict
         trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
         print(f"{VARIANTS[keys[0]].label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
 
-    if jobs == 1:
-        for keys in groups:
-            collect(keys, train_and_sample(config, keys))
-    else:
-        # spawn: a fresh interpreter per worker, so no torch thread pool or lock is inherited half-way.
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(train_and_sample, config, keys): keys for keys in groups}
-            for future in as_completed(futures):
-                collect(futures[future], future.result())
+    for (_, keys), result in trained_and_sampled([(config, keys) for keys in weight_groups(variants)], config.jobs):
+        collect(keys, result)
     return log, images, model_configs
 
 
@@ -146,6 +153,7 @@ def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
         ema_decay=config.ema_decay,
         seed=config.seed,
         prediction=config.prediction,
+        native_sides=parse_side_range(config.native_sides) if config.native_resolution else None,
     )
     return model_size, training
 
@@ -164,6 +172,18 @@ def cell_caption(row: dict, size: str) -> str:
             f"SWD {row['swd'][size]['mean']:.0f}")
 
 
+def save_scored_figure(path: str, rows: list[dict], config: DemoConfig, train_size: str) -> None:
+    """The figure of scored ``rows`` (``score_all``): ``config.figure_samples`` images per row and size, each cell
+    captioned with its scores."""
+    save_figure(
+        path,
+        [(row["label"], {size: images[: config.figure_samples] for size, images in row["images"].items()})
+         for row in rows],
+        {size: f"{size} (train)" if size == train_size else size for size in config.sizes},
+        captions=[{size: cell_caption(row, size) for size in config.sizes} for row in rows],
+    )
+
+
 def run_demo(config: DemoConfig, command: str) -> dict:
     """Train (or load), sample, score; write the figure and the tables; return the results dict."""
     started, cpu = time.perf_counter(), time.process_time()
@@ -174,13 +194,7 @@ def run_demo(config: DemoConfig, command: str) -> dict:
     rows, scorer, detector_check = score_all(config, variants, images, model_configs)
 
     figure_path = os.path.join(config.out_dir, "demo.png")
-    save_figure(
-        figure_path,
-        [(row["label"], {size: images[: config.figure_samples] for size, images in row["images"].items()})
-         for row in rows],
-        {size: f"{size} (train)" if size == train_size else size for size in config.sizes},
-        captions=[{size: cell_caption(row, size) for size in config.sizes} for row in rows],
-    )
+    save_scored_figure(figure_path, rows, config, train_size)
     results = {
         "command": command,
         "config": asdict(config),
@@ -248,6 +262,15 @@ def main(args: argparse.Namespace) -> None:
         except FileNotFoundError as error:  # the models to study were never trained with these settings
             raise UsageError(str(error)) from error
         print_summary(config, results, results["table"], "addons")
+        return
+    if config.native_resolution:
+        from ledit.demo.native import run_native  # native.py builds on this module's steps
+
+        print(f"ledit demo --native-resolution: {config.models} trained on sides {config.native_sides} px and "
+              f"LEDiT on {config.train_size}x{config.train_size}, {config.train_steps} steps each; sampling at "
+              f"{', '.join(config.sizes)}; output in {config.out_dir}/")
+        results = run_native(config, command)
+        print_summary(config, results, markdown_tables(results), "native")
         return
     print(
         f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "
