@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from ledit.demo.config import DemoConfig
 from ledit.demo.report import conclusion, markdown_tables
-from ledit.demo.run import machine_description, save_scored_figure, score_all, trained_and_sampled, weight_groups
+from ledit.demo.run import print_trained, scored_results, trained_and_sampled, weight_groups
 from ledit.demo.scoring import size_name
 from ledit.demo.variants import VARIANTS, parse_variants
 from ledit.files import atomic_path
@@ -70,38 +70,14 @@ def run_native(config: DemoConfig, command: str) -> dict:
     by_variant = {(row.variant, row.native): row for row in rows}
     training_log, images, model_configs = {}, {}, {}
     for (task_config, keys), result in trained_and_sampled(training_tasks(config, rows), config.jobs):
-        entry = result["log"]
-        training_log[by_variant[keys[0], task_config.native_resolution].key] = entry
+        trained = by_variant[keys[0], task_config.native_resolution]
+        training_log[trained.key] = result["log"]
         for key in keys:
             row = by_variant[key, task_config.native_resolution]
             images[row.key], model_configs[row.key] = result["images"][key], result["model_configs"][key]
-        trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
-        print(f"{by_variant[keys[0], task_config.native_resolution].label}: {trained}, sampled in "
-              f"{entry['sampling_s']:.0f} s; {entry['checkpoint']}")
-    training_seconds = time.perf_counter() - started
-    scored, scorer, detector_check = score_all(config, rows, images, model_configs)
-
-    train_size = size_name((config.train_size, config.train_size))
-    figure_path = os.path.join(config.out_dir, "native.png")
-    save_scored_figure(figure_path, scored, config, train_size)
-    results = {
-        "command": command,
-        "config": asdict(config),
-        "machine": machine_description(),
-        "train_size": train_size,
-        "sizes": list(config.sizes),
-        "rows": [{key: value for key, value in row.items() if key != "images"} for row in scored],
-        "reference_objects": scorer.reference_objects,
-        "detector_check": detector_check,
-        "training": training_log,
-        "timings_s": {
-            "training_and_sampling": round(training_seconds, 1),
-            "scoring": round(scorer.scoring_seconds, 1),
-            "total": round(time.perf_counter() - started, 1),
-            "cpu": round(time.process_time() - cpu + sum(entry["cpu_s"] for entry in training_log.values()), 1),
-        },
-        "figure": figure_path,
-    }
+        print_trained(trained.label, result["log"])
+    results = scored_results(config, command, rows, images, model_configs, training_log, "native.png",
+                             (started, cpu))
     results["conclusion"] = conclusion(results, focus=rows[0].key)
     write_native_results(config.out_dir, results)
     return results

@@ -84,6 +84,12 @@ def train_and_sample(config: DemoConfig, keys: tuple[str, ...]) -> dict:
     return {"log": log, "images": images, "model_configs": model_configs}
 
 
+def print_trained(label: str, entry: dict) -> None:
+    """One line per trained model: cached or trained in how long, sampled in how long, and its checkpoint."""
+    trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
+    print(f"{label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
+
+
 def trained_and_sampled(tasks: list[tuple[DemoConfig, tuple[str, ...]]], jobs: int):
     """Yields ((config, keys), ``train_and_sample(config, keys)``) for every task, ``jobs`` at a time (one process
     each when more than one), in the order they finish."""
@@ -109,8 +115,7 @@ def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict
         log[VARIANTS[keys[0]].weights_key] = entry
         images.update(result["images"])
         model_configs.update(result["model_configs"])
-        trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
-        print(f"{VARIANTS[keys[0]].label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
+        print_trained(VARIANTS[keys[0]].label, entry)
 
     for (_, keys), result in trained_and_sampled([(config, keys) for keys in weight_groups(variants)], config.jobs):
         collect(keys, result)
@@ -172,30 +177,23 @@ def cell_caption(row: dict, size: str) -> str:
             f"SWD {row['swd'][size]['mean']:.0f}")
 
 
-def save_scored_figure(path: str, rows: list[dict], config: DemoConfig, train_size: str) -> None:
-    """The figure of scored ``rows`` (``score_all``): ``config.figure_samples`` images per row and size, each cell
-    captioned with its scores."""
+def scored_results(config: DemoConfig, command: str, entries, images: dict, model_configs: dict,
+                   training_log: dict, figure_name: str, clocks: tuple[float, float]) -> dict:
+    """Score every entry's images (``score_all``), draw the figure (``figure_name`` in the output directory) and
+    return the results dict, all but its conclusion. ``clocks``: (perf_counter, process_time) at the start."""
+    started, cpu = clocks
+    training_seconds = time.perf_counter() - started
+    rows, scorer, detector_check = score_all(config, entries, images, model_configs)
+    train_size = size_name((config.train_size, config.train_size))
+    figure_path = os.path.join(config.out_dir, figure_name)
     save_figure(
-        path,
+        figure_path,
         [(row["label"], {size: images[: config.figure_samples] for size, images in row["images"].items()})
          for row in rows],
         {size: f"{size} (train)" if size == train_size else size for size in config.sizes},
         captions=[{size: cell_caption(row, size) for size in config.sizes} for row in rows],
     )
-
-
-def run_demo(config: DemoConfig, command: str) -> dict:
-    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
-    started, cpu = time.perf_counter(), time.process_time()
-    variants = parse_variants(config.models)
-    train_size = size_name((config.train_size, config.train_size))
-    training_log, images, model_configs = train_and_sample_all(config, variants)
-    training_seconds = time.perf_counter() - started
-    rows, scorer, detector_check = score_all(config, variants, images, model_configs)
-
-    figure_path = os.path.join(config.out_dir, "demo.png")
-    save_scored_figure(figure_path, rows, config, train_size)
-    results = {
+    return {
         "command": command,
         "config": asdict(config),
         "machine": machine_description(),
@@ -214,6 +212,14 @@ def run_demo(config: DemoConfig, command: str) -> dict:
         },
         "figure": figure_path,
     }
+
+
+def run_demo(config: DemoConfig, command: str) -> dict:
+    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
+    clocks = time.perf_counter(), time.process_time()
+    variants = parse_variants(config.models)
+    training_log, images, model_configs = train_and_sample_all(config, variants)
+    results = scored_results(config, command, variants, images, model_configs, training_log, "demo.png", clocks)
     results["conclusion"] = conclusion(results)
     write_results(os.path.join(config.out_dir, "results.json"), os.path.join(config.out_dir, "results.md"), results)
     return results
