@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from ledit.demo.objective import PREDICTIONS
 from ledit.demo.packed_batches import parse_side_range, side_choices, token_budget
 from ledit.demo.scoring import SWD_MIN_RESOLUTION, parse_size, size_name
+from ledit.demo.train import LR_SCHEDULES, TIMESTEP_SAMPLINGS
 from ledit.demo.variants import VARIANTS, parse_variants
 from ledit.sampling.addons import SamplingAddons, add_addon_arguments, addons_from_args
 
@@ -40,11 +41,22 @@ class DemoConfig:
     depth: int = _setting(4, group=MODEL, valid=AT_LEAST_ONE)
     num_heads: int = _setting(4, group=MODEL, valid=AT_LEAST_ONE)
     patch_size: int = _setting(4, group=MODEL, valid=AT_LEAST_ONE)
-    train_steps: int = _setting(1500, group=TRAINING, valid=AT_LEAST_ONE)
+    train_steps: int = _setting(3000, group=TRAINING, valid=AT_LEAST_ONE)
     batch_size: int = _setting(32, group=TRAINING, valid=AT_LEAST_ONE)
     lr: float = _setting(3e-3, group=TRAINING, valid=(lambda value: value > 0, "> 0"))
     warmup_steps: int = _setting(100, group=TRAINING, valid=(lambda value: value >= 0, ">= 0"))
     ema_decay: float = _setting(0.995, group=TRAINING, valid=(lambda value: 0 <= value < 1, "in [0, 1)"))
+    timesteps: str = _setting(
+        "logit-normal",
+        "noise levels trained on: uniform (DiT's), or logit-normal (more of the steps at mid noise, where shapes are "
+        "decided); default {default}",
+        TRAINING,
+        choices=TIMESTEP_SAMPLINGS,
+    )
+    lr_schedule: str = _setting(
+        "cosine", "after the warm-up: constant, or cosine (decays to 0 at the last step); default {default}",
+        TRAINING, choices=LR_SCHEDULES,
+    )
     num_samples: int = _setting(48, "samples per model and size", SAMPLING, AT_LEAST_ONE)
     sampler: str = _setting(
         "ddpm",
@@ -101,7 +113,7 @@ NATIVE_SIZES = ("32x32", "48x48", "64x64", "96x96", "32x64")
 FULL = DemoConfig()
 QUICK = replace(
     FULL,
-    train_steps=500,
+    train_steps=800,
     warmup_steps=50,
     ema_decay=0.99,
     num_samples=24,

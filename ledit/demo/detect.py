@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ledit.demo.dataset import CHANNELS, OBJECT_LEVEL, SHAPE_CLASSES, coverage, shape_distance
+from ledit.demo.dataset import CHANNELS, OBJECT_LEVEL, SHAPE_CLASSES, SHAPE_SIZE, coverage, shape_distance
 
 FOREGROUND = 0.5  # objectness threshold of the segmentation
 MIN_AREA = 4  # pixels; smaller components are specks, not objects
@@ -30,6 +30,13 @@ MATCH_IOU = 0.8  # soft IoU with the ideal object above which a component counts
 DENSITY_AREA = 32 * 32  # density is reported per this many pixels
 # What the detector is checked against in every run: real images spoilt the ways a model can spoil them.
 CORRUPTIONS = ("blurred", "cut", "stretched")
+# Scaled to the objects, so that the check does not pass merely because the objects are large: a blur of a
+# quarter of the circle's radius, rows cut in bands of a third of its radius and shifted by half of it.
+BLUR_SIGMA = SHAPE_SIZE["circle"] / 4
+CUT_BAND = round(SHAPE_SIZE["circle"] / 3)
+CUT_SHIFT = round(SHAPE_SIZE["circle"] / 2)
+CORRUPTION_DESCRIPTION = (f"blurred: Gaussian sigma {BLUR_SIGMA:g} px; cut: every other {CUT_BAND}-pixel band of "
+                          f"rows shifted {CUT_SHIFT} px; stretched: 1.5x wider")
 
 
 @dataclass(frozen=True)
@@ -150,17 +157,17 @@ def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def corrupt(images: torch.Tensor, kind: str) -> torch.Tensor:
     """Real images spoilt as a model spoils them, to check that the detector tells them apart:
-    ``blurred`` (Gaussian, sigma 1 px: soft edges), ``cut`` (every other 4-pixel band of rows shifted 3 px
-    sideways: objects torn apart) or ``stretched`` (1.5x wider, cropped back: objects of the wrong shape and size).
-    uint8 (N, C, H, W) in and out."""
+    ``blurred`` (Gaussian, sigma ``BLUR_SIGMA``: soft edges), ``cut`` (every other band of ``CUT_BAND`` rows
+    shifted ``CUT_SHIFT`` px sideways: objects torn apart) or ``stretched`` (1.5x wider, cropped
+    back: objects of the wrong shape and size). uint8 (N, C, H, W) in and out."""
     height, width = images.shape[-2:]
     pixels = images.float()
     if kind == "blurred":
-        spoilt = _blur(pixels, 1.0)
+        spoilt = _blur(pixels, BLUR_SIGMA)
     elif kind == "cut":
         spoilt = pixels.clone()
-        for row in range(0, height, 8):
-            spoilt[:, :, row : row + 4] = pixels[:, :, row : row + 4].roll(3, dims=3)
+        for row in range(0, height, 2 * CUT_BAND):
+            spoilt[:, :, row : row + CUT_BAND] = pixels[:, :, row : row + CUT_BAND].roll(CUT_SHIFT, dims=3)
     elif kind == "stretched":
         spoilt = F.interpolate(pixels, size=(height, int(1.5 * width)), mode="bilinear", align_corners=False)
         spoilt = spoilt[..., :width]

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from ledit.demo.detect import CORRUPTION_DESCRIPTION
 from ledit.files import atomic_path
 
 REAL_ROW = "real"
@@ -217,8 +218,7 @@ def write_results(json_path: str, markdown_path: str, results: dict) -> None:
             results["conclusion"],
             "",
             "Detector check: shape precision (density) of the held-out real images as drawn and spoilt the ways a "
-            "model spoils them (blurred: Gaussian sigma 1 px; cut: every other 4-pixel band of rows shifted 3 px; "
-            "stretched: 1.5x wider):",
+            f"model spoils them ({CORRUPTION_DESCRIPTION}):",
             "",
             detector_table(results),
             "",

@@ -159,6 +159,8 @@ def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
         ema_decay=config.ema_decay,
         seed=config.seed,
         prediction=config.prediction,
+        timesteps=config.timesteps,
+        lr_schedule=config.lr_schedule,
         native_sides=parse_side_range(config.native_sides) if config.native_resolution else None,
     )
     return model_size, training

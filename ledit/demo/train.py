@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -29,6 +30,8 @@ class TrainingConfig:
     ema_decay: float
     seed: int
     prediction: str = "v"  # what the model predicts (ledit.demo.objective)
+    timesteps: str = "uniform"  # how training draws noise levels: TIMESTEP_SAMPLINGS
+    lr_schedule: str = "constant"  # after the warm-up: LR_SCHEDULES
     # (min, max) image side in pixels: train on packed batches of mixed sizes (ledit.demo.packed_batches) with
     # the token budget of image_size; None: fixed-size batches of image_size.
     native_sides: tuple[int, int] | None = None
@@ -38,6 +41,33 @@ def training_record(training: TrainingConfig) -> dict:
     """The training config as stored in a checkpoint and hashed into its cache key: every field, less those left
     unset (None), so an optional field never changes the key of a run that does not use it."""
     return {name: value for name, value in asdict(training).items() if value is not None}
+
+
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def training_timesteps(batch_size: int, num_timesteps: int, sampling: str, generator: torch.Generator):
+    """(batch_size,) diffusion steps to train on: ``uniform`` over the schedule (DiT's choice) or ``logit-normal``
+    (the sigmoid of a standard normal, as in Esser et al. 2024): more of a short run spent at mid noise, where the
+    objects' shapes and positions are decided, less at the ends, where the image is nearly clean or pure noise."""
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+    if sampling == "logit-normal":
+        position = torch.sigmoid(torch.randn(batch_size, generator=generator))
+        return (position * num_timesteps).long().clamp_(max=num_timesteps - 1)
+    raise ValueError(f"timesteps must be one of {TIMESTEP_SAMPLINGS}, got {sampling!r}")
+
+
+def learning_rate(training: TrainingConfig, step: int) -> float:
+    """A linear warm-up, then ``constant`` or a ``cosine`` decay to zero at the last step (a short run ends on
+    settled weights instead of averaging noisy ones in the EMA)."""
+    warm = min(1.0, (step + 1) / max(1, training.warmup_steps))
+    if training.lr_schedule == "constant":
+        return training.lr * warm
+    if training.lr_schedule == "cosine":
+        return training.lr * warm * 0.5 * (1 + math.cos(math.pi * step / training.steps))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {training.lr_schedule!r}")
 
 
 def cache_key(model_config: dict, training: TrainingConfig) -> str:
@@ -107,12 +137,12 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
         progress = tqdm(range(training.steps), desc=description, unit="step", leave=False)
         for step in progress:
             x, labels, grids = draw(step)
-            t = torch.randint(0, diffusion.num_timesteps, (labels.shape[0],), generator=generator)
+            t = training_timesteps(labels.shape[0], diffusion.num_timesteps, training.timesteps, generator)
             noise = torch.randn(x.shape, generator=generator)
             loss = training_loss(diffusion, model, x, t, labels, noise, training.prediction, grids)
 
             for group in optimizer.param_groups:
-                group["lr"] = training.lr * min(1.0, (step + 1) / max(1, training.warmup_steps))
+                group["lr"] = learning_rate(training, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

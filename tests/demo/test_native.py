@@ -13,23 +13,25 @@ from ledit import cli
 from ledit.arguments import UsageError
 from ledit.demo import run
 from ledit.demo.config import flag_values, resolve_config
-from ledit.demo.dataset import CHANNELS, derive_seed, render_shapes, to_model_range
+from ledit.demo.dataset import CHANNELS, SHAPE_CLASSES, derive_seed, render_shapes, to_model_range
 from ledit.demo.objective import diffusion_kwargs, training_loss
 from ledit.demo.packed_batches import draw_packed_batch, side_choices, token_budget
 from ledit.demo.train import (
     TrainingConfig,
     cache_key,
     initialised_model,
+    learning_rate,
     native_size_batch,
     train_model,
     training_record,
+    training_timesteps,
 )
 from ledit.demo.variants import VARIANTS
 from ledit.diffusion import create_diffusion
 from ledit.models.packing import pack, unpack
 
 TINY_MODEL = {"input_size": 16, "patch_size": 4, "in_channels": CHANNELS, "hidden_size": 32, "depth": 2,
-              "num_heads": 4, "class_dropout_prob": 0.0, "num_classes": 3, "learn_sigma": False}
+              "num_heads": 4, "class_dropout_prob": 0.0, "num_classes": len(SHAPE_CLASSES), "learn_sigma": False}
 TRAINING = TrainingConfig(image_size=16, steps=2, batch_size=3, lr=1e-3, warmup_steps=1, ema_decay=0.9, seed=0)
 # A demo far too small to mean anything, to check files and the cache.
 TINY = ["--quick", "--threads", "1", "--train-steps", "2", "--batch-size", "4", "--hidden-size", "32", "--depth", "2",
@@ -45,7 +47,7 @@ def test_packed_batch_fills_the_token_budget_greedily_with_sizes_of_the_range():
     assert budget - 100 < tokens <= budget  # the next image, at most 10x10 tokens, did not fit
     assert set(grids.flatten().tolist()) <= {6, 7, 8, 9, 10}
     assert len({tuple(grid) for grid in grids.tolist()}) > 3  # mixed sizes and aspect ratios
-    assert labels.tolist() == [i % 3 for i in range(len(labels))]
+    assert labels.tolist() == [i % len(SHAPE_CLASSES) for i in range(len(labels))]
     # Each image is a real scene of its size (objects at full brightness, a dark background), in [-1, 1].
     for image in unpack(x, grids):
         assert image.min() >= -1 and image.max() <= 1 and (image > 0.8).any() and (image < 0).float().mean() > 0.5
@@ -72,7 +74,7 @@ def test_packed_loss_is_the_mean_of_each_images_own_loss(prediction):
     model = VARIANTS["ledit"].build({**TINY_MODEL, "input_size": 32}).eval()
     diffusion = create_diffusion("", learn_sigma=False, **diffusion_kwargs(prediction))
     images = [to_model_range(render_shapes(1, h, w, seed=h * w)[0][0]) for h, w in ((24, 40), (32, 32), (40, 28))]
-    labels, t = torch.tensor([0, 1, 2]), torch.tensor([10, 500, 990])
+    labels, t = torch.tensor([0, 1, 0]), torch.tensor([10, 500, 990])
     noises = [torch.randn_like(image) for image in images]
     x, grids = pack(images, 4)
     noise, _ = pack(noises, 4)
@@ -96,13 +98,13 @@ def _pre_native_train_model(model, training):
             images, labels = render_shapes(training.batch_size, training.image_size, training.image_size,
                                            derive_seed("train", training.seed, step))
             x = to_model_range(images)
-            t = torch.randint(0, diffusion.num_timesteps, (x.shape[0],), generator=generator)
+            t = training_timesteps(x.shape[0], diffusion.num_timesteps, training.timesteps, generator)
             noise = torch.randn(x.shape, generator=generator)
             alpha_bar = diffusion.alphas_cumprod.to(torch.float32)[t].view(-1, 1, 1, 1)
             target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x
             loss = ((model(diffusion.q_sample(x, t, noise=noise), t, labels) - target) ** 2).mean()
             for group in optimizer.param_groups:
-                group["lr"] = training.lr * min(1.0, (step + 1) / max(1, training.warmup_steps))
+                group["lr"] = learning_rate(training, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -119,7 +121,7 @@ def _model(variant="ledit"):
 
 
 def test_the_fixed_size_training_is_bit_identical_to_before_and_its_cache_key_unchanged():
-    training = replace(TRAINING, steps=3)
+    training = replace(TRAINING, steps=3, timesteps="logit-normal", lr_schedule="cosine")  # the demo's recipe
     new, old = train_model(_model(), training), _pre_native_train_model(_model(), training)
     assert new.keys() == old.keys()
     for name in new:
@@ -157,7 +159,7 @@ def test_the_demo_models_packed_forward_equals_each_images_own(variant, demo_arg
     model = initialised_model(lambda: VARIANTS[variant].build(model_size), 0).eval()
     torch.manual_seed(1)
     latents = [torch.randn(1, h, w) for h, w in ((24, 40), (32, 32), (40, 24), (28, 36))]
-    t, y = torch.tensor([3, 250, 600, 999]), torch.tensor([0, 1, 2, 0])
+    t, y = torch.tensor([3, 250, 600, 999]), torch.tensor([0, 1, 1, 0])
     with torch.no_grad():
         packed = model(latents, t, y)
         for i, latent in enumerate(latents):

@@ -1,7 +1,15 @@
+import pytest
 import torch
 
 from ledit.demo.dataset import CHANNELS
-from ledit.demo.train import TrainingConfig, cache_key, initialised_model, trained_weights
+from ledit.demo.train import (
+    TrainingConfig,
+    cache_key,
+    initialised_model,
+    learning_rate,
+    trained_weights,
+    training_timesteps,
+)
 from ledit.models import build_model
 
 TINY_MODEL = {
@@ -47,3 +55,26 @@ def test_training_is_reproducible_cached_and_survives_a_corrupt_cache(tmp_path, 
     torch.randn(100)
     for name in first:
         torch.testing.assert_close(retrained[name], first[name], rtol=0, atol=0)
+
+
+def test_logit_normal_timesteps_favour_mid_noise_and_stay_in_range():
+    generator = torch.Generator().manual_seed(0)
+    uniform = training_timesteps(20000, 1000, "uniform", generator)
+    logit_normal = training_timesteps(20000, 1000, "logit-normal", generator)
+    for steps in (uniform, logit_normal):
+        assert steps.dtype == torch.long and steps.min() >= 0 and steps.max() <= 999
+    mid = lambda steps: ((steps >= 250) & (steps < 750)).float().mean().item()  # noqa: E731
+    assert mid(uniform) == pytest.approx(0.5, abs=0.02)
+    assert mid(logit_normal) == pytest.approx(0.728, abs=0.02)  # P(|z| < logit(0.75) = 1.0986)
+    with pytest.raises(ValueError, match="timesteps"):
+        training_timesteps(2, 1000, "cosine", generator)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    cosine = TrainingConfig(**{**TRAINING.__dict__, "steps": 100, "warmup_steps": 10, "lr_schedule": "cosine"})
+    constant = TrainingConfig(**{**cosine.__dict__, "lr_schedule": "constant"})
+    assert learning_rate(constant, 0) == pytest.approx(1e-4) and learning_rate(constant, 99) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 50) == pytest.approx(0.5e-3)
+    assert 0 < learning_rate(cosine, 99) < learning_rate(cosine, 98) < 1e-5
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate(TrainingConfig(**{**cosine.__dict__, "lr_schedule": "step"}), 0)
