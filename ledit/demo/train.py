@@ -104,8 +104,8 @@ def native_size_batch(training: TrainingConfig, patch_size: int):
     budget = token_budget(training.batch_size, training.image_size, patch_size)
 
     def draw(step: int):
-        return draw_packed_batch(training.native_sides, budget, patch_size, derive_seed("train-native", training.seed,
-                                                                                        step))
+        seed = derive_seed("train-native", training.seed, step)
+        return draw_packed_batch(training.native_sides, budget, patch_size, seed)
 
     return draw
 
