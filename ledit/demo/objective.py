@@ -2,7 +2,7 @@
 
 ``v`` (the default) is Salimans & Ho's velocity, v = sqrt(abar) eps - sqrt(1 - abar) x0, so that
 x0 = sqrt(abar) x_t - sqrt(1 - abar) v. At low noise the clean image is x_t plus a small correction, so a tiny
-model whose tokens are barely wider than its patches (64 channels for 4x4x3 pixels) keeps sharp edges; at high
+model whose tokens are barely wider than its patches (64 channels for 4x4 pixels) keeps sharp edges; at high
 noise it is a direct prediction of x0, so a briefly trained model does not blow its errors up as an eps model
 does. ``x0`` (predict the clean image) blurs every sample through that bottleneck; ``eps`` (DiT's choice) needs
 far longer training. ``ledit.diffusion`` knows x0 and eps; a v model is sampled through ``XStartFromV``.

@@ -1,5 +1,5 @@
-"""Sample the trained models at any size with DDIM (and optional inference add-ons) and score every image set
-the same way: the object detector (shape precision, density) and SWD against fresh real images."""
+"""Sample the trained models at any size with DDPM or DDIM (and optional inference add-ons) and score every image
+set the same way: the object detector (shape precision, density) and SWD against fresh real images."""
 
 from __future__ import annotations
 
