@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 
 from ledit.demo.objective import PREDICTIONS
+from ledit.demo.packed_batches import parse_side_range, side_choices, token_budget
 from ledit.demo.scoring import SWD_MIN_RESOLUTION, parse_size, size_name
 from ledit.demo.train import LR_SCHEDULES, TIMESTEP_SAMPLINGS
 from ledit.demo.variants import VARIANTS, parse_variants
@@ -83,6 +84,12 @@ class DemoConfig:
         "more threads than free cores make every step several times slower)",
         valid=AT_LEAST_ONE,
     )
+    native_sides: str = _setting(
+        "24-40",
+        "with --native-resolution: MIN-MAX image side in pixels, multiples of --patch-size; every height and "
+        "width in it drawn uniformly (default {default})",
+        TRAINING,
+    )
     prediction: str = _setting(
         "v",
         "what the model predicts: v, the velocity (sharp objects after a short training), x0, the clean image "
@@ -93,6 +100,14 @@ class DemoConfig:
     )
     # Set by the inference add-on flags of ledit.sampling.addons, not by a flag of its own.
     addons: SamplingAddons = field(default_factory=SamplingAddons)
+    # Set by --native-resolution: train --models on packed batches of mixed sizes (ledit.demo.native).
+    native_resolution: bool = False
+
+
+# --native-resolution's defaults for the flags not given: the models trained natively (beside the fixed-size LEDiT)
+# and the sizes compared, 1.5x, 2x and 3x per side and 1x2 of the 32x32 in both training sets.
+NATIVE_MODELS = "ledit,dit-rope"
+NATIVE_SIZES = ("32x32", "48x48", "64x64", "96x96", "32x64")
 
 
 FULL = DemoConfig()
@@ -142,6 +157,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train nothing; score each inference add-on and the best combination on the cached LEDiT and RoPE "
         "models at --sizes (writes addons.md/.json/.png; see docs/addons.md)",
     )
+    parser.add_argument(
+        "--native-resolution",
+        action="store_true",
+        help="train --models (default ledit,dit-rope) on packed batches of mixed sizes and aspect ratios "
+        "(--native-sides) with the fixed-size run's token budget, and compare them with the fixed-size LEDiT at "
+        "--sizes (default 32x32,48x48,64x64,96x96,32x64); writes native.md/.json/.png (see docs/demo.md)",
+    )
     groups = {None: parser}
     for item in _flag_fields():
         group = item.metadata["group"]
@@ -170,11 +192,21 @@ def resolve_config(args: argparse.Namespace) -> DemoConfig:
     """The preset (``--quick`` or not) with every flag given on the command line applied; each value checked,
     naming the flag at fault."""
     given = {item.name: getattr(args, item.name) for item in _flag_fields() if getattr(args, item.name) is not None}
-    config = replace(QUICK if args.quick else FULL, **given, addons=addons_from_args(args))
+    native = args.native_resolution
+    if native and args.addons:
+        raise ValueError("--native-resolution and --addons are two runs: --addons scores add-ons on the fixed-size "
+                         "models; drop one of them")
+    if "native_sides" in given and not native:
+        raise ValueError("--native-sides applies to --native-resolution: add it, or drop --native-sides")
+    config = replace(QUICK if args.quick else FULL, **given, addons=addons_from_args(args), native_resolution=native)
+    if native and "models" not in given:
+        config = replace(config, models=NATIVE_MODELS)
     if "sizes" in given:
         config = replace(config, sizes=parse_sizes(given["sizes"]))
     elif args.addons:
         config = replace(config, sizes=default_addon_sizes(config.train_size))
+    elif native:
+        config = replace(config, sizes=NATIVE_SIZES)
     config = replace(config, cache_dir=config.cache_dir or os.path.join(config.out_dir, "checkpoints"))
     check_config(config, addons_mode=args.addons)
     return config
@@ -200,6 +232,9 @@ def check_config(config: DemoConfig, addons_mode: bool = False) -> None:
         raise ValueError("--hidden-size / --num-heads must be a whole multiple of 8 (the attention head dim)")
     if config.figure_samples > config.num_samples:
         raise ValueError(f"--figure-samples {config.figure_samples} exceeds --num-samples {config.num_samples}")
+    if config.native_resolution:  # multiples of the patch size whose largest image fits the token budget
+        side_choices(parse_side_range(config.native_sides), patch,
+                     token_budget(config.batch_size, config.train_size, patch))
     if config.addons.cfg_scale_per_doubling or config.addons.guidance_interval is not None:
         raise ValueError("--cfg-scale-per-doubling and --guidance-interval need classifier-free guidance; the demo's "
                          "models are trained without label dropout and have no unconditional prediction")
@@ -211,4 +246,5 @@ def check_config(config: DemoConfig, addons_mode: bool = False) -> None:
 def flag_values(config: DemoConfig) -> dict[str, str]:
     """{flag name as in argparse's Namespace: value as typed} for every field flag: a command line that repeats
     every setting of ``config``."""
-    return {item.name: _text(getattr(config, item.name)) for item in _flag_fields()}
+    return {item.name: _text(getattr(config, item.name)) for item in _flag_fields()
+            if item.name != "native_sides" or config.native_resolution}

@@ -10,7 +10,11 @@ far longer training. ``ledit.diffusion`` knows x0 and eps; a v model is sampled 
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+from ledit.models.packing import PackedDenoiser, loss_weights, token_timesteps
 
 PREDICTIONS = ("v", "x0", "eps")
 
@@ -32,15 +36,35 @@ def _alpha_bar(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(torch.lerp(log_snr[low], log_snr[high], t - low)).to(torch.float32)
 
 
-def training_loss(diffusion, model, x_start, t, labels, noise, prediction: str) -> torch.Tensor:
+def training_loss(diffusion, model, x_start, t, labels, noise, prediction: str, grids=None) -> torch.Tensor:
     """Mean squared error of the model's prediction at steps ``t`` (B,): DiT's loss for x0 and eps, and the
-    same on v."""
+    same on v.
+
+    A packed batch (``grids`` the (n, 2) token grids of x_start's (T, C, p, p) patches, t and labels (n,)) is
+    scored per image: each image's mean error, averaged over the images, so a large image counts as much as a
+    small one (``ledit train --max-tokens``' default)."""
+    if grids is not None:
+        tokens = x_start.shape[0]
+        per_token_t = token_timesteps(t, grids, tokens)
+        if prediction == "v":
+            losses = _v_error(diffusion, functools.partial(model, grids=grids), x_start, per_token_t, t, labels,
+                              noise).flatten(1).mean(1)
+        else:
+            losses = diffusion.training_losses(PackedDenoiser(model, grids), x_start, per_token_t, {"y": labels},
+                                               noise=noise)["loss"]
+        return (losses * loss_weights(grids, tokens, per_token=False, normaliser=len(labels))).sum()
     if prediction != "v":
         return diffusion.training_losses(model, x_start, t, {"y": labels}, noise=noise)["loss"].mean()
+    return _v_error(diffusion, model, x_start, t, t, labels, noise).mean()
+
+
+def _v_error(diffusion, model, x_start, t, model_t, labels, noise) -> torch.Tensor:
+    """The squared error of a v prediction, elementwise; ``t`` is per row of x_start, ``model_t`` what the model
+    takes (the same, or per image for a packed batch)."""
     alpha_bar = diffusion.alphas_cumprod.to(torch.float32)[t].view(-1, 1, 1, 1)
     x_t = diffusion.q_sample(x_start, t, noise=noise)
     target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x_start
-    return ((model(x_t, t, labels) - target) ** 2).mean()
+    return (model(x_t, model_t, labels) - target) ** 2
 
 
 class XStartFromV(torch.nn.Module):

@@ -27,6 +27,7 @@ from ledit.demo.addons import run_addons
 from ledit.demo.config import DemoConfig, add_arguments, flag_values, resolve_config
 from ledit.demo.dataset import CHANNELS, SHAPE_CLASSES
 from ledit.demo.figure import save_figure
+from ledit.demo.packed_batches import parse_side_range
 from ledit.demo.report import REAL_ROW, conclusion, markdown_tables, write_results
 from ledit.demo.scoring import Scorer, sample_set, size_name
 from ledit.demo.train import TrainingConfig, initialised_model, trained_weights
@@ -79,15 +80,35 @@ def train_and_sample(config: DemoConfig, keys: tuple[str, ...]) -> dict:
         "sampling_s": round(time.perf_counter() - trained, 1),
         "cpu_s": round(time.process_time() - cpu, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "process": os.getpid(),  # where it ran: its CPU seconds count once, in its own process
     }
     return {"log": log, "images": images, "model_configs": model_configs}
+
+
+def print_trained(label: str, entry: dict) -> None:
+    """One line per trained model: cached or trained in how long, sampled in how long, and its checkpoint."""
+    trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
+    print(f"{label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
+
+
+def trained_and_sampled(tasks: list[tuple[DemoConfig, tuple[str, ...]]], jobs: int):
+    """Yields ((config, keys), ``train_and_sample(config, keys)``) for every task, ``jobs`` at a time (one process
+    each when more than one), in the order they finish."""
+    jobs = min(jobs, len(tasks))
+    if jobs == 1:
+        for task in tasks:
+            yield task, train_and_sample(*task)
+        return
+    # spawn: a fresh interpreter per worker, so no torch thread pool or lock is inherited half-way.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_sample, *task): task for task in tasks}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict]:
     """Every model trained and sampled, ``config.jobs`` at a time (one process each when more than one).
     Returns ({weights_key: log entry}, {variant key: {size: images}}, {variant key: sampling model config})."""
-    groups = weight_groups(variants)
-    jobs = min(config.jobs, len(groups))
     log, images, model_configs = {}, {}, {}
 
     def collect(keys, result):
@@ -95,18 +116,10 @@ def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict
         log[VARIANTS[keys[0]].weights_key] = entry
         images.update(result["images"])
         model_configs.update(result["model_configs"])
-        trained = "loaded cached" if entry["cached"] else f"trained in {entry['training_s']:.0f} s"
-        print(f"{VARIANTS[keys[0]].label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
+        print_trained(VARIANTS[keys[0]].label, entry)
 
-    if jobs == 1:
-        for keys in groups:
-            collect(keys, train_and_sample(config, keys))
-    else:
-        # spawn: a fresh interpreter per worker, so no torch thread pool or lock is inherited half-way.
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(train_and_sample, config, keys): keys for keys in groups}
-            for future in as_completed(futures):
-                collect(futures[future], future.result())
+    for (_, keys), result in trained_and_sampled([(config, keys) for keys in weight_groups(variants)], config.jobs):
+        collect(keys, result)
     return log, images, model_configs
 
 
@@ -148,6 +161,7 @@ def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
         prediction=config.prediction,
         timesteps=config.timesteps,
         lr_schedule=config.lr_schedule,
+        native_sides=parse_side_range(config.native_sides) if config.native_resolution else None,
     )
     return model_size, training
 
@@ -166,16 +180,15 @@ def cell_caption(row: dict, size: str) -> str:
             f"SWD {row['swd'][size]['mean']:.0f}")
 
 
-def run_demo(config: DemoConfig, command: str) -> dict:
-    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
-    started, cpu = time.perf_counter(), time.process_time()
-    variants = parse_variants(config.models)
-    train_size = size_name((config.train_size, config.train_size))
-    training_log, images, model_configs = train_and_sample_all(config, variants)
+def scored_results(config: DemoConfig, command: str, entries, images: dict, model_configs: dict,
+                   training_log: dict, figure_name: str, clocks: tuple[float, float]) -> dict:
+    """Score every entry's images (``score_all``), draw the figure (``figure_name`` in the output directory) and
+    return the results dict, all but its conclusion. ``clocks``: (perf_counter, process_time) at the start."""
+    started, cpu = clocks
     training_seconds = time.perf_counter() - started
-    rows, scorer, detector_check = score_all(config, variants, images, model_configs)
-
-    figure_path = os.path.join(config.out_dir, "demo.png")
+    rows, scorer, detector_check = score_all(config, entries, images, model_configs)
+    train_size = size_name((config.train_size, config.train_size))
+    figure_path = os.path.join(config.out_dir, figure_name)
     save_figure(
         figure_path,
         [(row["label"], {size: images[: config.figure_samples] for size, images in row["images"].items()})
@@ -183,7 +196,7 @@ def run_demo(config: DemoConfig, command: str) -> dict:
         {size: f"{size} (train)" if size == train_size else size for size in config.sizes},
         captions=[{size: cell_caption(row, size) for size in config.sizes} for row in rows],
     )
-    results = {
+    return {
         "command": command,
         "config": asdict(config),
         "machine": machine_description(),
@@ -197,11 +210,20 @@ def run_demo(config: DemoConfig, command: str) -> dict:
             "training_and_sampling": round(training_seconds, 1),
             "scoring": round(scorer.scoring_seconds, 1),
             "total": round(time.perf_counter() - started, 1),
-            # CPU seconds of this process and of every model's training and sampling, wherever it ran.
-            "cpu": round(time.process_time() - cpu + sum(entry["cpu_s"] for entry in training_log.values()), 1),
+            # CPU seconds of this process and of every model trained and sampled in a worker process.
+            "cpu": round(time.process_time() - cpu + sum(entry["cpu_s"] for entry in training_log.values()
+                                                         if entry["process"] != os.getpid()), 1),
         },
         "figure": figure_path,
     }
+
+
+def run_demo(config: DemoConfig, command: str) -> dict:
+    """Train (or load), sample, score; write the figure and the tables; return the results dict."""
+    clocks = time.perf_counter(), time.process_time()
+    variants = parse_variants(config.models)
+    training_log, images, model_configs = train_and_sample_all(config, variants)
+    results = scored_results(config, command, variants, images, model_configs, training_log, "demo.png", clocks)
     results["conclusion"] = conclusion(results)
     write_results(os.path.join(config.out_dir, "results.json"), os.path.join(config.out_dir, "results.md"), results)
     return results
@@ -250,6 +272,15 @@ def main(args: argparse.Namespace) -> None:
         except FileNotFoundError as error:  # the models to study were never trained with these settings
             raise UsageError(str(error)) from error
         print_summary(config, results, results["table"], "addons")
+        return
+    if config.native_resolution:
+        from ledit.demo.native import run_native  # native.py builds on this module's steps
+
+        print(f"ledit demo --native-resolution: {config.models} trained on sides {config.native_sides} px and "
+              f"LEDiT on {config.train_size}x{config.train_size}, {config.train_steps} steps each; sampling at "
+              f"{', '.join(config.sizes)}; output in {config.out_dir}/")
+        results = run_native(config, command)
+        print_summary(config, results, markdown_tables(results), "native")
         return
     print(
         f"ledit demo: models {config.models} at {config.train_size}x{config.train_size}, "

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ledit.demo.dataset import DATASET_PARAMETERS, derive_seed, render_shapes, to_model_range
 from ledit.demo.objective import diffusion_kwargs, training_loss
+from ledit.demo.packed_batches import draw_packed_batch, token_budget
 from ledit.diffusion import create_diffusion
 from ledit.files import atomic_path
 
@@ -31,6 +32,15 @@ class TrainingConfig:
     prediction: str = "v"  # what the model predicts (ledit.demo.objective)
     timesteps: str = "uniform"  # how training draws noise levels: TIMESTEP_SAMPLINGS
     lr_schedule: str = "constant"  # after the warm-up: LR_SCHEDULES
+    # (min, max) image side in pixels: train on packed batches of mixed sizes (ledit.demo.packed_batches) with
+    # the token budget of image_size; None: fixed-size batches of image_size.
+    native_sides: tuple[int, int] | None = None
+
+
+def training_record(training: TrainingConfig) -> dict:
+    """The training config as stored in a checkpoint and hashed into its cache key: every field, less those left
+    unset (None), so an optional field never changes the key of a run that does not use it."""
+    return {name: value for name, value in asdict(training).items() if value is not None}
 
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
@@ -63,7 +73,7 @@ def learning_rate(training: TrainingConfig, step: int) -> float:
 def cache_key(model_config: dict, training: TrainingConfig) -> str:
     """A short hash of the model config, the training config and the dataset's parameters."""
     payload = json.dumps(
-        {"model": model_config, "training": asdict(training), "dataset": DATASET_PARAMETERS}, sort_keys=True
+        {"model": model_config, "training": training_record(training), "dataset": DATASET_PARAMETERS}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -76,13 +86,47 @@ def initialised_model(build, seed: int) -> torch.nn.Module:
         return build()
 
 
-def train_model(model: torch.nn.Module, training: TrainingConfig, description: str = "training") -> dict:
+def fixed_size_batch(training: TrainingConfig, patch_size: int):
+    """``draw(step)`` -> (x (B, C, H, W), labels (B,), None): ``batch_size`` fresh images of ``image_size``."""
+
+    def draw(step: int):
+        images, labels = render_shapes(
+            training.batch_size, training.image_size, training.image_size, derive_seed("train", training.seed, step)
+        )
+        return to_model_range(images), labels, None
+
+    return draw
+
+
+def native_size_batch(training: TrainingConfig, patch_size: int):
+    """``draw(step)`` -> (x (T, C, p, p), labels (n,), grids (n, 2)): fresh images of mixed sizes in
+    ``native_sides``, packed into the token budget of ``batch_size`` images of ``image_size``."""
+    budget = token_budget(training.batch_size, training.image_size, patch_size)
+
+    def draw(step: int):
+        seed = derive_seed("train-native", training.seed, step)
+        return draw_packed_batch(training.native_sides, budget, patch_size, seed)
+
+    return draw
+
+
+def batches_of(training: TrainingConfig):
+    """The batch drawing ``training`` asks for: ``native_size_batch`` or ``fixed_size_batch``."""
+    return fixed_size_batch if training.native_sides is None else native_size_batch
+
+
+def train_model(model: torch.nn.Module, training: TrainingConfig, description: str = "training",
+                batches=None) -> dict:
     """Train ``model`` with DiT's diffusion loss on fresh procedural images every step; returns the EMA weights.
 
-    Each step draws a new batch (``derive_seed("train", seed, step)``), so the model never sees an image twice
-    and there is no dataset to store. The global RNG (class dropout, multi-dilation draws) is seeded and then
-    restored, so the run is reproducible without touching the caller's random state.
+    ``batches(training, patch_size)`` makes ``draw(step)`` -> (x, labels, grids): a dense batch (grids None) or
+    a packed one (``ledit.models.packing``), whose loss is averaged per image; by default ``batches_of(training)``.
+    Each step draws a new batch (from a seed derived from the run's seed and the step), so the model never sees
+    an image twice and there is no dataset to store. One timestep per image and the noise come from a generator
+    of the run's own; the global RNG (class dropout, multi-dilation draws) is seeded and then restored, so the
+    run is reproducible without touching the caller's random state.
     """
+    draw = (batches or batches_of(training))(training, model.config["patch_size"])
     diffusion = create_diffusion("", learn_sigma=model.config["learn_sigma"], **diffusion_kwargs(training.prediction))
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -92,13 +136,10 @@ def train_model(model: torch.nn.Module, training: TrainingConfig, description: s
         torch.manual_seed(training.seed)
         progress = tqdm(range(training.steps), desc=description, unit="step", leave=False)
         for step in progress:
-            images, labels = render_shapes(
-                training.batch_size, training.image_size, training.image_size, derive_seed("train", training.seed, step)
-            )
-            x = to_model_range(images)
-            t = training_timesteps(x.shape[0], diffusion.num_timesteps, training.timesteps, generator)
+            x, labels, grids = draw(step)
+            t = training_timesteps(labels.shape[0], diffusion.num_timesteps, training.timesteps, generator)
             noise = torch.randn(x.shape, generator=generator)
-            loss = training_loss(diffusion, model, x, t, labels, noise, training.prediction)
+            loss = training_loss(diffusion, model, x, t, labels, noise, training.prediction, grids)
 
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(training, step)
@@ -131,7 +172,7 @@ def cached_weights(model: torch.nn.Module, training: TrainingConfig, cache_dir: 
     except Exception as error:  # noqa: BLE001 - torch raises many types for unreadable files; all mean retrain
         print(f"cached checkpoint {path} is unreadable ({type(error).__name__}); ignoring it")
         return None
-    if checkpoint.get("model_config") == model.config and checkpoint.get("training") == asdict(training):
+    if checkpoint.get("model_config") == model.config and checkpoint.get("training") == training_record(training):
         return checkpoint["ema"]
     return None
 
@@ -145,5 +186,5 @@ def trained_weights(model: torch.nn.Module, training: TrainingConfig, cache_dir:
         return state, path, True
     state = train_model(model, training, description)
     with atomic_path(path) as temporary:  # a crash never leaves a truncated checkpoint in the cache
-        torch.save({"ema": state, "model_config": model.config, "training": asdict(training)}, temporary)
+        torch.save({"ema": state, "model_config": model.config, "training": training_record(training)}, temporary)
     return state, path, False
