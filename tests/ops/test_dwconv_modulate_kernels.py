@@ -140,20 +140,23 @@ def test_cpu_packed_matches_per_image_reference(channels, k, dilation, norm, gat
 
 
 @needs_cpu_kernels
-def test_cpu_packed_equals_per_image_calls_exactly():
-    """out and dx of each image are bitwise those of the image alone: the same row sweeps, its own border."""
-    inputs = {n: t.float() for n, t in make_inputs(1, PACKED, 40, 3).items()}
+@pytest.mark.parametrize("grids", [MIXED_GRIDS, MIXED_GRIDS[::-1]], ids=["widening", "narrowing"])
+def test_cpu_packed_equals_per_image_calls_exactly(grids):
+    """out and dx of each image are bitwise those of the image alone: the same row sweeps, its own border. Narrowing
+    widths check that a thread's row ring, sized for the widest image, zeroes the border a wider image wrote."""
+    packed = torch.tensor(grids, dtype=torch.int32)
+    inputs = {n: t.float() for n, t in make_inputs(1, packed, 40, 3).items()}
     x = inputs["x"].requires_grad_()
 
     def run(x, grid, rows):
         return dwconv_modulate(x, grid, inputs["weight"], inputs["bias"], *(inputs[n][rows] for n in
                                ("shift", "scale", "gate")), x, 2, True, backend="cpu")
 
-    out = run(x, PACKED, slice(None))
+    out = run(x, packed, slice(None))
     grad_out = torch.randn_like(out)
     (dx,) = torch.autograd.grad(out, x, grad_out)
     start = 0
-    for i, (h, w) in enumerate(MIXED_GRIDS):
+    for i, (h, w) in enumerate(grids):
         image = slice(start, start + h * w)
         part = x[:, image].detach().requires_grad_()
         alone = run(part, (h, w), slice(i, i + 1))
