@@ -51,6 +51,9 @@ def device_info(device: torch.device) -> dict:
         "kind": "cpu",
         "name": cpu_model(),
         "cores": os.cpu_count(),
+        # The widest vector ISA torch (and so ledit's CPU kernels, which pick their register blocking from it)
+        # runs on: AVX512, AVX2, ... The same CPU name can come with or without AVX-512 in a VM.
+        "vector_isa": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
     }
 

@@ -87,9 +87,11 @@ def targets_table(targets: list[dict]) -> list[str]:
 
 
 def cpu_threads_label(device: dict) -> str:
-    """"2 cores, 1 torch thread": what a CPU timing ran on."""
+    """"AVX2, 2 cores, 1 torch thread": what a CPU timing ran on (results written before the ISA was recorded
+    leave it out)."""
     threads = device.get("torch_threads", "?")
-    return f"{device['cores']} cores, {threads} torch thread{'' if threads == 1 else 's'}"
+    isa = f"{device['vector_isa']}, " if device.get("vector_isa") else ""
+    return f"{isa}{device['cores']} cores, {threads} torch thread{'' if threads == 1 else 's'}"
 
 
 def header_lines(result: dict) -> list[str]:

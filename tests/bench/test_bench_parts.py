@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
+from ledit.bench.environment import device_info
 from ledit.bench.readme import END, START
 from ledit.bench.readme import main as readme_main
 from ledit.bench.records import comparison
+from ledit.bench.results import cpu_threads_label
 from ledit.bench.targets import MET, MISSED, NOT_MEASURED, check_targets
 from ledit.bench.timing import Effort, Timing, measure
 
@@ -76,6 +78,15 @@ def test_a_target_whose_backend_failed_says_why():
                        ["sdpa_bool_mask"])]
     target = next(t for t in check_targets(records, "cpu") if t["name"] == "attention-cpu-vs-bool-mask")
     assert target["status"] == NOT_MEASURED and "cpu failed: RuntimeError: boom" in target["detail"]
+
+
+def test_cpu_results_name_the_vector_isa_the_kernels_ran_with():
+    # The same CPU model comes with or without AVX-512 in a VM, and the CPU kernels block differently on each.
+    device = device_info(torch.device("cpu"))
+    assert device["vector_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu_threads_label(device).startswith(f"{device['vector_isa']}, {device['cores']} cores, ")
+    older = {key: value for key, value in device.items() if key != "vector_isa"}
+    assert cpu_threads_label(older).startswith(f"{device['cores']} cores, ")
 
 
 def _results_file(folder, kind, mode, date, records):
