@@ -273,12 +273,12 @@ struct TileCoords {
 
 int round_up4(int x) { return (x + 3) & ~3; }
 
-// The score columns computed for a key tile: its tokens rounded up to whole 16-float vectors (row_max and the
-// AVX-512 exp2 step in 16s), not all kTile. An odd grid's edge tiles are partly padding (an 8 x 33 grid ends in an
-// 8 x 1 tile): computing their padding columns cost the mixed pack of the packed-ops benchmark 22% more tile
-// work than an equal-token batch of 16 x 16 images, 5% this way. Columns past the tile's tokens up to this width
-// are masked, and those past it are never read, so every result is the same as over all kTile columns.
-int key_columns(const TileRect& k) { return (k.size() + 15) & ~15; }
+// The score columns computed for a key tile: its tokens rounded up to a multiple of 8 (the products' narrowest
+// block), not all kTile. An odd grid's edge tiles are partly padding (an 8 x 33 grid ends in an 8 x 1 tile):
+// computing their padding columns cost the mixed pack of the packed-ops benchmark 22% more tile work than an
+// equal-token batch of 16 x 16 images, 4% this way (16 columns: 5%). Columns past the tile's tokens up to this
+// width are masked, and those past it are never read, so every result is the same as over all kTile columns.
+int key_columns(const TileRect& k) { return (k.size() + 7) & ~7; }
 
 // Calls body(columns, rows) with a key tile's key_columns and its tokens rounded up to 4 (the key rows of dK and
 // dV): for a full tile both are a compile-time kTile, so a dense grid's tiles (all full where the sides are
@@ -336,24 +336,39 @@ LEDIT_CPU_INLINE void mask_scores(float* S, int rows, const Problem& p, int q_ti
     for (int j = k_rect.size(); j < columns; ++j) S[i * kTile + j] = kNegInf;
 }
 
-// The max of a score row's first `columns` (a multiple of 16) values.
+// An 8-float vector as the low half of a 16-float one, the high half `high` (the last 8 of a row of 16s).
+LEDIT_CPU_INLINE Vec16 widen(Vec8 low, Vec8 high) {
+  return __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+// The max of a score row's first `columns` (a multiple of 8) values.
 LEDIT_CPU_INLINE float row_max(const float* s, int columns) {
-  Vec16 m = load<Vec16>(s);
-  for (int j = 16; j < columns; j += 16) m = max16(m, load<Vec16>(s + j));
+  Vec16 m = Vec16{} + kNegInf;
+  int j = 0;
+  for (; j + 16 <= columns; j += 16) m = max16(m, load<Vec16>(s + j));
+  if (j < columns) m = max16(m, widen(load<Vec8>(s + j), Vec8{} + kNegInf));
   return reduce_max(m);
 }
 
-// p = 2^((s - shift) - shift_low) over the first `columns` (a multiple of 16) values of a score row (in place is
+// p = 2^((s - shift) - shift_low) over the first `columns` (a multiple of 8) values of a score row (in place is
 // fine); returns their sum. shift_low carries the bits of a large shift (the backward's lse) that float32 cannot
 // hold next to it.
 template <typename V>
 LEDIT_CPU_INLINE float exp2_row_in(const float* s, int columns, float shift, float* p, float shift_low) {
   constexpr int kWidth = sizeof(V) / sizeof(float);
   V sum{};
-  for (int j = 0; j < columns; j += kWidth) {
+  int j = 0;
+  for (; j + kWidth <= columns; j += kWidth) {
     const V e = exp2_approx((load<V>(s + j) - shift) - shift_low);
     store<V>(p + j, e);
     sum += e;
+  }
+  if constexpr (kWidth == 16) {  // a last 8 columns, summed in the lanes a whole vector would use
+    if (j < columns) {
+      const Vec8 e = exp2_approx((load<Vec8>(s + j) - shift) - shift_low);
+      store<Vec8>(p + j, e);
+      sum += widen(e, Vec8{});
+    }
   }
   Vec16 total{};  // one reduction order for both widths' partial sums
   std::memcpy(&total, &sum, sizeof(sum));
@@ -436,9 +451,14 @@ void backward_head(const Problem& p, const float* Q, const float* K, const float
         gemm(M, N, dim, dO + q_off, ld, Vt + k_off, kTile, dP, kTile, false);  // dP = dO V^T
         for (int i = 0; i < M; ++i) {  // dS = P * (dP - delta)
           const float delta_i = delta[q_row + i];
-          for (int j = 0; j < N; j += 16) {
+          int j = 0;
+          for (; j + 16 <= N; j += 16) {
             float* ds = P + i * kTile + j;
             store<Vec16>(ds, load<Vec16>(ds) * (load<Vec16>(dP + i * kTile + j) - delta_i));
+          }
+          if (j < N) {  // a last 8 columns
+            float* ds = P + i * kTile + j;
+            store<Vec8>(ds, load<Vec8>(ds) * (load<Vec8>(dP + i * kTile + j) - delta_i));
           }
         }
         gemm(M, dim, N, P, kTile, K + k_off, ld, dQ + q_off, ld, true);     // dQ += dS K
