@@ -1,10 +1,10 @@
 """A small run of the compiled kernels for a first GPU run and for compute-sanitizer (docs/gpu-first-run.md).
 
-Odd shapes (partial tiles, D not a power of two, D = 256, dilation 2 with k = 7), forward and backward of
-scan_attention and dwconv_modulate on one backend, each compared with the reference in float64; the saved lse
-against the masked logsumexp; the attention backward run twice under torch.use_deterministic_algorithms(True) and
-compared bit for bit (its default dQ adds with atomics; the deterministic path must match exactly), the dwconv
-backward twice as it is (no atomics).
+Odd shapes (partial tiles, D not a power of two, D = 256, dilation 2 with k = 7, a packed sequence of mixed grids
+for dwconv_modulate), forward and backward of scan_attention and dwconv_modulate on one backend, each compared with
+the reference in float64; the saved lse against the masked logsumexp; the attention backward run twice under
+torch.use_deterministic_algorithms(True) and compared bit for bit (its default dQ adds with atomics; the
+deterministic path must match exactly), the dwconv backward twice as it is (no atomics).
 Small enough to finish in a minute or two under `compute-sanitizer --tool memcheck|racecheck|initcheck`.
 
     python scripts/cuda_smoke.py                 # cuda backend; prints a table, exits 1 on any failure
@@ -36,11 +36,14 @@ ATTENTION_CASES = [  # (grid, head dim, scan)
     ((3, 5), 256, "lower_right"),
     ((7, 7), 128, "full"),
 ]
-DWCONV_CASES = [  # (grid, channels, k, dilation, norm)
+# A packed sequence (docs/kernels-dwconv.md, "Packed sequences"): these images back to back in one call.
+MIXED_PACK = ((1, 1), (3, 5), (17, 9), (24, 40))
+DWCONV_CASES = [  # (grid or MIXED_PACK, channels, k, dilation, norm)
     ((1, 1), 8, 3, 1, True),
     ((7, 5), 72, 7, 2, True),
     ((33, 17), 40, 5, 1, False),
     ((16, 16), 96, 3, 2, True),
+    (MIXED_PACK, 40, 7, 2, True),
 ]
 
 
@@ -79,12 +82,16 @@ def attention_case(grid, dim, scan, dtype, device):
 
 
 def dwconv_case(grid, channels, k, dilation, norm, dtype, device, backend):
-    n = grid[0] * grid[1]
-    x = 1.5 * torch.randn(2, n, channels, device=device) + 0.5
+    if grid is MIXED_PACK:  # one packed row, a modulation row per image, the grids as a device tensor
+        batch, rows, n = 1, len(grid), sum(h * w for h, w in grid)
+        grid = torch.tensor(grid, dtype=torch.int32, device=device)
+    else:
+        batch, rows, n = 2, 2, grid[0] * grid[1]
+    x = 1.5 * torch.randn(batch, n, channels, device=device) + 0.5
     params = [torch.randn(channels, 1, k, k, device=device) / k, torch.randn(channels, device=device)]
-    params += [0.5 * torch.randn(2, channels, device=device) for _ in range(2)]
-    params += [torch.randn(2, channels, device=device)]
-    grad_out = torch.randn(2, n, channels, device=device)
+    params += [0.5 * torch.randn(rows, channels, device=device) for _ in range(2)]
+    params += [torch.randn(rows, channels, device=device)]
+    grad_out = torch.randn(batch, n, channels, device=device)
 
     def run(fn, cast, backend_kwargs):
         leaves = [t.to(dtype).clone() if cast else t.to(dtype).double() for t in [x] + params]
@@ -125,7 +132,8 @@ def main() -> int:
             ok = max(errors.values()) <= TOLERANCE[dtype] and deterministic
             failures += not ok
             worst = " ".join(f"{name}={e:.1e}" for name, e in errors.items())
-            print(f"{'ok  ' if ok else 'FAIL'} dwconv_modulate {str(dtype)[6:]:8} grid={grid} C={channels} k={k} "
+            shape = "packed=" + "+".join(f"{h}x{w}" for h, w in grid) if grid is MIXED_PACK else f"grid={grid}"
+            print(f"{'ok  ' if ok else 'FAIL'} dwconv_modulate {str(dtype)[6:]:8} {shape} C={channels} k={k} "
                   f"dilation={dilation} norm={norm}: {worst} deterministic={deterministic}")
     print(f"{failures} failure(s)")
     return 1 if failures else 0

@@ -21,19 +21,25 @@
 namespace ledit {
 
 // The segment holding x among n segments with ascending starts offsets[0..n] (offsets[0] = 0, offsets[n] = the
-// end): the largest i < n with offsets[i] <= x, skipping empty segments; n when x >= offsets[n].
-LEDIT_HOST_DEVICE int segment_of(const int32_t* offsets, int n, int64_t x) {
-  if (x >= offsets[n]) return n;
+// end): the largest i < n with offsets[i] <= x, skipping empty segments; n when x >= offsets[n]. offset_at(i)
+// reads offsets[i]: an array on the host, a kernel's checked global loads on the GPU (common/device.h).
+template <typename OffsetAt>
+LEDIT_HOST_DEVICE int segment_of_at(OffsetAt offset_at, int n, int64_t x) {
+  if (x >= offset_at(n)) return n;
   int lo = 0, hi = n - 1;  // invariant: offsets[lo] <= x < offsets[hi + 1]
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (offsets[mid] <= x) {
+    if (offset_at(mid) <= x) {
       lo = mid;
     } else {
       hi = mid - 1;
     }
   }
   return lo;
+}
+
+LEDIT_HOST_DEVICE int segment_of(const int32_t* offsets, int n, int64_t x) {
+  return segment_of_at([offsets](int i) { return offsets[i]; }, n, x);
 }
 
 }  // namespace ledit

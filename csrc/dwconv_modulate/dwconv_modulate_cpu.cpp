@@ -139,15 +139,6 @@ Tasks packed_tasks(const Conv& conv, const at::Tensor& x, const at::Tensor& grid
   return make_tasks(conv, std::move(images));
 }
 
-// shift, scale and gate have one row per image (sample).
-void check_modulation(const Tasks& tasks, const at::Tensor& x, std::initializer_list<const at::Tensor*> rows) {
-  for (const at::Tensor* t : rows) {
-    TORCH_CHECK(t->dim() == 2 && t->size(0) == static_cast<int64_t>(tasks.images.size()) && t->size(1) == x.size(2),
-                "dwconv_modulate: shift, scale and gate must be (", tasks.images.size(), ", ", x.size(2),
-                "), one row per sample or packed image, got ", t->sizes());
-  }
-}
-
 // A ring of padded fp32 rows (pad + w + pad tokens of stride() channels, zero outside the grid tokens and
 // channels) for the image a task works on: grid row r lives in slot r % ring_rows(); rows outside the grid read
 // one shared zero row. Slots are laid out once for the call's widest image, so a packed call's images of other
@@ -268,8 +259,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_tasks(const Conv& g, cons
                                                              const at::Tensor& shift, const at::Tensor& scale,
                                                              const std::optional<at::Tensor>& gate,
                                                              const std::optional<at::Tensor>& residual_in, bool norm) {
-  check_modulation(tasks, x_in, {&shift, &scale});
-  if (gate.has_value()) check_modulation(tasks, x_in, {&*gate});
+  const auto images = static_cast<int64_t>(tasks.images.size());
+  check_modulation_rows(images, x_in, {&shift, &scale});
+  if (gate.has_value()) check_modulation_rows(images, x_in, {&*gate});
   if (x_in.numel() == 0) {  // B = 0 or C = 0: nothing to compute
     // The stats of a LayerNorm over C = 0 channels are NaN (as the CUDA glue returns them).
     return {at::empty_like(x_in, at::MemoryFormat::Contiguous), empty_stats(x_in, norm).fill_(NAN),
@@ -415,8 +407,9 @@ std::tuple<at::Tensor, at::Tensor> backward_tasks(const Conv& g, const Tasks& ta
                                                   const at::Tensor& shift, const at::Tensor& scale,
                                                   const std::optional<at::Tensor>& gate, const at::Tensor& mean,
                                                   const at::Tensor& rstd, bool norm) {
-  check_modulation(tasks, x_in, {&shift, &scale});
-  if (gate.has_value()) check_modulation(tasks, x_in, {&*gate});
+  const auto images = static_cast<int64_t>(tasks.images.size());
+  check_modulation_rows(images, x_in, {&shift, &scale});
+  if (gate.has_value()) check_modulation_rows(images, x_in, {&*gate});
   if (x_in.numel() == 0) {  // B = 0 or C = 0: the sums over no tokens or of no channels are empty
     return {at::empty_like(x_in, at::MemoryFormat::Contiguous),
             at::zeros({static_cast<int64_t>(tasks.images.size()), sum_rows(g.k), g.channels},

@@ -13,9 +13,25 @@ namespace cuda {
 
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 
+// The tokens a CTA of the tile kernels owns, kTileRows x kTileCols of one image.
+constexpr int kTileRows = 8;
+constexpr int kTileCols = 16;
+
+// A batch of B images of an h x w grid; a packed sequence has batch 1, h 1 and w its total tokens.
 struct Shape {
   int64_t batch;
   int h, w, channels, k, dilation;
+};
+
+// The images of a packed sequence (common/packed_images.h), int32 arrays on the device: image i's tiles, ceil(h /
+// kTileRows) * ceil(w / kTileCols) of them, are the units [unit_offsets[i], unit_offsets[i + 1]). The launch covers
+// max_tiles = max_packed_tiles(tokens, count), so nothing is read on the host.
+struct PackedGrids {
+  const int32_t* grids;          // (count, 2)
+  const int32_t* token_offsets;  // (count + 1)
+  const int32_t* unit_offsets;   // (count + 1)
+  int count;
+  int64_t max_tiles;
 };
 
 // Tensors are contiguous; x, residual, out in `dtype`, everything else fp32. mean/rstd are written when not null
@@ -48,18 +64,23 @@ struct BackwardArgs {
   float* du;                  // (B, N, C) workspace, LayerNorm only
   float* token_channel_sums;  // (channel_tiles, B * N, 2) workspace, LayerNorm only
   void* dx;                   // (B, N, C)
-  float* cta_sums;            // (B, ctas_per_sample, k*k + 3, C): each CTA's token sums, summed by the caller
+  float* cta_sums;            // (B, ctas_per_sample, k*k + 3, C): each CTA's token sums, summed by the caller;
+                              // packed: (max_tiles, k*k + 3, C), image i's CTAs in its units' rows
 };
 
-// The tile kernels' launch grid is (column tiles, row tiles, batch * channel_tiles(C)).
+// The tile kernels' launch grid is (column tiles, row tiles, batch * channel_tiles(C)), or for a packed sequence
+// (max_packed_tiles, 1, channel_tiles(C)).
 int channel_tiles(int channels);
 int64_t ctas_per_sample(int h, int w);
+// A bound on the tiles of a packed sequence from its shape alone.
+int64_t max_packed_tiles(int64_t tokens, int64_t images);
 // Dynamic shared memory of one tile CTA: up to 140 KB (backward, k = 7, dilation 2), past the 99 KB that
 // sm_86/sm_89 GPUs allow a block.
 size_t shared_memory_bytes(int k, int dilation, bool backward);
 
-cudaError_t launch_forward(const ForwardArgs& args, DType dtype, cudaStream_t stream);
-cudaError_t launch_backward(const BackwardArgs& args, DType dtype, cudaStream_t stream);
+// packed is null for a batch.
+cudaError_t launch_forward(const ForwardArgs& args, DType dtype, const PackedGrids* packed, cudaStream_t stream);
+cudaError_t launch_backward(const BackwardArgs& args, DType dtype, const PackedGrids* packed, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace dwconv_modulate

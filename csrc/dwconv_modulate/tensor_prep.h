@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <initializer_list>
 #include <optional>
 #include <vector>
 
@@ -27,6 +28,16 @@ inline at::Tensor taps_by_channel(const at::Tensor& weight) {
 inline at::Tensor empty_stats(const at::Tensor& x, bool norm) {
   const auto shape = norm ? std::vector<int64_t>{x.size(0), x.size(1)} : std::vector<int64_t>{0};
   return at::empty(shape, x.options().dtype(at::kFloat));
+}
+
+// shift, scale and gate have one row per image: B of a batch, n_images of a packed sequence (undefined: absent).
+inline void check_modulation_rows(int64_t images, const at::Tensor& x,
+                                  std::initializer_list<const at::Tensor*> rows) {
+  for (const at::Tensor* t : rows) {
+    TORCH_CHECK(!t->defined() || (t->dim() == 2 && t->size(0) == images && t->size(1) == x.size(2)),
+                "dwconv_modulate: shift, scale and gate must be (", images, ", ", x.size(2),
+                "), one row per sample or packed image, got ", t->sizes());
+  }
 }
 
 inline int kernel_size(const at::Tensor& weight, int64_t dilation) {

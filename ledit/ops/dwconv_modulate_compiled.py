@@ -10,7 +10,7 @@ csrc/dwconv_modulate/ defines two ``torch.library`` ops; this module gives them 
     ledit::dwconv_modulate_bwd(grad_out, x, h, w, weight, shift, scale, gate, mean, rstd, dilation, norm)
         -> (grad_x, sums)      sums: (B, k*k + 3, C) fp32 per-sample sums over tokens
     ledit::dwconv_modulate_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence, sums
-        per image (n_images, k*k + 3, C) (CPU only)
+        per image (n_images, k*k + 3, C)
 
 The kernels reduce only over tokens; ``dwconv_modulate.parameter_grads`` turns those sums into the gradients of
 weight, bias, shift, scale and gate (a few tiny tensor ops, shared with the Triton backend). Row layout of ``sums``,
@@ -55,18 +55,19 @@ def _register_compiled_ops(library: str) -> None:
         return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight)
 
     register_autograd(f"{library}::dwconv_modulate_fwd", getattr(torch.ops, library).dwconv_modulate_bwd)
-    if library != "ledit" or not hasattr(torch.ops.ledit, "dwconv_modulate_packed_fwd"):
-        return  # the executor runs no packed kernels yet; an older ledit._C: the cpu backend says so
+    if not hasattr(getattr(torch.ops, library), "dwconv_modulate_packed_fwd"):
+        return  # built before packed sequences: packed_op_unavailable_reason says so
 
-    @torch.library.register_fake("ledit::dwconv_modulate_packed_fwd")
+    @torch.library.register_fake(f"{library}::dwconv_modulate_packed_fwd")
     def _(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm):
         return (torch.empty_like(x, memory_format=torch.contiguous_format), *stats_like(x, norm))
 
-    @torch.library.register_fake("ledit::dwconv_modulate_packed_bwd")
+    @torch.library.register_fake(f"{library}::dwconv_modulate_packed_bwd")
     def _(grad_out, x, grids, weight, shift, scale, gate, mean, rstd, dilation, norm):
         return torch.empty_like(x, memory_format=torch.contiguous_format), sums_like(x, weight, grids.shape[0])
 
-    register_autograd("ledit::dwconv_modulate_packed_fwd", torch.ops.ledit.dwconv_modulate_packed_bwd, packed=True)
+    register_autograd(f"{library}::dwconv_modulate_packed_fwd",
+                      getattr(torch.ops, library).dwconv_modulate_packed_bwd, packed=True)
 
 
 def _compiled_backend(library: str):

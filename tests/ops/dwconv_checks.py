@@ -7,10 +7,13 @@ from __future__ import annotations
 import functools
 
 import torch
+from attention_checks import MIXED_GRIDS
 
 from ledit.ops import dwconv_modulate, dwconv_modulate_reference
 from ledit.ops.packing import is_packed
 
+# The issue's odd pack: 1x1, 3x5, 17x9 and 24x40 in one sequence.
+PACKED = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
 TENSOR_ARGS = ("x", "weight", "bias", "shift", "scale", "gate", "residual")
 
 
@@ -123,3 +126,68 @@ def _with_residual_x(run, fn, dtype, common):
         return fn(x, grid, weight, bias, shift, scale, gate, x, dilation, norm)
 
     return run(with_residual, dtype=dtype, **common)
+
+
+def assert_packed_equals_per_image_calls(backend, device="cpu", grids=MIXED_GRIDS):
+    """out and dx of each image of a pack (the odd mixed one by default) are bitwise those of a call on the image
+    alone (the same kernel code per image, with its own zero border and modulation row)."""
+    packed = torch.tensor(grids, dtype=torch.int32)
+    inputs = {n: t.float().to(device) for n, t in make_inputs(1, packed, 40, 3).items()}
+    x = inputs["x"].requires_grad_()
+
+    def run(x, grid, rows):
+        return dwconv_modulate(x, grid, inputs["weight"], inputs["bias"], *(inputs[n][rows] for n in
+                               ("shift", "scale", "gate")), x, 2, True, backend=backend)
+
+    out = run(x, packed, slice(None))
+    grad_out = torch.randn_like(out)
+    (dx,) = torch.autograd.grad(out, x, grad_out)
+    start = 0
+    for i, (h, w) in enumerate(grids):
+        image = slice(start, start + h * w)
+        part = x[:, image].detach().requires_grad_()
+        alone = run(part, (h, w), slice(i, i + 1))
+        assert torch.equal(out[:, image], alone)
+        assert torch.equal(dx[:, image], torch.autograd.grad(alone, part, grad_out[:, image])[0])
+        start += h * w
+
+
+def packed_op_args(norm=True, device="cpu"):
+    """The packed ops' arguments on the first three images of the mixed pack (169 tokens, C = 16, k = 3, dilation 2),
+    float32 leaves that require grad; the grids stay on the CPU."""
+    grids = PACKED[:3]
+    tensors = {n: t.float().to(device).requires_grad_() for n, t in make_inputs(1, grids, 16, 3).items()}
+    return (tensors["x"], grids, tensors["weight"], tensors["bias"], tensors["shift"], tensors["scale"],
+            tensors["gate"], tensors["residual"], 2, norm)
+
+
+def assert_packed_ops_pass_opcheck(ops, norm):
+    """torch.library.opcheck of ops.dwconv_modulate_packed_fwd and _bwd (ops: torch.ops.ledit or the executor's)."""
+    args = packed_op_args(norm)
+    torch.library.opcheck(ops.dwconv_modulate_packed_fwd, args)
+    out, mean, rstd = ops.dwconv_modulate_packed_fwd(*args)
+    x, grids, weight, _, shift, scale, gate, _, dilation, _ = args
+    torch.library.opcheck(ops.dwconv_modulate_packed_bwd,
+                          (torch.randn_like(out), x.detach(), grids, weight.detach(), shift.detach(), scale.detach(),
+                           gate.detach(), mean.detach(), rstd.detach(), dilation, norm))
+
+
+def assert_packed_compiles_without_graph_break_or_recompile(backend, monkeypatch, device="cpu"):
+    """fullgraph=True, forward and every gradient; a second packing of the same total and image count reuses the
+    graph (error_on_recompile would raise otherwise)."""
+    x, grids, weight, bias, shift, scale, gate, residual, dilation, norm = packed_op_args(device=device)
+    other = torch.tensor([[9, 17], [1, 1], [5, 3]], dtype=torch.int32)  # 169 tokens, as 1x1 + 3x5 + 17x9
+
+    def step(x, grids, weight, shift, scale, gate, residual):
+        return dwconv_modulate(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm, backend=backend)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    inputs = (x, weight, shift, scale, gate, residual)
+    for g in (grids, other):
+        g = g.to(device)
+        expected = torch.autograd.grad(step(x, g, *inputs[1:]).square().sum(), inputs)
+        got = torch.autograd.grad(compiled(x, g, *inputs[1:]).square().sum(), inputs)
+        for e, r in zip(expected, got):
+            torch.testing.assert_close(r, e)
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)

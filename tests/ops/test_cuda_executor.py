@@ -10,6 +10,12 @@ import pytest
 import torch
 from attention_checks import assert_matches_reference as attention_matches
 from attention_checks import make_qkv
+from dwconv_checks import (
+    PACKED,
+    assert_packed_compiles_without_graph_break_or_recompile,
+    assert_packed_equals_per_image_calls,
+    assert_packed_ops_pass_opcheck,
+)
 from dwconv_checks import assert_matches_reference as dwconv_matches
 
 from ledit.ops import SCAN_ATTENTION_BACKENDS, SCANS
@@ -182,3 +188,31 @@ DWCONV_CASES = [
 @pytest.mark.parametrize("grid, channels, k, dilation, norm, dtype", DWCONV_CASES)
 def test_dwconv_modulate_kernels_on_the_executor(grid, channels, k, dilation, norm, dtype):
     dwconv_matches("cuda_emulated", 2, grid, channels, k, dilation, norm, dtype)
+
+
+# The odd pack (1x1, 3x5, 17x9, 24x40) through the packed tile kernels: every dtype and kernel size, LayerNorm and the
+# optional inputs on and off; a 7x7 kernel at dilation 2 is wider than three of the four images.
+#   (C, k, dilation, norm, gate, residual, bias, dtype)
+DWCONV_PACKED_CASES = [
+    (40, 3, 1, True, True, True, True, torch.bfloat16),
+    (8, 7, 2, True, False, True, False, torch.float32),
+    (40, 5, 2, False, True, False, True, torch.float16),
+]
+
+
+@pytest.mark.parametrize("channels, k, dilation, norm, gate, residual, bias, dtype", DWCONV_PACKED_CASES)
+def test_packed_dwconv_modulate_kernels_on_the_executor(channels, k, dilation, norm, gate, residual, bias, dtype):
+    dwconv_matches("cuda_emulated", 1, PACKED, channels, k, dilation, norm, dtype, bias, gate, residual)
+
+
+def test_packed_dwconv_modulate_equals_per_image_calls_on_the_executor():
+    assert_packed_equals_per_image_calls("cuda_emulated")
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_packed_dwconv_modulate_ops_pass_opcheck(norm):
+    assert_packed_ops_pass_opcheck(getattr(torch.ops, EMULATED_LIBRARY), norm)
+
+
+def test_packed_dwconv_modulate_under_torch_compile_on_the_executor(monkeypatch):
+    assert_packed_compiles_without_graph_break_or_recompile("cuda_emulated", monkeypatch)

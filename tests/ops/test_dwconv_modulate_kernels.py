@@ -4,7 +4,15 @@ forward and every gradient, plus the torch.library contract (opcheck, torch.comp
 import pytest
 import torch
 from attention_checks import MIXED_GRIDS
-from dwconv_checks import assert_matches_reference, make_inputs
+from dwconv_checks import (
+    PACKED,
+    assert_matches_reference,
+    assert_packed_compiles_without_graph_break_or_recompile,
+    assert_packed_equals_per_image_calls,
+    assert_packed_ops_pass_opcheck,
+    make_inputs,
+    packed_op_args,
+)
 
 from ledit.ops import DWCONV_MODULATE_BACKENDS, dwconv_modulate
 from ledit.ops.extension import extension_unavailable_reason
@@ -118,8 +126,6 @@ def test_cuda_kernel_non_contiguous_inputs():
 
 # ---- packed sequences ------------------------------------------------------------------------------------------
 
-PACKED = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
-
 # Every kernel size and dilation, each option on and off, every dtype, on 1x1, 3x5, 17x9 and 24x40 in one pack
 # (a 7x7 kernel at dilation 2 is wider than three of the four images).
 #   (C,   k, dilation, norm,  gate,  residual, bias,  dtype)
@@ -139,77 +145,65 @@ def test_cpu_packed_matches_per_image_reference(channels, k, dilation, norm, gat
     assert_matches_reference("cpu", 1, PACKED, channels, k, dilation, norm, dtype, bias, gate, residual)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels, k, dilation, norm, gate, residual, bias, dtype", PACKED_CASES)
+def test_cuda_packed_matches_per_image_reference(channels, k, dilation, norm, gate, residual, bias, dtype):
+    assert_matches_reference("cuda", 1, PACKED, channels, k, dilation, norm, dtype, bias, gate, residual,
+                             device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_packed_equals_per_image_calls_exactly():
+    assert_packed_equals_per_image_calls("cuda", "cuda")
+
+
 @needs_cpu_kernels
 @pytest.mark.parametrize("grids", [MIXED_GRIDS, MIXED_GRIDS[::-1]], ids=["widening", "narrowing"])
 def test_cpu_packed_equals_per_image_calls_exactly(grids):
     """out and dx of each image are bitwise those of the image alone: the same row sweeps, its own border. Narrowing
     widths check that a thread's row ring, sized for the widest image, zeroes the border a wider image wrote."""
-    packed = torch.tensor(grids, dtype=torch.int32)
-    inputs = {n: t.float() for n, t in make_inputs(1, packed, 40, 3).items()}
-    x = inputs["x"].requires_grad_()
-
-    def run(x, grid, rows):
-        return dwconv_modulate(x, grid, inputs["weight"], inputs["bias"], *(inputs[n][rows] for n in
-                               ("shift", "scale", "gate")), x, 2, True, backend="cpu")
-
-    out = run(x, packed, slice(None))
-    grad_out = torch.randn_like(out)
-    (dx,) = torch.autograd.grad(out, x, grad_out)
-    start = 0
-    for i, (h, w) in enumerate(grids):
-        image = slice(start, start + h * w)
-        part = x[:, image].detach().requires_grad_()
-        alone = run(part, (h, w), slice(i, i + 1))
-        assert torch.equal(out[:, image], alone)
-        assert torch.equal(dx[:, image], torch.autograd.grad(alone, part, grad_out[:, image])[0])
-        start += h * w
-
-
-def _packed_op_args(norm=True):
-    grids = PACKED[:3]
-    inputs = make_inputs(1, grids, 16, 3)
-    tensors = {n: t.float().requires_grad_() for n, t in inputs.items()}
-    return (tensors["x"], grids, tensors["weight"], tensors["bias"], tensors["shift"], tensors["scale"],
-            tensors["gate"], tensors["residual"], 2, norm)
+    assert_packed_equals_per_image_calls("cpu", grids=grids)
 
 
 @needs_cpu_kernels
 @pytest.mark.parametrize("norm", [True, False])
 def test_cpu_packed_ops_pass_opcheck(norm):
-    ops = torch.ops.ledit
-    args = _packed_op_args(norm)
-    torch.library.opcheck(ops.dwconv_modulate_packed_fwd, args)
-    out, mean, rstd = ops.dwconv_modulate_packed_fwd(*args)
-    x, grids, weight, _, shift, scale, gate, _, dilation, _ = args
-    torch.library.opcheck(ops.dwconv_modulate_packed_bwd,
-                          (torch.randn_like(out), x.detach(), grids, weight.detach(), shift.detach(), scale.detach(),
-                           gate.detach(), mean.detach(), rstd.detach(), dilation, norm))
+    assert_packed_ops_pass_opcheck(torch.ops.ledit, norm)
 
 
 @needs_cpu_kernels
 def test_cpu_packed_under_torch_compile_no_graph_break_no_recompile(monkeypatch):
-    """fullgraph=True, forward and every gradient; a second packing of the same total and image count reuses the
-    graph (error_on_recompile would raise otherwise)."""
-    x, grids, weight, bias, shift, scale, gate, residual, dilation, norm = _packed_op_args()
-    other = torch.tensor([[9, 17], [1, 1], [5, 3]], dtype=torch.int32)  # 169 tokens, as 1x1 + 3x5 + 17x9
+    assert_packed_compiles_without_graph_break_or_recompile("cpu", monkeypatch)
 
-    def step(x, grids, weight, shift, scale, gate, residual):
-        return dwconv_modulate(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm, backend="cpu")
 
-    torch._dynamo.reset()
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    inputs = (x, weight, shift, scale, gate, residual)
-    for g in (grids, other):
-        expected = torch.autograd.grad(step(x, g, *inputs[1:]).square().sum(), inputs)
-        got = torch.autograd.grad(compiled(x, g, *inputs[1:]).square().sum(), inputs)
-        for e, r in zip(expected, got):
-            torch.testing.assert_close(r, e)
-        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+@pytest.mark.gpu
+def test_cuda_packed_under_torch_compile_no_graph_break_no_recompile(monkeypatch):
+    assert_packed_compiles_without_graph_break_or_recompile("cuda", monkeypatch, device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_packed_call_never_syncs_with_the_host():
+    """Grids on the GPU: forward and backward run under torch's sync debug mode set to "error" (issue 17 forbids the
+    per-call .item() NiT makes)."""
+    x, grids, weight, bias, shift, scale, gate, residual, dilation, norm = packed_op_args(device="cuda")
+    grids = grids.cuda()
+
+    def step():
+        out = dwconv_modulate(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm, backend="cuda")
+        out.backward(torch.ones_like(out))
+
+    step()  # the first call may initialise lazily
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @needs_cpu_kernels
 def test_cpu_packed_op_checks_grid_values_and_modulation_rows():
-    x, grids, weight, bias, shift, scale, gate, residual, dilation, norm = _packed_op_args()
+    x, grids, weight, bias, shift, scale, gate, residual, dilation, norm = packed_op_args()
     op = torch.ops.ledit.dwconv_modulate_packed_fwd
     with pytest.raises(RuntimeError, match="the packed grids hold 168 tokens but the sequence has 169"):
         op(x, grids[1:], weight, bias, shift, scale, gate, residual, dilation, norm)
