@@ -12,6 +12,9 @@
 #define LEDIT_CPU_MULTIVERSION
 #endif
 #define LEDIT_CPU_INLINE inline __attribute__((always_inline))
+// Lambdas in the hot loops must be inlined into the cloned function that calls them: an out-of-line lambda would
+// be compiled for baseline x86-64 only.
+#define LEDIT_LAMBDA_INLINE __attribute__((always_inline))
 
 namespace ledit {
 namespace simd {

@@ -26,11 +26,6 @@ using simd::Vec16;  // 16 floats: one AVX-512 register, two AVX2 ones
 using simd::load;
 using simd::store;
 
-// Lambdas in the hot loops must be inlined into the cloned function that calls them: an out-of-line lambda would
-// be compiled for baseline x86-64 only.
-#define LEDIT_LAMBDA_INLINE __attribute__((always_inline))
-
-
 // Sum over channels [0, end) of term(c) (a Vec16 of channels c .. c + 15), end a multiple of 16: four independent
 // vector sums hide the add latency without reassociating floating point (no -ffast-math).
 template <typename Term>

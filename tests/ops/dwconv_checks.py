@@ -128,21 +128,22 @@ def _with_residual_x(run, fn, dtype, common):
     return run(with_residual, dtype=dtype, **common)
 
 
-def assert_packed_equals_per_image_calls(backend, device="cpu"):
-    """out and dx of each image of the odd pack are bitwise those of a call on the image alone (the same kernel
-    code per image, with its own zero border and modulation row)."""
-    inputs = {n: t.float().to(device) for n, t in make_inputs(1, PACKED, 40, 3).items()}
+def assert_packed_equals_per_image_calls(backend, device="cpu", grids=MIXED_GRIDS):
+    """out and dx of each image of a pack (the odd mixed one by default) are bitwise those of a call on the image
+    alone (the same kernel code per image, with its own zero border and modulation row)."""
+    packed = torch.tensor(grids, dtype=torch.int32)
+    inputs = {n: t.float().to(device) for n, t in make_inputs(1, packed, 40, 3).items()}
     x = inputs["x"].requires_grad_()
 
     def run(x, grid, rows):
         return dwconv_modulate(x, grid, inputs["weight"], inputs["bias"], *(inputs[n][rows] for n in
                                ("shift", "scale", "gate")), x, 2, True, backend=backend)
 
-    out = run(x, PACKED, slice(None))
+    out = run(x, packed, slice(None))
     grad_out = torch.randn_like(out)
     (dx,) = torch.autograd.grad(out, x, grad_out)
     start = 0
-    for i, (h, w) in enumerate(MIXED_GRIDS):
+    for i, (h, w) in enumerate(grids):
         image = slice(start, start + h * w)
         part = x[:, image].detach().requires_grad_()
         alone = run(part, (h, w), slice(i, i + 1))

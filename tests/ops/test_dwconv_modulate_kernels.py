@@ -3,6 +3,7 @@ forward and every gradient, plus the torch.library contract (opcheck, torch.comp
 
 import pytest
 import torch
+from attention_checks import MIXED_GRIDS
 from dwconv_checks import (
     PACKED,
     assert_matches_reference,
@@ -157,9 +158,11 @@ def test_cuda_packed_equals_per_image_calls_exactly():
 
 
 @needs_cpu_kernels
-def test_cpu_packed_equals_per_image_calls_exactly():
-    """out and dx of each image are bitwise those of the image alone: the same row sweeps, its own border."""
-    assert_packed_equals_per_image_calls("cpu")
+@pytest.mark.parametrize("grids", [MIXED_GRIDS, MIXED_GRIDS[::-1]], ids=["widening", "narrowing"])
+def test_cpu_packed_equals_per_image_calls_exactly(grids):
+    """out and dx of each image are bitwise those of the image alone: the same row sweeps, its own border. Narrowing
+    widths check that a thread's row ring, sized for the widest image, zeroes the border a wider image wrote."""
+    assert_packed_equals_per_image_calls("cpu", grids=grids)
 
 
 @needs_cpu_kernels
