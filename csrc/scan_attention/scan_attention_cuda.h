@@ -15,7 +15,8 @@ namespace cuda {
 
 enum class DType { kFloat16, kBFloat16 };
 
-// Shapes of one call. The kernels pick their tile grids from h, w and their own tile sizes.
+// Shapes of one call. The kernels pick their tile grids from h, w and their own tile sizes (a packed call's from
+// each image's grid; its h and w are unused).
 struct Problem {
   int h, w;
   Scan scan;
@@ -37,6 +38,22 @@ inline KernelParams kernel_params(const Problem& problem, int query_tile, int ke
   p.qk_scale = problem.softmax_scale * kLog2e;
   p.double_buffer = double_buffer;
   return p;
+}
+
+// A packed sequence's device metadata (common/packed_images.h): int32 arrays on the tensors' GPU, the images' grids
+// and first tokens, and each image's first tile at each kernel's tile size, as make_tile_grid splits the image.
+struct PackedGrids {
+  const int32_t* grids;            // (count, 2)
+  const int32_t* token_offsets;    // (count + 1)
+  const int32_t* forward_units;    // (count + 1): forward query tiles (ForwardShape::kBlockM)
+  const int32_t* key_units;        // (count + 1): dK/dV key tiles (BackwardShape::kBlockN)
+  const int32_t* dq_units;         // (count + 1): deterministic dQ query tiles (BackwardShape::kQBlockM)
+  int count;
+};
+
+// The blocks a packed launch covers along x: a bound on the images' tiles from shapes alone (no host read).
+inline unsigned packed_launch_tiles(const PackedGrids& packed, const Problem& problem, int capacity) {
+  return static_cast<unsigned>(max_packed_tiles(problem.tokens, packed.count, capacity));
 }
 
 struct ForwardArgs {
@@ -62,8 +79,11 @@ struct BackwardArgs {
   bool double_buffer;
 };
 
-cudaError_t launch_forward(const ForwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream);
-cudaError_t launch_backward(const BackwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream);
+// packed: null for a batch of B images of problem's (h, w); else a packed sequence (batch 1, problem.tokens in all).
+cudaError_t launch_forward(const ForwardArgs& args, const Problem& problem, DType dtype, const PackedGrids* packed,
+                           cudaStream_t stream);
+cudaError_t launch_backward(const BackwardArgs& args, const Problem& problem, DType dtype, const PackedGrids* packed,
+                            cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace scan_attention

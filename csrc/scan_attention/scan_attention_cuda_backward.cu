@@ -5,6 +5,7 @@
 //   backward_q_kernel   the deterministic alternative for dQ: one block per query tile (S, dP, dQ), when the call
 //                       asks for no atomics (torch.use_deterministic_algorithms).
 // delta = rowsum(dO * O) and lse come in as (B, H, N) fp32. Scores are in base 2, as in the forward.
+#include "scan_attention/cuda_images.h"
 #include "scan_attention/cuda_tile_math.h"
 #include "scan_attention/scan_attention_cuda.h"
 
@@ -37,11 +38,13 @@ struct DqSplit {
   static_assert(kParts * kQueryBlocks == kWarps && kColBlocks * kColParts == kColumnBlocks, "uneven dQ split");
 };
 
-template <typename T, int kDim>
+// Images (cuda_images.h): launch grid (key tiles * kSplits, B, H), or (a bound on them, 1, H) for a packed sequence.
+template <typename T, int kDim, typename Images>
 __global__ void __launch_bounds__(kThreads)
     backward_kv_kernel(dev::Global<const T> Q, dev::Global<const T> K, dev::Global<const T> V,
                        dev::Global<const T> dO, dev::Global<const float> LSE, dev::Global<const float> DELTA,
-                       dev::Global<T> dK, dev::Global<T> dV, dev::Global<float> dQ_accum, KernelParams p) {
+                       dev::Global<T> dK, dev::Global<T> dV, dev::Global<float> dQ_accum, KernelParams p,
+                       Images images) {
   using Shape = BackwardShape<kDim>;
   constexpr int kQueries = Shape::kBlockM, kNq = kQueries / 8, kSteps = kDim / 16, kAccD = Shape::kDimAcc / 8;
   using KVTile = SmemTile<T, Shape::kBlockN, kDim>;
@@ -49,8 +52,12 @@ __global__ void __launch_bounds__(kThreads)
   using DsTile = SmemTile<T, Shape::kBlockN, kQueries>;
   constexpr int kStageElements = 2 * QTile::kElements + 2 * kQueries * sizeof(float) / sizeof(T);
   const int thread = dev::thread_idx().x, lane = dev::lane_id(), warp = dev::warp_id(), key_row0 = 16 * warp;
-  const int64_t batch = dev::block_idx().y, head = dev::block_idx().z;
+  const ImageSite site = images.locate(static_cast<int>(dev::block_idx().x / Shape::kSplits));
+  if (!site.real) return;
+  const int64_t batch = site.batch, head = dev::block_idx().z;
+  const int w = site.w;
   const int split = dev::block_idx().x % Shape::kSplits, col0 = split * Shape::kDimAcc;
+  const TileGrid q_tiles = images.tiles(p.q_tiles, site, kQueries);
 
   // Shared memory: K, V, dS^T, then per stage Q, dO, lse2, delta.
   const KVTile k_s{dev::dynamic_shared<T>()}, v_s{k_s.base + KVTile::kElements};
@@ -61,13 +68,13 @@ __global__ void __launch_bounds__(kThreads)
   auto lse2_s = [&](int stage) { return dev::cast<float>(stages + stage * kStageElements + 2 * QTile::kElements); };
   auto delta_s = [&](int stage) { return lse2_s(stage) + kQueries; };
 
-  const HeadRows<T> q_rows{Q + batch * p.q.batch + head * p.q.head, p.q.token};
-  const HeadRows<T> do_rows{dO + batch * p.o.batch + head * p.o.head, p.o.token};
-  const int64_t stats_offset = (batch * p.heads + head) * p.tokens;
-  const TileRect k_rect = p.k_tiles.rect(dev::block_idx().x / Shape::kSplits);
-  const TileTokens k_tokens(k_rect, p.w);
-  const HeadRows<T> k_rows{K + batch * p.k.batch + head * p.k.head, p.k.token};
-  const HeadRows<T> v_rows{V + batch * p.v.batch + head * p.v.head, p.v.token};
+  const HeadRows<T> q_rows{Q + first_row(p.q, site, head), p.q.token};
+  const HeadRows<T> do_rows{dO + first_row(p.o, site, head), p.o.token};
+  const int64_t stats_offset = (batch * p.heads + head) * p.tokens + site.token0;
+  const TileRect k_rect = images.tiles(p.k_tiles, site, Shape::kBlockN).rect(site.tile);
+  const TileTokens k_tokens(k_rect, w);
+  const HeadRows<T> k_rows{K + first_row(p.k, site, head), p.k.token};
+  const HeadRows<T> v_rows{V + first_row(p.v, site, head), p.v.token};
   copy_tiles_async<2>({k_s, v_s}, {k_rows, v_rows}, k_tokens, p.dim, thread);
 
   float dk[1][kAccD][4], dv[1][kAccD][4];
@@ -78,7 +85,7 @@ __global__ void __launch_bounds__(kThreads)
   bool kv_in_registers = false;
 
   auto issue = [&](const TileRect& rect, int stage) {
-    const TileTokens q_tokens(rect, p.w);
+    const TileTokens q_tokens(rect, w);
     copy_tiles_async<2>({q_s(stage), do_s(stage)}, {q_rows, do_rows}, q_tokens, p.dim, thread);
     load_row_stats(lse2_s(stage), delta_s(stage), LSE, DELTA, stats_offset, q_tokens, kQueries, thread);
   };
@@ -104,13 +111,13 @@ __global__ void __launch_bounds__(kThreads)
         kv_in_registers = true;
       }
     }
-    const TileTokens q_tokens(rect, p.w);
+    const TileTokens q_tokens(rect, w);
     const bool masked =
         visibility == TileVisibility::kPartial || q_tokens.size() < kQueries || k_tokens.size() < Shape::kBlockN;
     uint32_t visible[1][2];
     if (masked) {
       with_scan(p.scan, [&](auto scan) {
-        visibility_bits<1, kNq, decltype(scan)::value>(visible, k_tokens, key_row0, q_tokens, false, p.w, lane);
+        visibility_bits<1, kNq, decltype(scan)::value>(visible, k_tokens, key_row0, q_tokens, false, w, lane);
       });
     }
     // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys against the tile's queries.
@@ -174,7 +181,8 @@ __global__ void __launch_bounds__(kThreads)
       // dQ_accum's rows are kDim wide (padding columns get zeros and are dropped by the caller), so no column needs
       // a test and every atomic is this lane's first column plus a compile-time offset (an immediate).
       const dev::Global<float> dq_lane =
-          dQ_accum + (((batch * p.tokens + q_tokens.token(row)) * p.heads + head) * kDim + part_col0 + 2 * (lane % 4));
+          dQ_accum + (((batch * p.tokens + site.token0 + q_tokens.token(row)) * p.heads + head) * kDim + part_col0 +
+                      2 * (lane % 4));
       LEDIT_UNROLL
       for (int n = 0; n < Split::kColBlocks; ++n) {
         LEDIT_UNROLL
@@ -182,48 +190,53 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   };
-  for_each_visible_tile(p.q_tiles, k_rect, /*own_is_query=*/false, p.scan, p.w, p.double_buffer, issue, accumulate);
+  for_each_visible_tile(q_tiles, k_rect, /*own_is_query=*/false, p.scan, w, p.double_buffer, issue, accumulate);
 
   // dK (times the softmax scale) and dV through K's and V's tiles, now free.
   dev::sync_threads();
   const float dk_scale[1][2] = {{p.softmax_scale, p.softmax_scale}}, dv_scale[1][2] = {{1.f, 1.f}};
-  store_rows(dk, dk_scale, k_s, key_row0, dK + batch * p.dk.batch + head * p.dk.head, p.dk.token, k_tokens, col0,
+  store_rows(dk, dk_scale, k_s, key_row0, dK + first_row(p.dk, site, head), p.dk.token, k_tokens, col0,
              p.dim, lane);
-  store_rows(dv, dv_scale, v_s, key_row0, dV + batch * p.dv.batch + head * p.dv.head, p.dv.token, k_tokens, col0,
+  store_rows(dv, dv_scale, v_s, key_row0, dV + first_row(p.dv, site, head), p.dv.token, k_tokens, col0,
              p.dim, lane);
 }
 
-template <typename T, int kDim>
+// Images (cuda_images.h): launch grid (query tiles, B, H), or (a bound on them, 1, H) for a packed sequence.
+template <typename T, int kDim, typename Images>
 __global__ void __launch_bounds__(kThreads)
     backward_q_kernel(dev::Global<const T> Q, dev::Global<const T> K, dev::Global<const T> V, dev::Global<const T> dO,
                       dev::Global<const float> LSE, dev::Global<const float> DELTA, dev::Global<T> dQ,
-                      KernelParams p) {
+                      KernelParams p, Images images) {
   using Shape = BackwardShape<kDim>;
   constexpr int kN = Shape::kQBlockN / 8, kSteps = kDim / 16, kD = kDim / 8;
   constexpr bool kInRegisters = Shape::kQInRegisters;
   using QTile = SmemTile<T, Shape::kQBlockM, kDim>;
   using KVTile = SmemTile<T, Shape::kQBlockN, kDim>;
   const int thread = dev::thread_idx().x, lane = dev::lane_id(), row0 = 16 * dev::warp_id();
-  const int64_t batch = dev::block_idx().y, head = dev::block_idx().z;
+  const ImageSite site = images.locate(static_cast<int>(dev::block_idx().x));
+  if (!site.real) return;
+  const int64_t batch = site.batch, head = dev::block_idx().z;
+  const int w = site.w;
+  const TileGrid k_tiles = images.tiles(p.k_tiles, site, Shape::kQBlockN);
 
   // Shared memory: Q, dO, then K and V of stage 0, then of stage 1.
   const QTile q_s{dev::dynamic_shared<T>()}, do_s{q_s.base + QTile::kElements};
   auto k_s = [&](int stage) { return KVTile{do_s.base + QTile::kElements + 2 * stage * KVTile::kElements}; };
   auto v_s = [&](int stage) { return KVTile{do_s.base + QTile::kElements + (2 * stage + 1) * KVTile::kElements}; };
-  const HeadRows<T> k_rows{K + batch * p.k.batch + head * p.k.head, p.k.token};
-  const HeadRows<T> v_rows{V + batch * p.v.batch + head * p.v.head, p.v.token};
+  const HeadRows<T> k_rows{K + first_row(p.k, site, head), p.k.token};
+  const HeadRows<T> v_rows{V + first_row(p.v, site, head), p.v.token};
 
-  const TileRect q_rect = p.q_tiles.rect(dev::block_idx().x);
-  const TileTokens q_tokens(q_rect, p.w);
-  const HeadRows<T> q_rows{Q + batch * p.q.batch + head * p.q.head, p.q.token};
-  const HeadRows<T> do_rows{dO + batch * p.o.batch + head * p.o.head, p.o.token};
+  const TileRect q_rect = images.tiles(p.q_tiles, site, Shape::kQBlockM).rect(site.tile);
+  const TileTokens q_tokens(q_rect, w);
+  const HeadRows<T> q_rows{Q + first_row(p.q, site, head), p.q.token};
+  const HeadRows<T> do_rows{dO + first_row(p.o, site, head), p.o.token};
   copy_tiles_async<2>({q_s, do_s}, {q_rows, do_rows}, q_tokens, p.dim, thread);
   float lse2[2], delta[2];
   LEDIT_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int row = row0 + 8 * h + lane / 4;
     const bool real = row < q_tokens.size();
-    const int64_t index = (batch * p.heads + head) * p.tokens + (real ? q_tokens.token(row) : 0);
+    const int64_t index = (batch * p.heads + head) * p.tokens + site.token0 + (real ? q_tokens.token(row) : 0);
     lse2[h] = real ? dev::ld_global(LSE + index) * kLog2e : 0.f;
     delta[h] = real ? dev::ld_global(DELTA + index) : 0.f;
   }
@@ -243,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
     };
   };
   auto issue = [&](const TileRect& rect, int stage) {
-    const TileTokens k_tokens(rect, p.w);
+    const TileTokens k_tokens(rect, w);
     copy_tiles_async<2>({k_s(stage), v_s(stage)}, {k_rows, v_rows}, k_tokens, p.dim, thread);
   };
   auto accumulate = [&](const TileRect& rect, TileVisibility visibility, int stage) {
@@ -257,12 +270,12 @@ __global__ void __launch_bounds__(kThreads)
         in_registers = true;
       }
     }
-    const TileTokens k_tokens(rect, p.w);
+    const TileTokens k_tokens(rect, w);
     const bool masked = visibility == TileVisibility::kPartial || k_tokens.size() < Shape::kQBlockN;
     uint32_t visible[1][2];
     if (masked) {
       with_scan(p.scan, [&](auto scan) {
-        visibility_bits<1, kN, decltype(scan)::value>(visible, q_tokens, row0, k_tokens, true, p.w, lane);
+        visibility_bits<1, kN, decltype(scan)::value>(visible, q_tokens, row0, k_tokens, true, w, lane);
       });
     }
     float s[1][kN][4], dp[1][kN][4];
@@ -289,11 +302,11 @@ __global__ void __launch_bounds__(kThreads)
         },
         k_s(stage), 0, 0, lane);  // dQ += dS K
   };
-  for_each_visible_tile(p.k_tiles, q_rect, /*own_is_query=*/true, p.scan, p.w, p.double_buffer, issue, accumulate);
+  for_each_visible_tile(k_tiles, q_rect, /*own_is_query=*/true, p.scan, w, p.double_buffer, issue, accumulate);
 
   dev::sync_threads();
   const float scale[1][2] = {{p.softmax_scale, p.softmax_scale}};
-  store_rows(dq, scale, q_s, row0, dQ + batch * p.dq.batch + head * p.dq.head, p.dq.token, q_tokens, 0, p.dim, lane);
+  store_rows(dq, scale, q_s, row0, dQ + first_row(p.dq, site, head), p.dq.token, q_tokens, 0, p.dim, lane);
 }
 
 KernelParams backward_params(const BackwardArgs& a, const Problem& problem, int query_tile, int key_tile) {
@@ -309,31 +322,46 @@ KernelParams backward_params(const BackwardArgs& a, const Problem& problem, int 
 }
 
 template <typename T, int kDim>
-cudaError_t launch_backward_typed(const BackwardArgs& a, const Problem& problem, cudaStream_t stream) {
+cudaError_t launch_backward_typed(const BackwardArgs& a, const Problem& problem, const PackedGrids* packed,
+                                  cudaStream_t stream) {
   using Shape = BackwardShape<kDim>;
   const auto *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
   const auto* dout = static_cast<const T*>(a.dout);
   const auto batch = static_cast<unsigned>(a.batch), heads = static_cast<unsigned>(problem.heads);
+  // Each kernel with Images = ImageBatch over the launch grid `tiles` x (B, H), or PackedImages over a bound.
+  auto launch_over = [&](auto launch, unsigned tiles, int capacity, const int32_t* unit_offsets) {
+    if (packed == nullptr) return launch(dim3(tiles, batch, heads), ImageBatch{problem.h, problem.w});
+    return launch(dim3(packed_launch_tiles(*packed, problem, capacity), 1, heads),
+                  PackedImages{packed->grids, packed->token_offsets, unit_offsets, packed->count});
+  };
   const KernelParams kv = backward_params(a, problem, Shape::kBlockM, Shape::kBlockN);
-  const dim3 kv_grid(kv.k_tiles.num_tiles() * Shape::kSplits, batch, heads);
-  cudaError_t error = dev::launch<backward_kv_kernel<T, kDim>>(
-      dev::LaunchConfig{kv_grid, dim3(kThreads), Shape::smem_kv(a.double_buffer), stream}, q, k, v, dout, a.lse,
-      a.delta, static_cast<T*>(a.dk), static_cast<T*>(a.dv), a.dq_accum, kv);
+  cudaError_t error = launch_over(
+      [&](dim3 grid, auto images) {
+        grid.x *= Shape::kSplits;
+        return dev::launch<backward_kv_kernel<T, kDim, decltype(images)>>(
+            dev::LaunchConfig{grid, dim3(kThreads), Shape::smem_kv(a.double_buffer), stream}, q, k, v, dout, a.lse, a.delta,
+            static_cast<T*>(a.dk), static_cast<T*>(a.dv), a.dq_accum, kv, images);
+      },
+      kv.k_tiles.num_tiles(), Shape::kBlockN, packed != nullptr ? packed->key_units : nullptr);
   if (error != cudaSuccess || a.dq_accum != nullptr) return error;
   const KernelParams qp = backward_params(a, problem, Shape::kQBlockM, Shape::kQBlockN);
-  const dim3 q_grid(qp.q_tiles.num_tiles(), batch, heads);
-  return dev::launch<backward_q_kernel<T, kDim>>(
-      dev::LaunchConfig{q_grid, dim3(kThreads), Shape::smem_q(a.double_buffer), stream}, q, k, v, dout, a.lse,
-      a.delta, static_cast<T*>(a.dq), qp);
+  return launch_over(
+      [&](dim3 grid, auto images) {
+        return dev::launch<backward_q_kernel<T, kDim, decltype(images)>>(
+            dev::LaunchConfig{grid, dim3(kThreads), Shape::smem_q(a.double_buffer), stream}, q, k, v, dout, a.lse,
+            a.delta, static_cast<T*>(a.dq), qp, images);
+      },
+      qp.q_tiles.num_tiles(), Shape::kQBlockM, packed != nullptr ? packed->dq_units : nullptr);
 }
 
 }  // namespace
 
-cudaError_t launch_backward(const BackwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream) {
+cudaError_t launch_backward(const BackwardArgs& args, const Problem& problem, DType dtype, const PackedGrids* packed,
+                            cudaStream_t stream) {
   return with_padded_dim(problem.dim, [&](auto padded) {
     constexpr int kDim = decltype(padded)::value;
-    return dtype == DType::kFloat16 ? launch_backward_typed<dev::half, kDim>(args, problem, stream)
-                                    : launch_backward_typed<dev::bfloat16, kDim>(args, problem, stream);
+    return dtype == DType::kFloat16 ? launch_backward_typed<dev::half, kDim>(args, problem, packed, stream)
+                                    : launch_backward_typed<dev::bfloat16, kDim>(args, problem, packed, stream);
   });
 }
 

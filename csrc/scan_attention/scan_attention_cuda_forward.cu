@@ -4,6 +4,7 @@
 // online softmax works on the accumulator fragments with quad shuffles; only partial tile pairs (and edge tiles)
 // evaluate the mask per element. Tiles and the mask predicate are scan_tiles.h / scan_mask.h, shared with the CPU
 // kernel. Scores are in base 2 (q.k * softmax_scale * log2(e)); lse is saved in natural-log units.
+#include "scan_attention/cuda_images.h"
 #include "scan_attention/cuda_tile_math.h"
 #include "scan_attention/scan_attention_cuda.h"
 
@@ -51,27 +52,32 @@ LEDIT_TILE_INLINE void online_softmax(float (&s)[kM][kN][4], float (&row_max)[kM
   }
 }
 
-template <typename T, int kDim>
+// Images: ImageBatch (launch grid: query tiles, B, H) or PackedImages (a bound on the query tiles, 1, H).
+template <typename T, int kDim, typename Images>
 __global__ void __launch_bounds__(kThreads, 2)
     forward_kernel(dev::Global<const T> Q, dev::Global<const T> K, dev::Global<const T> V, dev::Global<T> O,
-                   dev::Global<float> LSE, KernelParams p) {
+                   dev::Global<float> LSE, KernelParams p, Images images) {
   using Shape = ForwardShape<kDim>;
   constexpr int kM = Shape::kRowBlocks, kN = Shape::kBlockN / 8, kD = kDim / 8, kSteps = kDim / 16;
   using QTile = SmemTile<T, Shape::kBlockM, kDim>;
   using KVTile = SmemTile<T, Shape::kBlockN, kDim>;
   const int thread = dev::thread_idx().x, lane = dev::lane_id(), warp_row0 = dev::warp_id() * 16 * kM;
-  const int64_t batch = dev::block_idx().y, head = dev::block_idx().z;
+  const ImageSite site = images.locate(static_cast<int>(dev::block_idx().x));
+  if (!site.real) return;
+  const int64_t batch = site.batch, head = dev::block_idx().z;
+  const int w = site.w;
+  const TileGrid k_tiles = images.tiles(p.k_tiles, site, Shape::kBlockN);
 
   // Shared memory: Q, then K and V of stage 0, then of stage 1.
   const QTile q_s{dev::dynamic_shared<T>()};
   auto k_s = [&](int stage) { return KVTile{q_s.base + QTile::kElements + 2 * stage * KVTile::kElements}; };
   auto v_s = [&](int stage) { return KVTile{q_s.base + QTile::kElements + (2 * stage + 1) * KVTile::kElements}; };
-  const HeadRows<T> q_rows{Q + batch * p.q.batch + head * p.q.head, p.q.token};
-  const HeadRows<T> k_rows{K + batch * p.k.batch + head * p.k.head, p.k.token};
-  const HeadRows<T> v_rows{V + batch * p.v.batch + head * p.v.head, p.v.token};
+  const HeadRows<T> q_rows{Q + first_row(p.q, site, head), p.q.token};
+  const HeadRows<T> k_rows{K + first_row(p.k, site, head), p.k.token};
+  const HeadRows<T> v_rows{V + first_row(p.v, site, head), p.v.token};
 
-  const TileRect q_rect = p.q_tiles.rect(dev::block_idx().x);
-  const TileTokens q_tokens(q_rect, p.w);
+  const TileRect q_rect = images.tiles(p.q_tiles, site, Shape::kBlockM).rect(site.tile);
+  const TileTokens q_tokens(q_rect, w);
   copy_tiles_async<1>({q_s}, {q_rows}, q_tokens, p.dim, thread);
 
   float o[kM][kD][4], row_max[kM][2], row_sum[kM][2];
@@ -80,16 +86,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int m = 0; m < kM; ++m) row_max[m][0] = row_max[m][1] = -INFINITY, row_sum[m][0] = row_sum[m][1] = 0.f;
 
   auto issue = [&](const TileRect& rect, int stage) {
-    const TileTokens k_tokens(rect, p.w);
+    const TileTokens k_tokens(rect, w);
     copy_tiles_async<2>({k_s(stage), v_s(stage)}, {k_rows, v_rows}, k_tokens, p.dim, thread);
   };
   auto attend = [&](const TileRect& rect, TileVisibility visibility, int stage) {
-    const TileTokens k_tokens(rect, p.w);
+    const TileTokens k_tokens(rect, w);
     const bool masked = visibility == TileVisibility::kPartial || k_tokens.size() < Shape::kBlockN;
     uint32_t visible[kM][2];
     if (masked) {
       with_scan(p.scan, [&](auto scan) {
-        visibility_bits<kM, kN, decltype(scan)::value>(visible, q_tokens, warp_row0, k_tokens, true, p.w, lane);
+        visibility_bits<kM, kN, decltype(scan)::value>(visible, q_tokens, warp_row0, k_tokens, true, w, lane);
       });
     }
     float s[kM][kN][4];
@@ -110,7 +116,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         },
         v_s(stage), 0, 0, lane);
   };
-  for_each_visible_tile(p.k_tiles, q_rect, /*own_is_query=*/true, p.scan, p.w, p.double_buffer, issue, attend);
+  for_each_visible_tile(k_tiles, q_rect, /*own_is_query=*/true, p.scan, w, p.double_buffer, issue, attend);
 
   // Epilogue: full row sums over the quad, O / l through Q's tile (now free) to global memory, and lse.
   float inv_sum[kM][2];
@@ -125,35 +131,46 @@ __global__ void __launch_bounds__(kThreads, 2)
       // One lane of the quad stores the row's lse; padding rows past the tile's tokens store nothing.
       const int row = warp_row0 + 16 * m + 8 * h + lane / 4;
       const bool real = row < q_tokens.size();
-      const int64_t index = (batch * p.heads + head) * p.tokens + q_tokens.token(real ? row : 0);
+      const int64_t index = (batch * p.heads + head) * p.tokens + site.token0 + q_tokens.token(real ? row : 0);
       dev::st_global_if(lane % 4 == 0 && real, LSE + index, (row_max[m][h] + dev::log2(sum)) * kLn2);
     }
   }
-  store_rows(o, inv_sum, q_s, warp_row0, O + batch * p.o.batch + head * p.o.head, p.o.token, q_tokens, 0, p.dim,
-             lane);
+  store_rows(o, inv_sum, q_s, warp_row0, O + first_row(p.o, site, head),
+             p.o.token, q_tokens, 0, p.dim, lane);
 }
 
 template <typename T, int kDim>
-cudaError_t launch_forward_typed(const ForwardArgs& a, const Problem& problem, cudaStream_t stream) {
+cudaError_t launch_forward_typed(const ForwardArgs& a, const Problem& problem, const PackedGrids* packed,
+                                 cudaStream_t stream) {
   using Shape = ForwardShape<kDim>;
   KernelParams p = kernel_params(problem, Shape::kBlockM, Shape::kBlockN, a.double_buffer);
   p.q = a.q_layout;
   p.k = a.k_layout;
   p.v = a.v_layout;
   p.o = a.out_layout;
-  const dim3 grid(p.q_tiles.num_tiles(), static_cast<unsigned>(a.batch), static_cast<unsigned>(p.heads));
-  const dev::LaunchConfig config{grid, dim3(kThreads), Shape::smem(p.double_buffer), stream};
-  return dev::launch<forward_kernel<T, kDim>>(config, static_cast<const T*>(a.q), static_cast<const T*>(a.k),
-                                              static_cast<const T*>(a.v), static_cast<T*>(a.out), a.lse, p);
+  const auto heads = static_cast<unsigned>(p.heads);
+  const size_t smem = Shape::smem(p.double_buffer);
+  const auto *q = static_cast<const T*>(a.q), *k = static_cast<const T*>(a.k), *v = static_cast<const T*>(a.v);
+  auto* out = static_cast<T*>(a.out);
+  if (packed != nullptr) {
+    const dim3 grid(packed_launch_tiles(*packed, problem, Shape::kBlockM), 1, heads);
+    return dev::launch<forward_kernel<T, kDim, PackedImages>>(
+        dev::LaunchConfig{grid, dim3(kThreads), smem, stream}, q, k, v, out, a.lse, p,
+        PackedImages{packed->grids, packed->token_offsets, packed->forward_units, packed->count});
+  }
+  const dim3 grid(p.q_tiles.num_tiles(), static_cast<unsigned>(a.batch), heads);
+  return dev::launch<forward_kernel<T, kDim, ImageBatch>>(dev::LaunchConfig{grid, dim3(kThreads), smem, stream}, q,
+                                                          k, v, out, a.lse, p, ImageBatch{problem.h, problem.w});
 }
 
 }  // namespace
 
-cudaError_t launch_forward(const ForwardArgs& args, const Problem& problem, DType dtype, cudaStream_t stream) {
+cudaError_t launch_forward(const ForwardArgs& args, const Problem& problem, DType dtype, const PackedGrids* packed,
+                           cudaStream_t stream) {
   return with_padded_dim(problem.dim, [&](auto padded) {
     constexpr int kDim = decltype(padded)::value;
-    return dtype == DType::kFloat16 ? launch_forward_typed<dev::half, kDim>(args, problem, stream)
-                                    : launch_forward_typed<dev::bfloat16, kDim>(args, problem, stream);
+    return dtype == DType::kFloat16 ? launch_forward_typed<dev::half, kDim>(args, problem, packed, stream)
+                                    : launch_forward_typed<dev::bfloat16, kDim>(args, problem, packed, stream);
   });
 }
 

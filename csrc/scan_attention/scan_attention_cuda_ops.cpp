@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/device_glue.h"
+#include "common/packed_glue.h"
 #include "scan_attention/scan_attention.h"
 #include "scan_attention/scan_attention_cuda.h"
 
@@ -86,10 +87,43 @@ bool double_buffer(const at::Tensor& q, int64_t dim, Pass pass) {
   return false;
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                const at::Tensor& v_in, int64_t h, int64_t w, c10::string_view scan,
-                                                double softmax_scale) {
-  const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
+// The images of a call: a batch of B images of one (h, w) grid, or a packed sequence (then `packed()` points to its
+// device offsets, kept alive by the tensors here, and computed on the device: no host read).
+struct Images {
+  at::Tensor grids, token_offsets, forward_units, key_units, dq_units;
+  PackedGrids packed_grids{};
+  const PackedGrids* packed() const { return grids.defined() ? &packed_grids : nullptr; }
+};
+
+// Tiles per image as make_tile_grid(h, w, capacity) splits it (scan_tiles.h), in tensor ops on the grids' device.
+at::Tensor scan_tiles_per_image(const at::Tensor& grids, int capacity) {
+  const at::Tensor h = grids.select(1, 0), w = grids.select(1, 1), tokens = at::full_like(h, capacity);
+  const at::Tensor first_h = h.clamp_max(square_tile_side(capacity));
+  const at::Tensor tile_w = at::minimum(w, tokens.div(first_h, "floor"));
+  const at::Tensor tile_h = at::minimum(h, tokens.div(tile_w, "floor"));
+  return (h + tile_h - 1).div(tile_h, "floor") * (w + tile_w - 1).div(tile_w, "floor");
+}
+
+Images packed_images(const at::Tensor& q, const at::Tensor& grids_in) {
+  TORCH_CHECK(q.size(1) < (int64_t{1} << 31), "scan_attention (CUDA kernel): a packed sequence holds at most 2**31 - 1 ",
+              "tokens, got ", q.size(1), "; pack fewer images");
+  Images images;
+  images.grids = checked_device_grids(grids_in, q, "scan_attention");
+  images.token_offsets = token_offsets(images.grids);
+  with_padded_dim(static_cast<int>(q.size(3)), [&](auto padded) {
+    constexpr int kDim = decltype(padded)::value;
+    images.forward_units = prefix_offsets(scan_tiles_per_image(images.grids, ForwardShape<kDim>::kBlockM));
+    images.key_units = prefix_offsets(scan_tiles_per_image(images.grids, BackwardShape<kDim>::kBlockN));
+    images.dq_units = prefix_offsets(scan_tiles_per_image(images.grids, BackwardShape<kDim>::kQBlockM));
+  });
+  images.packed_grids = {images.grids.const_data_ptr<int32_t>(),         images.token_offsets.const_data_ptr<int32_t>(),
+                         images.forward_units.const_data_ptr<int32_t>(), images.key_units.const_data_ptr<int32_t>(),
+                         images.dq_units.const_data_ptr<int32_t>(),      static_cast<int>(images.grids.size(0))};
+  return images;
+}
+
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                                           const Images& images, const Problem& problem) {
   const DType dtype = kernel_dtype(q_in);
   check_launch_limits(q_in);
   check_devices(q_in, {{"k", &k_in}, {"v", &v_in}});
@@ -100,21 +134,40 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q_in, const at
   if (q.numel() == 0) return {out, lse};  // B = 0 or H = 0: no blocks to launch
   const ForwardArgs args{q.data_ptr(),    k.data_ptr(),    v.data_ptr(),      out.data_ptr(),   lse.data_ptr<float>(),
                          layout_of(q),    layout_of(k),    layout_of(v),      layout_of(out),   q.size(0),
-                         double_buffer(q, dim, Pass::kForward)};
-  const device_glue::LaunchTensors tensors{{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}};
-  device_glue::check(
-      launch_forward(args, problem_of(q, h, w, scan, softmax_scale), dtype, device_glue::current_stream()));
+                         double_buffer(q, problem.dim, Pass::kForward)};
+  const device_glue::LaunchTensors tensors{{"q", &q},
+                                          {"k", &k},
+                                          {"v", &v},
+                                          {"out", &out},
+                                          {"lse", &lse},
+                                          {"grids", &images.grids},
+                                          {"token_offsets", &images.token_offsets},
+                                          {"forward_units", &images.forward_units}};
+  device_glue::check(launch_forward(args, problem, dtype, images.packed(), device_glue::current_stream()));
   return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                int64_t h, int64_t w, c10::string_view scan, double softmax_scale) {
+  check_qkv(q, k, v, h, w);
+  return forward(q, k, v, Images{}, problem_of(q, h, w, scan, softmax_scale));
+}
+
+std::tuple<at::Tensor, at::Tensor> packed_forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       const at::Tensor& grids, c10::string_view scan,
+                                                       double softmax_scale) {
+  check_qkv_tensors(q, k, v);
+  const Images images = packed_images(q, grids);
+  return forward(q, k, v, images, problem_of(q, 1, q.size(1), scan, softmax_scale));
 }
 
 // dQ comes from fp32 atomics in the dK/dV kernel, or, under torch.use_deterministic_algorithms(True), from a
 // second kernel that recomputes S and dP per query tile: bitwise reproducible, about 1.4x the backward's products.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& dout_in, const at::Tensor& q_in,
-                                                             const at::Tensor& k_in, const at::Tensor& v_in,
-                                                             const at::Tensor& out, const at::Tensor& lse_in,
-                                                             int64_t h, int64_t w, c10::string_view scan,
-                                                             double softmax_scale) {
-  const int64_t dim = check_qkv(q_in, k_in, v_in, h, w);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& dout_in, const at::Tensor& q_in,
+                                                        const at::Tensor& k_in, const at::Tensor& v_in,
+                                                        const at::Tensor& out, const at::Tensor& lse_in,
+                                                        const Images& images, const Problem& problem) {
+  const int64_t dim = problem.dim;
   const DType dtype = kernel_dtype(q_in);
   check_launch_limits(q_in);
   TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out.sizes() == q_in.sizes(),
@@ -155,15 +208,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
                           q.size(0),
                           double_buffer(q, dim, deterministic ? Pass::kBackwardDeterministic : Pass::kBackward)};
   {
-    const device_glue::LaunchTensors tensors{{"q", &q},         {"k", &k},         {"v", &v},
-                                            {"dout", &dout},   {"lse", &lse},     {"delta", &delta},
-                                            {"dq", &dq},       {"dk", &dk},       {"dv", &dv},
-                                            {"dq_accum", &dq_accum}};
-    device_glue::check(
-        launch_backward(args, problem_of(q, h, w, scan, softmax_scale), dtype, device_glue::current_stream()));
+    const device_glue::LaunchTensors tensors{{"q", &q},
+                                            {"k", &k},
+                                            {"v", &v},
+                                            {"dout", &dout},
+                                            {"lse", &lse},
+                                            {"delta", &delta},
+                                            {"dq", &dq},
+                                            {"dk", &dk},
+                                            {"dv", &dv},
+                                            {"dq_accum", &dq_accum},
+                                            {"grids", &images.grids},
+                                            {"token_offsets", &images.token_offsets},
+                                            {"key_units", &images.key_units},
+                                            {"dq_units", &images.dq_units}};
+    device_glue::check(launch_backward(args, problem, dtype, images.packed(), device_glue::current_stream()));
   }
-  if (!deterministic) dq.copy_(dq_accum.narrow(3, 0, dim).mul_(softmax_scale));
+  if (!deterministic) dq.copy_(dq_accum.narrow(3, 0, dim).mul_(problem.softmax_scale));
   return {dq, dk, dv};
+}
+
+// dQ comes from fp32 atomics in the dK/dV kernel, or, under torch.use_deterministic_algorithms(True), from a
+// second kernel that recomputes S and dP per query tile: bitwise reproducible, about 1.4x the backward's products.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& dout, const at::Tensor& q,
+                                                             const at::Tensor& k, const at::Tensor& v,
+                                                             const at::Tensor& out, const at::Tensor& lse, int64_t h,
+                                                             int64_t w, c10::string_view scan, double softmax_scale) {
+  check_qkv(q, k, v, h, w);
+  return backward(dout, q, k, v, out, lse, Images{}, problem_of(q, h, w, scan, softmax_scale));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> packed_backward_cuda(const at::Tensor& dout, const at::Tensor& q,
+                                                                    const at::Tensor& k, const at::Tensor& v,
+                                                                    const at::Tensor& out, const at::Tensor& lse,
+                                                                    const at::Tensor& grids, c10::string_view scan,
+                                                                    double softmax_scale) {
+  check_qkv_tensors(q, k, v);
+  const Images images = packed_images(q, grids);
+  return backward(dout, q, k, v, out, lse, images, problem_of(q, 1, q.size(1), scan, softmax_scale));
 }
 
 }  // namespace
@@ -174,6 +256,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& d
 LEDIT_DEVICE_LIBRARY_IMPL(m) {
   m.impl("scan_attention_fwd", &ledit::scan_attention::cuda::forward_cuda);
   m.impl("scan_attention_bwd", &ledit::scan_attention::cuda::backward_cuda);
+  m.impl("scan_attention_packed_fwd", &ledit::scan_attention::cuda::packed_forward_cuda);
+  m.impl("scan_attention_packed_bwd", &ledit::scan_attention::cuda::packed_backward_cuda);
 }
 
 #endif  // LEDIT_WITH_CUDA || LEDIT_EMULATED_DEVICE

@@ -50,9 +50,15 @@ struct TileGrid {
 
 // Tile shape for a grid: about sqrt(capacity) rows (squarish tiles skip the most work), widened to use the
 // whole capacity when the grid is narrow or short (a 1 x N grid gets 1 x capacity tiles).
-LEDIT_HOST_DEVICE TileGrid make_tile_grid(int h, int w, int capacity) {
+// The largest power of two whose square fits in capacity: the rows of a tile before make_tile_grid fits it to a grid.
+LEDIT_HOST_DEVICE int square_tile_side(int capacity) {
   int side = 1;
   while ((side * 2) * (side * 2) <= capacity) side *= 2;
+  return side;
+}
+
+LEDIT_HOST_DEVICE TileGrid make_tile_grid(int h, int w, int capacity) {
+  const int side = square_tile_side(capacity);
   int tile_h = h < side ? h : side;
   const int tile_w = w < capacity / tile_h ? w : capacity / tile_h;
   tile_h = h < capacity / tile_w ? h : capacity / tile_w;

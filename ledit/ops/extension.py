@@ -79,17 +79,9 @@ def compiled_op_unavailable_reason(op_name: str, device_type: str, tensor, argum
     return reason
 
 
-# The compiled ops whose CUDA kernels take no packed sequences yet.
-CUDA_UNPACKED_OPS = ("scan_attention",)
-
-
 def packed_op_unavailable_reason(op_name: str, backend: str) -> Optional[str]:
     """Why the compiled ``backend`` ("cpu", "cuda" or "cuda_emulated") cannot run ``op_name`` on a packed sequence,
     or None if it can."""
-    if backend in ("cuda", "cuda_emulated") and op_name in CUDA_UNPACKED_OPS:
-        elsewhere = "triton or reference" if backend == "cuda" else "cpu or reference"
-        return (f"the CUDA {op_name} kernel takes no packed sequences yet (its packed kernels are the step after "
-                f"issue 15's FA2 kernel); they run on the {elsewhere} backend")
     if backend == "cuda_emulated":
         if not hasattr(getattr(torch.ops, EMULATED_LIBRARY), f"{op_name}_packed_fwd"):
             return f"ledit._C_emulated was built before its packed {op_name} kernels existed; {EMULATED_BUILD_HINT}"

@@ -9,9 +9,9 @@ csrc/scan_attention/ defines two ``torch.library`` ops; this module gives them f
         out: (B, N, H, D) in q's dtype; lse: (B, H, N) fp32 natural-log softmax normaliser of each query
     ledit::scan_attention_bwd(dout, q, k, v, out, lse, h, w, scan, softmax_scale) -> (dq, dk, dv)
         recomputes the probabilities from lse (no N x N tensor is ever stored)
-    ledit::scan_attention_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence (CPU only)
+    ledit::scan_attention_packed_fwd / _bwd   the same with a grids tensor for (h, w): a packed sequence
 
-``ledit_cuda_emulated::scan_attention_fwd/bwd`` have the same signatures. The Triton backend
+``ledit_cuda_emulated::scan_attention_fwd/bwd`` and ``_packed_fwd/_bwd`` have the same signatures. The Triton backend
 (``scan_attention_triton.py``) defines ops with the same signatures; all register the autograd of
 ``ledit.ops.scan_attention``.
 """
@@ -97,20 +97,20 @@ def _register_compiled_ops(library: str) -> None:
         return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
     register_autograd(f"{library}::scan_attention_fwd", getattr(torch.ops, library).scan_attention_bwd)
-    if library != "ledit" or not hasattr(torch.ops.ledit, "scan_attention_packed_fwd"):
-        return  # the executor runs no packed kernels yet; an older ledit._C: the cpu backend says so
+    if not hasattr(getattr(torch.ops, library), "scan_attention_packed_fwd"):
+        return  # built before packed sequences: packed_op_unavailable_reason says so
 
-    @torch.library.register_fake("ledit::scan_attention_packed_fwd")
+    @torch.library.register_fake(f"{library}::scan_attention_packed_fwd")
     def _(q, k, v, grids, scan, softmax_scale):
         batch, tokens, heads, _ = q.shape
         return q.new_empty(q.shape), q.new_empty((batch, heads, tokens), dtype=torch.float32)
 
-    @torch.library.register_fake("ledit::scan_attention_packed_bwd")
+    @torch.library.register_fake(f"{library}::scan_attention_packed_bwd")
     def _(dout, q, k, v, out, lse, grids, scan, softmax_scale):
         return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
-    register_autograd("ledit::scan_attention_packed_fwd", torch.ops.ledit.scan_attention_packed_bwd, packed=True)
-
+    register_autograd(f"{library}::scan_attention_packed_fwd",
+                      getattr(torch.ops, library).scan_attention_packed_bwd, packed=True)
 
 _register_compiled_ops("ledit")
 _register_compiled_ops(EMULATED_LIBRARY)

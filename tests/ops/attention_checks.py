@@ -111,3 +111,64 @@ def assert_matches_reference_on_batches(backend, q, k, v, grid, scan, batches):
             error = (fast_t[b : b + 1].to(high) - hi_t).abs().max().item()
             bound = 2 * (lo_t.to(high) - hi_t).abs().max().item() + rounding_noise(hi_t, q.dtype)
             assert error <= bound, f"batch {b} {label}: max error {error:.3g} > bound {bound:.3g} ({backend})"
+
+
+# ---- packed sequences: the checks every backend's packed op passes ---------------------------------------------
+
+PACKED = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
+
+
+def assert_packed_equals_per_image_calls(backend, scan, dtype, device="cpu", exact_dq=True):
+    """Each image's output and q/k/v gradients in a pack are bitwise a call on that image alone: its blocks run the
+    same tile code over the same tiles. exact_dq=False compares dq only closely (GPU atomics add in any order)."""
+    grids = PACKED.to(device)
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 3, 40, dtype, device=device, layout="fused"))
+    out = scan_attention(q, k, v, grids, scan, backend=backend)
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    start = 0
+    for h, w in MIXED_GRIDS:
+        image = slice(start, start + h * w)
+        parts = [t[:, image].detach().requires_grad_() for t in (q, k, v)]
+        alone = scan_attention(*parts, (h, w), scan, backend=backend)
+        assert torch.equal(out[:, image], alone), (h, w)
+        for label, got, want in zip("qkv", grads, torch.autograd.grad(alone, parts, dout[:, image])):
+            if label == "q" and not exact_dq:
+                torch.testing.assert_close(got[:, image], want)
+            else:
+                assert torch.equal(got[:, image], want), (label, h, w)
+        start += h * w
+
+
+def assert_packed_ops_pass_opcheck(ops, dtype, device="cpu"):
+    """torch.library.opcheck of `ops`'s packed forward and backward (schema, fake tensors, autograd registration)."""
+    grids = PACKED[:3].to(device)
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED[:3], 2, 16, dtype, device=device))
+    torch.library.opcheck(ops.scan_attention_packed_fwd.default, (q, k, v, grids, "corner", 0.25))
+    out, lse = ops.scan_attention_packed_fwd(q, k, v, grids, "corner", 0.25)
+    torch.library.opcheck(ops.scan_attention_packed_bwd.default,
+                          (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, grids,
+                           "corner", 0.25))
+
+
+def assert_packed_compiles_without_graph_break_or_recompile(backend, monkeypatch, dtype, device="cpu"):
+    """fullgraph=True, forward and backward; a second packing of the same total and image count runs the same graph
+    (the grids are tensor data): with error_on_recompile a recompilation would raise. The compiled call must give
+    the eager call's results (the reference comparisons are elsewhere)."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 2, 24, dtype, device=device))
+    other = torch.tensor([[24, 40], [1, 1], [9, 17], [5, 3]], dtype=torch.int32)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def attend(q, k, v, grids):
+        return scan_attention(q, k, v, grids, "corner", backend=backend) * 2
+
+    torch._dynamo.reset()
+    for grids in (PACKED, other):
+        out = attend(q, k, v, grids.to(device))
+        expected = 2 * scan_attention(q, k, v, grids.to(device), "corner", backend=backend)
+        torch.testing.assert_close(out, expected)
+        dout = torch.randn_like(out)
+        got, want = (torch.autograd.grad(o, (q, k, v), dout) for o in (out, expected))
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g, e)
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)

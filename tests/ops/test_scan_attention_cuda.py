@@ -12,7 +12,14 @@ import math
 
 import pytest
 import torch
-from attention_checks import assert_matches_reference, make_qkv
+from attention_checks import (
+    PACKED,
+    assert_matches_reference,
+    assert_packed_compiles_without_graph_break_or_recompile,
+    assert_packed_equals_per_image_calls,
+    assert_packed_ops_pass_opcheck,
+    make_qkv,
+)
 
 from ledit.ops import SCANS, scan_attention
 from ledit.ops.extension import load_emulated_extension
@@ -192,3 +199,64 @@ def test_shared_memory_has_no_bank_conflicts(dim):
             ideal = counters[f"{access}_ideal_wavefronts"]
             assert counters[f"{access}_wavefronts"] == ideal, (launch["kernel"], access)
         assert counters["ldmatrix_instructions"] > 0
+
+
+# ---- packed sequences ------------------------------------------------------------------------------------------
+
+# The odd pack (1x1, 3x5, 17x9, 24x40: the last two span several query and key tiles of every kernel) through the
+# packed kernels, forward and gradients: every scan, both dtypes, the D <= 64 tile shapes and D = 72 (padded to 80)
+# and 128, dQ by atomics and by the deterministic kernel. Covered rather than multiplied out: the pack is 1129 tokens.
+#   (scan,         D,   dtype,          deterministic)
+PACKED_CASES = [
+    ("corner", 64, torch.bfloat16, False),
+    ("raster", 72, torch.float16, True),
+    ("lower_right", 128, torch.float16, False),
+    ("neighborhood", 72, torch.bfloat16, False),
+    ("full", 64, torch.float16, True),
+]
+
+
+@pytest.fixture
+def deterministic_algorithms(request):
+    torch.use_deterministic_algorithms(request.param)
+    yield request.param
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("scan, dim, dtype, deterministic_algorithms", PACKED_CASES,
+                         indirect=["deterministic_algorithms"])
+def test_packed_kernels_match_the_reference(scan, dim, dtype, deterministic_algorithms):
+    q, k, v = make_qkv(1, PACKED, 1, dim, dtype)
+    assert_matches_reference("cuda_emulated", q, k, v, PACKED, scan)
+
+
+def test_packed_cases_cover_every_scan_and_both_dq_modes():
+    assert {case[0] for case in PACKED_CASES} == set(SCANS)
+    assert {case[3] for case in PACKED_CASES} == {False, True}
+
+
+@pytest.mark.parametrize("scan, deterministic_algorithms", [("corner", False), ("raster", True)],
+                         indirect=["deterministic_algorithms"])
+def test_packed_equals_per_image_calls(scan, deterministic_algorithms):
+    """The executor runs blocks in order, so even dQ's atomics add in the same order in a pack as alone."""
+    assert_packed_equals_per_image_calls("cuda_emulated", scan, torch.bfloat16)
+
+
+def test_packed_launches_are_sized_from_shapes():
+    """The forward covers the shape-only bound on its query tiles (scan_tiles.h: max_packed_tiles: images +
+    4 tokens / 128), not the images' 13 tiles, which only the grids' values tell; the blocks past those
+    find no image and exit (the reference comparisons show they write nothing)."""
+    q, k, v = make_qkv(1, PACKED, 2, 64, torch.float16)
+    emulator.clear_launches()
+    torch.ops.ledit_cuda_emulated.scan_attention_packed_fwd(q, k, v, PACKED, "corner", 0.3)
+    (launch,) = emulator.launches()
+    tokens, images = int(PACKED.prod(1).sum()), len(PACKED)
+    assert launch["grid"] == (images + 4 * tokens // 128, 1, 2)
+
+
+def test_packed_ops_pass_opcheck():
+    assert_packed_ops_pass_opcheck(torch.ops.ledit_cuda_emulated, torch.bfloat16)
+
+
+def test_packed_under_torch_compile_no_graph_break_no_recompile(monkeypatch):
+    assert_packed_compiles_without_graph_break_or_recompile("cuda_emulated", monkeypatch, torch.bfloat16)

@@ -6,7 +6,14 @@ import math
 
 import pytest
 import torch
-from attention_checks import MIXED_GRIDS, assert_matches_reference, make_qkv
+from attention_checks import (
+    PACKED,
+    assert_matches_reference,
+    assert_packed_compiles_without_graph_break_or_recompile,
+    assert_packed_equals_per_image_calls,
+    assert_packed_ops_pass_opcheck,
+    make_qkv,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,9 +182,6 @@ def test_cuda_head_dims_and_odd_grids(grid, dim):
 
 # ---- packed sequences ------------------------------------------------------------------------------------------
 
-PACKED = torch.tensor(MIXED_GRIDS, dtype=torch.int32)
-
-
 @needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("scan", SCANS)
@@ -191,20 +195,7 @@ def test_cpu_packed_matches_per_image_reference(scan, dtype):
 @needs_ext
 @pytest.mark.parametrize("scan", ["corner", "raster"])
 def test_cpu_packed_equals_per_image_calls_exactly(scan):
-    """Each image's tasks run the same tile code in a pack as alone: bitwise the per-image calls, with gradients."""
-    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 3, 40, torch.float32, layout="fused"))
-    out = scan_attention(q, k, v, PACKED, scan, backend="cpu")
-    dout = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (q, k, v), dout)
-    start = 0
-    for h, w in MIXED_GRIDS:
-        image = slice(start, start + h * w)
-        parts = [t[:, image].detach().requires_grad_() for t in (q, k, v)]
-        alone = scan_attention(*parts, (h, w), scan, backend="cpu")
-        assert torch.equal(out[:, image], alone)
-        for got, want in zip(grads, torch.autograd.grad(alone, parts, dout[:, image])):
-            assert torch.equal(got[:, image], want)
-        start += h * w
+    assert_packed_equals_per_image_calls("cpu", scan, torch.float32)
 
 
 @needs_ext
@@ -219,35 +210,62 @@ def test_cpu_packed_fuzz(grids, dim, scan):
 
 @needs_ext
 def test_packed_opcheck():
-    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED[:3], 2, 16, torch.float32))
-    torch.library.opcheck(torch.ops.ledit.scan_attention_packed_fwd.default, (q, k, v, PACKED[:3], "corner", 0.25))
-    out, lse = torch.ops.ledit.scan_attention_packed_fwd(q, k, v, PACKED[:3], "corner", 0.25)
-    torch.library.opcheck(torch.ops.ledit.scan_attention_packed_bwd.default,
-                          (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, PACKED[:3],
-                           "corner", 0.25))
+    assert_packed_ops_pass_opcheck(torch.ops.ledit, torch.float32)
 
 
 @needs_ext
 def test_packed_torch_compile_no_graph_break_no_recompile(monkeypatch):
-    """fullgraph=True, forward and backward; a second packing of the same total and image count runs the same graph
-    (the grids are tensor data): with error_on_recompile a recompilation would raise."""
-    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 2, 24, torch.float32))
-    other = torch.tensor([[24, 40], [1, 1], [9, 17], [5, 3]], dtype=torch.int32)
+    assert_packed_compiles_without_graph_break_or_recompile("cpu", monkeypatch, torch.float32)
 
-    @torch.compile(fullgraph=True, backend="aot_eager")
-    def attend(q, k, v, grids):
-        return scan_attention(q, k, v, grids, "corner", backend="cpu") * 2
 
-    torch._dynamo.reset()
-    for grids in (PACKED, other):
-        out = attend(q, k, v, grids)
-        expected = 2 * scan_attention(q, k, v, grids, "corner", backend="reference")
-        torch.testing.assert_close(out, expected)
-        dout = torch.randn_like(out)
-        got, want = (torch.autograd.grad(o, (q, k, v), dout) for o in (out, expected))
-        for g, e in zip(got, want):
-            torch.testing.assert_close(g, e)
-        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+# GPU: the packed kernels (the executor runs the same source in tests/ops/test_scan_attention_cuda.py).
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("scan", SCANS)
+def test_cuda_packed_matches_per_image_reference(scan, dtype):
+    q, k, v = make_qkv(1, PACKED, 16, 72, dtype, device="cuda")
+    assert_matches_reference("cuda", q, k, v, PACKED.cuda(), scan)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scan", ["corner", "raster"])
+def test_cuda_packed_equals_per_image_calls(scan):
+    assert_packed_equals_per_image_calls("cuda", scan, torch.bfloat16, device="cuda", exact_dq=False)
+
+
+@pytest.mark.gpu
+def test_cuda_packed_opcheck():
+    assert_packed_ops_pass_opcheck(torch.ops.ledit, torch.bfloat16, device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_packed_torch_compile_no_graph_break_no_recompile(monkeypatch):
+    assert_packed_compiles_without_graph_break_or_recompile("cuda", monkeypatch, torch.bfloat16, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cuda_packed_call_never_syncs_with_the_host(deterministic):
+    """Grids on the GPU: forward and backward (both dQ paths) run under torch's sync debug mode set to "error"
+    (issue 17 forbids the per-call .item() NiT makes)."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, PACKED, 4, 64, torch.bfloat16, device="cuda"))
+    grids = PACKED.cuda()
+
+    def step():
+        out = scan_attention(q, k, v, grids, "corner", backend="cuda")
+        out.backward(torch.ones_like(out))
+
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        step()  # the first call may initialise lazily
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 @needs_ext
