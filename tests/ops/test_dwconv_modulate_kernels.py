@@ -13,6 +13,7 @@ from dwconv_checks import (
     make_inputs,
     packed_op_args,
 )
+from gpu_checks import assert_no_host_sync
 
 from ledit.ops import DWCONV_MODULATE_BACKENDS, dwconv_modulate
 from ledit.ops.extension import extension_unavailable_reason
@@ -192,13 +193,7 @@ def test_cuda_packed_call_never_syncs_with_the_host():
         out = dwconv_modulate(x, grids, weight, bias, shift, scale, gate, residual, dilation, norm, backend="cuda")
         out.backward(torch.ones_like(out))
 
-    step()  # the first call may initialise lazily
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    assert_no_host_sync(step)
 
 
 @needs_cpu_kernels

@@ -14,6 +14,7 @@ from attention_checks import (
     assert_packed_ops_pass_opcheck,
     make_qkv,
 )
+from gpu_checks import assert_no_host_sync
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -257,13 +258,7 @@ def test_cuda_packed_call_never_syncs_with_the_host(deterministic):
 
     torch.use_deterministic_algorithms(deterministic)
     try:
-        step()  # the first call may initialise lazily
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        assert_no_host_sync(step)
     finally:
         torch.use_deterministic_algorithms(False)
 
