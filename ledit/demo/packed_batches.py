@@ -14,19 +14,14 @@ import torch
 
 from ledit.data.packing import greedy_packs
 from ledit.demo.dataset import SHAPE_CLASSES, derive_seed, render_shapes, to_model_range
+from ledit.demo.scoring import parse_int_pair
 from ledit.models.packing import pack
 
 
 def parse_side_range(text: str) -> tuple[int, int]:
     """``"24-40"`` -> (24, 40); ``"32"`` -> (32, 32)."""
-    parts = text.split("-")
-    try:
-        sides = tuple(int(part) for part in parts)
-    except ValueError:
-        sides = ()
-    if len(sides) == 1:
-        sides = sides * 2
-    if len(sides) != 2 or sides[0] < 1 or sides[0] > sides[1]:
+    sides = parse_int_pair(text, "-")
+    if sides is None or sides[0] < 1 or sides[0] > sides[1]:
         raise ValueError(f"--native-sides {text!r}: write MIN-MAX in pixels, e.g. 24-40, with 1 <= MIN <= MAX")
     return sides
 

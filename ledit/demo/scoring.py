@@ -18,16 +18,21 @@ from ledit.sampling.loop import sample_latents
 SWD_MIN_RESOLUTION = 16  # the coarsest Laplacian-pyramid level SWD compares
 
 
+def parse_int_pair(text: str, separator: str) -> tuple[int, int] | None:
+    """``"32x64"`` (separator "x") -> (32, 64); one number ``"48"`` -> (48, 48); None unless one or two ints."""
+    try:
+        values = tuple(int(part) for part in text.split(separator))
+    except ValueError:
+        return None
+    if len(values) == 1:
+        values = values * 2
+    return values if len(values) == 2 else None
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """``"32x64"`` -> (height 32, width 64); ``"48"`` -> (48, 48)."""
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(part) for part in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 1:
+    size = parse_int_pair(text.lower(), "x")
+    if size is None or min(size) < 1:
         raise ValueError(f"bad size {text!r}; write HEIGHTxWIDTH, e.g. 32x64, or one number for a square")
     return size
 
