@@ -12,7 +12,6 @@ import argparse
 import functools
 import multiprocessing
 import os
-import platform
 import shlex
 import sys
 import time
@@ -23,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ledit.arguments import UsageError
+from ledit.bench.environment import cpu_model
 from ledit.demo.addons import run_addons
 from ledit.demo.config import DemoConfig, add_arguments, flag_values, resolve_config
 from ledit.demo.dataset import CHANNELS, SHAPE_CLASSES
@@ -37,14 +37,8 @@ from ledit.sampling.addons import check_model_options
 __all__ = ["add_arguments", "main"]  # the CLI's contract; add_arguments lives with the settings it generates
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     threads = torch.get_num_threads()
-    return f"{cpu}, {threads} torch thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
+    return f"{cpu_model()}, {threads} torch thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
 
 
 def weight_groups(variants) -> list[tuple[str, ...]]:
