@@ -203,6 +203,9 @@ at::Tensor unit_last_stride(const at::Tensor& x) { return x.stride(3) == 1 ? x :
 // the core's miss buffers.
 constexpr int kPrefetchRows = 8;
 
+int round_up4(int x) { return (x + 3) & ~3; }
+int round_up16(int x) { return (x + 15) & ~15; }
+
 // One tile of rows, times `scale`, into dst (kTile x row_stride; padding rows and columns zero).
 template <typename T>
 void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, float* dst) {
@@ -224,10 +227,10 @@ void pack_tile(const HeadRows<T>& src, const Problem& p, int tile, float scale, 
 // A packed tile (kTile x ld) transposed into dst (ld x kTile), so score rows are vector loops over keys. Going
 // through the row-major tile keeps the gather in L1: gathering straight from the input would touch 64 rows at once,
 // and with H * D a power of two (D = 64, 128 at H = 16) every row sits at the same page offset, in the same few
-// L1 sets.
-LEDIT_CPU_INLINE void transpose_tile(const float* src, int ld, float* dst) {
-  for (int i = 0; i < kTile; i += 16)
-    for (int d = 0; d < ld; d += 16) transpose16x16(src + i * ld + d, ld, dst + d * kTile + i, kTile);
+// L1 sets. Only the first `rows` rows and `dims` columns (multiples of 16) are transposed.
+LEDIT_CPU_INLINE void transpose_tile(const float* src, int ld, int rows, int dims, float* dst) {
+  for (int i = 0; i < rows; i += 16)
+    for (int d = 0; d < dims; d += 16) transpose16x16(src + i * ld + d, ld, dst + d * kTile + i, kTile);
 }
 
 // Every tile of one head, packed into dst (padded_tokens x row_stride).
@@ -237,12 +240,17 @@ void pack_head(const HeadRows<T>& src, const Problem& p, float scale, float* dst
     pack_tile(src, p, tile, scale, dst + int64_t{tile} * kTile * p.row_stride());
 }
 
-// Every tile of a packed head (padded_tokens x row_stride) transposed into dst.
+// Every tile of a packed head (padded_tokens x row_stride) transposed into dst, as far as the products read it: the
+// first D rows (rounded up to 16; the rest are padding columns), and in each tile the columns of its key_columns
+// (its tokens rounded up to 16, zero past the tokens). An odd grid's edge tiles are mostly padding (an 8 x 33 grid
+// ends in an 8 x 1 tile), and at D = 64 the row stride's padding is a fifth of a row.
 LEDIT_CPU_MULTIVERSION
 void transpose_head(const float* packed, const Problem& p, float* dst) {
   const int64_t tile_floats = kTile * p.row_stride();
+  const int dims = round_up16(static_cast<int>(p.dim));
   for (int tile = 0; tile < p.grid.num_tiles(); ++tile)
-    transpose_tile(packed + tile * tile_floats, static_cast<int>(p.row_stride()), dst + tile * tile_floats);
+    transpose_tile(packed + tile * tile_floats, static_cast<int>(p.row_stride()), round_up16(p.grid.rect(tile).size()),
+                   dims, dst + tile * tile_floats);
 }
 
 // Inverse of pack_tile: row i of the tile (times row_scale[i] * scale) to its token's row of one head of out.
@@ -271,7 +279,6 @@ struct TileCoords {
   }
 };
 
-int round_up4(int x) { return (x + 3) & ~3; }
 
 // The score columns computed for a key tile: its tokens rounded up to a multiple of 8 (the products' narrowest
 // block), not all kTile. An odd grid's edge tiles are partly padding (an 8 x 33 grid ends in an 8 x 1 tile):
@@ -342,12 +349,22 @@ LEDIT_CPU_INLINE Vec16 widen(Vec8 low, Vec8 high) {
 }
 
 // The max of a score row's first `columns` (a multiple of 8) values.
-LEDIT_CPU_INLINE float row_max(const float* s, int columns) {
-  Vec16 m = Vec16{} + kNegInf;
+template <typename V>
+LEDIT_CPU_INLINE float row_max_in(const float* s, int columns) {
+  constexpr int kWidth = sizeof(V) / sizeof(float);
+  V m = V{} + kNegInf;
   int j = 0;
-  for (; j + 16 <= columns; j += 16) m = max16(m, load<Vec16>(s + j));
-  if (j < columns) m = max16(m, widen(load<Vec8>(s + j), Vec8{} + kNegInf));
+  for (; j + kWidth <= columns; j += kWidth) m = vmax(m, load<V>(s + j));
+  if constexpr (kWidth == 16) {
+    if (j < columns) m = vmax(m, widen(load<Vec8>(s + j), Vec8{} + kNegInf));
+  }
   return reduce_max(m);
+}
+
+// In registers' width, as exp2_row: on AVX2, GCC lowered the 16-float max of a loop of run-time length (an edge
+// key tile's key_columns) to scalar code through the stack, 5% of the packed-ops benchmark's tile loop.
+LEDIT_CPU_INLINE float row_max(const float* s, int columns) {
+  return wide_vector_registers() ? row_max_in<Vec16>(s, columns) : row_max_in<Vec8>(s, columns);
 }
 
 // p = 2^((s - shift) - shift_low) over the first `columns` (a multiple of 8) values of a score row (in place is
