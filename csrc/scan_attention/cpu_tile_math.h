@@ -53,12 +53,12 @@ LEDIT_CPU_INLINE int four_row_columns(int N, bool wide) { return N % (wide ? 16 
 // C[M x N] (+)= A[M x K] * B[K x N] (A transposed with kTransA, see gemm_block); M a multiple of 4, N of 8.
 // The C block must stay in registers, so its size follows the register file: 4 x 32 floats in 8 of AVX-512's 32
 // registers, 4 x 24 floats in 12 of AVX2's 16. (A 4 x 32 block on AVX2 is 16 registers before the operands: it
-// spilled every k step and ran some 50x slower.) Narrower blocks cover what is left, never with fewer than 8
-// accumulators: each is a chain of dependent fused multiply-adds, and the core needs about 8 in flight (latency
-// 4-5 cycles, 2 per cycle). 4 x 8 blocks (4 chains) ran at half the rate and took 30% of the AVX2 forward at
-// D = 64 (N = 64 = 24 + 24 + 8 + 8); the last 16 columns now go as one 4 x 16 block, and a last 8 as 8 x 8 blocks.
-// Each element of C is the same chain of k steps whichever block computes it, so results do not depend on the
-// blocking.
+// spilled every k step and ran some 50x slower.) The columns left over go to blocks of 8 accumulators (4 where only
+// 4 rows are left): each accumulator is a chain of dependent fused multiply-adds, and a core needs about 8 in flight
+// (latency 4-5 cycles, 2 per cycle). 4 x 8 blocks (4 chains) ran at half that rate and took 30% of the AVX2
+// forward's tile loop at D = 64 (N = 64 = 24 + 24 + 8 + 8): a last 16 columns run as one 4 x 16 block, a last 8
+// as 8 x 8 blocks. Each element of C is the same chain of k steps whichever block computes it, so results do not
+// depend on the blocking.
 template <bool kTransA = false>
 LEDIT_CPU_INLINE void gemm(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                            bool accumulate) {
@@ -69,10 +69,12 @@ LEDIT_CPU_INLINE void gemm(int M, int N, int K, const float* A, int lda, const f
     float* c = C + m * ldc;
     int n = 0;
     if (wide) {
-      for (; n + 32 <= blocked; n += 32) gemm_block<4, 2, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+      for (; n + 32 <= blocked; n += 32)
+        gemm_block<4, 2, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
       if (n < blocked) gemm_block<4, 1, Vec16, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
     } else {
-      for (; n + 24 <= blocked; n += 24) gemm_block<4, 3, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
+      for (; n + 24 <= blocked; n += 24)
+        gemm_block<4, 3, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
       if (n < blocked) gemm_block<4, 2, Vec8, kTransA>(K, a, lda, B + n, ldb, c + n, ldc, accumulate);
     }
   }
