@@ -4,8 +4,8 @@ Trains nothing: it loads the demo's cached models (``ledit demo`` with the same 
 them), samples them at 2x and 3x the training size per side (64x64 and 96x96 for the 32x32 demo) with each
 add-on alone and then with the best combination, from the same noise as the demo, and scores every set with
 the demo's SWD against the same real images. The "best combination" at a size takes, from every group of
-add-ons (timestep shift, low-resolution reference, temperature, RoPE scaling, stem dilation), the member that
-scored best alone, if it beat no add-on there, and applies them together.
+add-ons (timestep shift, low-resolution reference, temperature, RoPE scaling), the member that scored best alone,
+if it beat no add-on there, and applies them together.
 
 Guidance add-ons (resolution CFG, guidance interval) are not scored: the demo's models are trained without
 label dropout, so they have no unconditional prediction to guide with.
@@ -58,8 +58,8 @@ LEDIT_TRIALS = COMMON_TRIALS + (
           _model_options(temperature_full="fitv2-log", temperature_causal="fitv2-log")),
     Trial("temp-jin-early", "temperature: Jin for t/T >= 0.5 only", "temperature",
           _model_options(temperature_until=0.5)),
-    Trial("stem-dilation", "stem dilation 2 for t/T >= 0.5", "stem", _model_options(stem_dilation=2)),
 )
+# No stem re-dilation trial: the demo's LEDiT has its convs in every block, not one stem conv to re-dilate.
 ROPE_TRIALS = COMMON_TRIALS + (
     Trial("dy-ntk", "RoPE: Dy-NTK", "rope", _model_options(rope_dynamic="dy-ntk")),
     Trial("dy-yarn", "RoPE: Dy-YaRN", "rope", _model_options(rope_dynamic="dy-yarn")),

@@ -29,9 +29,11 @@ class Variant:
 VARIANTS = {
     variant.key: variant
     for variant in (
-        # LEDiT with the library defaults: corner scan, alternate schedule, dwconv locality, multi-dilation 0.1,
-        # Jin et al. attention scaling at other token counts.
-        Variant("ledit", "LEDiT", "LEDiT"),
+        # LEDiT with the library defaults (corner scan, alternate schedule, dwconv locality, multi-dilation 0.1,
+        # Jin et al. attention scaling at other token counts) but its gated dwconv in every block, not only after
+        # patchify: at 4 blocks of 64 channels, one conv on the noisy stem leaves the later blocks without local
+        # offsets, and objects come out as blobs cut at the patch seams (docs/demo.md, "How the recipe was chosen").
+        Variant("ledit", "LEDiT", "LEDiT", {"locality_placement": "every_block"}),
         Variant("dit-rope", "DiT 2D RoPE", "DiT", {"pos_embed": "rope"}),
         Variant("dit-rope-yarn", "DiT 2D RoPE + YaRN", "DiT", {"pos_embed": "rope"}, {"rope_method": "yarn"}),
         Variant("dit-sincos", "DiT sin-cos PE", "DiT", {"pos_embed": "sincos"}),

@@ -18,7 +18,7 @@ TINY = ["--threads", "1", "--train-size", "16", "--train-steps", "2", "--batch-s
 def test_combine_and_best_combination():
     trials = LEDIT_TRIALS
     scores = {trial.key: 100.0 for trial in trials}
-    scores.update({"shift": 90.0, "temp-fitv2": 95.0, "temp-none": 92.0, "stem-dilation": 101.0})
+    scores.update({"shift": 90.0, "temp-fitv2": 95.0, "temp-none": 92.0, "lowres": 101.0})
     chosen = best_combination(trials, scores)
     assert [trial.key for trial in chosen] == ["shift", "temp-none"]  # one per group, only if it helped
     assert combine(chosen) == SamplingAddons(timestep_shift="auto",
