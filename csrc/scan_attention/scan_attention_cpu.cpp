@@ -279,7 +279,6 @@ struct TileCoords {
   }
 };
 
-
 // The score columns computed for a key tile: its tokens rounded up to a multiple of 8 (the products' narrowest
 // block), not all kTile. An odd grid's edge tiles are partly padding (an 8 x 33 grid ends in an 8 x 1 tile):
 // computing their padding columns cost the mixed pack of the packed-ops benchmark 22% more tile work than an
