@@ -112,6 +112,7 @@ def _register_compiled_ops(library: str) -> None:
     register_autograd(f"{library}::scan_attention_packed_fwd",
                       getattr(torch.ops, library).scan_attention_packed_bwd, packed=True)
 
+
 _register_compiled_ops("ledit")
 _register_compiled_ops(EMULATED_LIBRARY)
 SCAN_ATTENTION_BACKENDS.register("cpu", _compiled_backend("ledit"), _can_run_on("cpu"))
