@@ -73,6 +73,30 @@ def coverage(distance: torch.Tensor) -> torch.Tensor:
     return (0.5 - distance).clamp(0, 1)
 
 
+def sequential_adsorption(centre_y: torch.Tensor, centre_x: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    """(N, K) bool: which candidates random sequential adsorption keeps. Taken in order, each ``candidate`` centre
+    is kept unless an earlier kept one lies closer than ``MIN_DISTANCE``.
+
+    Rather than a loop over the ~80 candidates in order, the rule is applied to all of them at once, starting from
+    "all kept", until it changes nothing: after k rounds every candidate whose chain of earlier close candidates is
+    shorter than k is decided, so the first round that changes nothing has reached the one set the rule defines.
+    """
+    num_images, most = candidate.shape
+    close = (centre_y.unsqueeze(2) - centre_y.unsqueeze(1)) ** 2 + (
+        centre_x.unsqueeze(2) - centre_x.unsqueeze(1)
+    ) ** 2 < MIN_DISTANCE**2
+    # The close pairs as flat indices into (N, K): the later candidate of each pair and the earlier one.
+    image, later, earlier = (close & torch.ones(most, most, dtype=torch.bool).tril(-1)).nonzero().unbind(1)
+    later, earlier = image * most + later, image * most + earlier
+    kept = candidate
+    while True:
+        blockers = torch.zeros(num_images * most).index_add_(0, later, kept.reshape(-1)[earlier].float())
+        updated = candidate & (blockers.view(num_images, most) == 0)
+        if torch.equal(updated, kept):
+            return kept
+        kept = updated
+
+
 def _object_centres(num_images: int, height: int, width: int, generator: torch.Generator):
     """Hard-core centres over the canvas grown by a margin: (centre_y, centre_x, kept), each (N, K)."""
     # Candidates far enough outside never decide whether a visible object is kept (two interaction ranges).
@@ -82,12 +106,7 @@ def _object_centres(num_images: int, height: int, width: int, generator: torch.G
     most = int(counts.max()) if num_images else 0
     centre_y = -margin + (height + 2 * margin) * torch.rand(num_images, most, generator=generator)
     centre_x = -margin + (width + 2 * margin) * torch.rand(num_images, most, generator=generator)
-    close = (centre_y.unsqueeze(2) - centre_y.unsqueeze(1)) ** 2 + (
-        centre_x.unsqueeze(2) - centre_x.unsqueeze(1)
-    ) ** 2 < MIN_DISTANCE**2
-    kept = torch.arange(most) < counts.unsqueeze(1)
-    for slot in range(1, most):  # sequential adsorption, in candidate order, all images at once
-        kept[:, slot] &= ~(close[:, slot, :slot] & kept[:, :slot]).any(dim=1)
+    kept = sequential_adsorption(centre_y, centre_x, torch.arange(most) < counts.unsqueeze(1))
     visible = (
         (centre_y > -OBJECT_EXTENT)
         & (centre_y < height + OBJECT_EXTENT)
@@ -142,11 +161,9 @@ def render_shapes(
         present = (slot < counts).float().view(-1, 1, 1)
         dy = ys - centre_y[:, slot].view(-1, 1, 1)
         dx = xs - centre_x[:, slot].view(-1, 1, 1)
-        distance = torch.empty(num_images, height, width)
-        for kind in range(len(SHAPE_CLASSES)):
-            of_kind = labels == kind
-            if of_kind.any():
-                distance[of_kind] = shape_distance(kind, dy[of_kind], dx[of_kind])
+        # Every class's distance for every image, then each image's own: cheaper than masking by class.
+        distances = torch.stack([shape_distance(kind, dy, dx) for kind in range(len(SHAPE_CLASSES))])
+        distance = distances[labels, torch.arange(num_images)]
         covered = coverage(distance) * present
         images = images * (1 - covered) + OBJECT_LEVEL * covered
 

@@ -4,10 +4,12 @@ import torch
 from ledit.demo.dataset import (
     BACKGROUND_LEVEL,
     CHANNELS,
+    MIN_DISTANCE,
     OBJECT_LEVEL,
     SHAPE_CLASSES,
     WAVE_AMPLITUDE,
     render_shapes,
+    sequential_adsorption,
     to_model_range,
     to_uint8,
 )
@@ -34,6 +36,27 @@ def test_deterministic_from_seed():
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert labels.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("num_images, candidates, extent", [(6, 80, 110.0), (3, 40, 40.0), (2, 1, 10.0), (1, 0, 10.0)])
+def test_sequential_adsorption_keeps_what_the_rule_in_order_keeps(num_images, candidates, extent):
+    # The all-at-once rounds against the rule's definition: candidates taken in order, each kept unless an
+    # earlier kept one is closer than MIN_DISTANCE; padding slots (not candidates) are never kept nor block.
+    generator = torch.Generator().manual_seed(candidates)
+    centre_y = extent * torch.rand(num_images, candidates, generator=generator)
+    centre_x = extent * torch.rand(num_images, candidates, generator=generator)
+    candidate = torch.rand(num_images, candidates, generator=generator) < 0.9
+    expected = torch.zeros_like(candidate)
+    for image in range(num_images):
+        for slot in range(candidates):
+            expected[image, slot] = bool(candidate[image, slot]) and all(
+                (centre_y[image, slot] - centre_y[image, earlier]) ** 2
+                + (centre_x[image, slot] - centre_x[image, earlier]) ** 2 >= MIN_DISTANCE**2
+                for earlier in range(slot) if expected[image, earlier]
+            )
+    kept = sequential_adsorption(centre_y, centre_x, candidate)
+    assert torch.equal(kept, expected)
+    assert kept.sum() < candidate.sum() or candidates <= 1  # the dense cases do reject candidates
 
 
 def test_statistics_do_not_depend_on_canvas_size():
