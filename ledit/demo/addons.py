@@ -111,7 +111,7 @@ def study(config, model_size: dict, training: TrainingConfig):
     Returns (rows, figure rows, the RoPE baseline chosen, timings)."""
     scorer = Scorer(config)
     models = {key: load_cached(key, model_size, training, config.cache_dir) for key in ("ledit", *ROPE_BASELINES)}
-    held_out = scorer.held_out()
+    held_out = scorer.held_out
     real = {"model": REAL_ROW, "trial": REAL_ROW, "label": "real images (held out)"}
     for size, images in held_out.items():
         for metric, value in scorer.score(images, size).items():

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 from ledit.demo.config import DemoConfig
 from ledit.demo.report import conclusion, markdown_tables
-from ledit.demo.run import print_trained, scored_results, trained_and_sampled, weight_groups
-from ledit.demo.scoring import size_name
+from ledit.demo.run import print_trained, score_now, scored_results, trained_and_sampled, weight_groups
+from ledit.demo.scoring import Scorer, size_name
 from ledit.demo.variants import VARIANTS, parse_variants
 from ledit.files import atomic_path
 
@@ -68,7 +68,7 @@ def run_native(config: DemoConfig, command: str) -> dict:
     started, cpu = time.perf_counter(), time.process_time()
     rows = entries(config)
     by_variant = {(row.variant, row.native): row for row in rows}
-    training_log, images, model_configs = {}, {}, {}
+    training_log, images, model_configs, scorer = {}, {}, {}, Scorer(config)
     for (task_config, keys), result in trained_and_sampled(training_tasks(config, rows), config.jobs):
         trained = by_variant[keys[0], task_config.native_resolution]
         training_log[trained.key] = result["log"]
@@ -76,7 +76,8 @@ def run_native(config: DemoConfig, command: str) -> dict:
             row = by_variant[key, task_config.native_resolution]
             images[row.key], model_configs[row.key] = result["images"][key], result["model_configs"][key]
         print_trained(trained.label, result["log"])
-    results = scored_results(config, command, rows, images, model_configs, training_log, "native.png",
+        score_now(scorer, {by_variant[key, task_config.native_resolution].key: result["images"][key] for key in keys})
+    results = scored_results(config, command, scorer, rows, images, model_configs, training_log, "native.png",
                              (started, cpu))
     results["conclusion"] = conclusion(results, focus=rows[0].key)
     write_native_results(config.out_dir, results)
@@ -106,7 +107,8 @@ def write_native_results(out_dir: str, results: dict) -> None:
         results["conclusion"],
         "",
         f"Time: {timings['total']:.0f} s in all ({timings['training_and_sampling']:.0f} s training and sampling, "
-        f"{config['jobs']} models at a time, {timings['scoring']:.0f} s scoring; {timings['cpu']:.0f} CPU seconds) "
+        f"{config['jobs']} models at a time, {timings['scoring']:.0f} s scoring, each model's samples as they came "
+        f"in; {timings['cpu']:.0f} CPU seconds) "
         f"on {results['machine']}; loaded from the checkpoint cache: {', '.join(cached) or 'none'}.",
         "",
     ])

@@ -224,7 +224,8 @@ def write_results(json_path: str, markdown_path: str, results: dict) -> None:
             "",
             (
                 f"Time: {timings['total']:.0f} s in all ({timings['training_and_sampling']:.0f} s training and "
-                f"sampling, {config['jobs']} models at a time, and {timings['scoring']:.0f} s scoring; "
+                f"sampling, {config['jobs']} models at a time, and {timings['scoring']:.0f} s scoring, each model's "
+                f"samples as they came in; "
                 f"{timings['cpu']:.0f} CPU seconds) on {results['machine']}."
             ),
             "",

@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 
 import torch
@@ -50,33 +50,38 @@ def weight_groups(variants) -> list[tuple[str, ...]]:
     return [tuple(keys) for keys in groups.values()]
 
 
-def train_and_sample(config: DemoConfig, keys: tuple[str, ...]) -> dict:
-    """Train (or load from the cache) the model of ``keys`` and sample each of those variants at every size. Runs
-    in a worker process of its own when models are trained in parallel (``--jobs``), hence the plain arguments.
-    Returns {"log": what happened, "images": {key: {size: uint8 images}}, "model_configs": {key: config}}."""
+def train(config: DemoConfig, keys: tuple[str, ...]) -> dict:
+    """Train (or load from the cache) the model that the variants ``keys`` share. Runs in a worker process of its
+    own when models are trained in parallel (``--jobs``), hence the plain arguments. Returns {"state": its EMA
+    weights, "log": what happened}."""
     torch.set_num_threads(config.threads)
     cpu, began = time.process_time(), time.perf_counter()
     model_size, training = model_and_training(config)
-    variants = [VARIANTS[key] for key in keys]
-    model = initialised_model(functools.partial(variants[0].build, model_size), training.seed)
-    state, path, cached = trained_weights(model, training, config.cache_dir, f"training {variants[0].label}")
-    trained = time.perf_counter()
-    images, model_configs = {}, {}
-    for variant in variants:
-        sampler = variant.build(model_size, for_sampling=True)
-        sampler.load_state_dict(state)
-        images[variant.key] = {size: sample_set(sampler, size, config, config.addons) for size in config.sizes}
-        model_configs[variant.key] = sampler.config
+    variant = VARIANTS[keys[0]]
+    model = initialised_model(functools.partial(variant.build, model_size), training.seed)
+    state, path, cached = trained_weights(model, training, config.cache_dir, f"training {variant.label}")
     log = {
         "checkpoint": path,
         "cached": cached,
-        "training_s": round(trained - began, 1),
-        "sampling_s": round(time.perf_counter() - trained, 1),
+        "training_s": round(time.perf_counter() - began, 1),
         "cpu_s": round(time.process_time() - cpu, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "process": os.getpid(),  # where it ran: its CPU seconds count once, in its own process
     }
-    return {"log": log, "images": images, "model_configs": model_configs}
+    return {"state": state, "log": log}
+
+
+def sample(config: DemoConfig, key: str, state: dict) -> dict:
+    """Sample the variant ``key`` with the trained weights ``state`` at every size (in a worker process, like
+    ``train``). Returns {"images": {size: uint8 images}, "model_config", "sampling_s", "cpu_s"}."""
+    torch.set_num_threads(config.threads)
+    cpu, began = time.process_time(), time.perf_counter()
+    model_size, _ = model_and_training(config)
+    sampler = VARIANTS[key].build(model_size, for_sampling=True)
+    sampler.load_state_dict(state)
+    images = {size: sample_set(sampler, size, config, config.addons) for size in config.sizes}
+    return {"images": images, "model_config": sampler.config, "sampling_s": time.perf_counter() - began,
+            "cpu_s": time.process_time() - cpu}
 
 
 def print_trained(label: str, entry: dict) -> None:
@@ -85,50 +90,98 @@ def print_trained(label: str, entry: dict) -> None:
     print(f"{label}: {trained}, sampled in {entry['sampling_s']:.0f} s; {entry['checkpoint']}")
 
 
+class _Group:
+    """One trained model's results as its variants' samples come in; ``result()`` once all have."""
+
+    def __init__(self, keys: tuple[str, ...], trained: dict):
+        self.keys, self.log = keys, dict(trained["log"], sampling_s=0.0)
+        self.images, self.model_configs = {}, {}
+
+    def add(self, key: str, sampled: dict) -> None:
+        self.images[key], self.model_configs[key] = sampled["images"], sampled["model_config"]
+        self.log["sampling_s"] = round(self.log["sampling_s"] + sampled["sampling_s"], 1)
+        self.log["cpu_s"] = round(self.log["cpu_s"] + sampled["cpu_s"], 1)
+
+    def done(self) -> bool:
+        return len(self.images) == len(self.keys)
+
+    def result(self) -> dict:
+        return {"log": self.log, "images": self.images, "model_configs": self.model_configs}
+
+
 def trained_and_sampled(tasks: list[tuple[DemoConfig, tuple[str, ...]]], jobs: int):
-    """Yields ((config, keys), ``train_and_sample(config, keys)``) for every task, ``jobs`` at a time (one process
-    each when more than one), in the order they finish."""
-    jobs = min(jobs, len(tasks))
-    if jobs == 1:
-        for task in tasks:
-            yield task, train_and_sample(*task)
+    """Yields ((config, keys), {"log", "images": {key: {size: images}}, "model_configs": {key: config}}) for every
+    task: its model trained (``train``) and each of its variants sampled (``sample``), in the order they finish.
+
+    With ``jobs`` > 1, ``jobs`` worker processes run the trainings and then each variant's sampling as a task of
+    its own, started as soon as its model is trained: the variants that share a model (RoPE and RoPE + YaRN)
+    sample side by side, and no core idles while the last model samples its variants one after another.
+    A variant's samples do not depend on the process that draws them, so the results do not depend on ``jobs``.
+    """
+    if min(jobs, len(tasks)) == 1:
+        for config, keys in tasks:
+            trained = train(config, keys)
+            group = _Group(keys, trained)
+            for key in keys:
+                group.add(key, sample(config, key, trained["state"]))
+            yield (config, keys), group.result()
         return
     # spawn: a fresh interpreter per worker, so no torch thread pool or lock is inherited half-way.
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(train_and_sample, *task): task for task in tasks}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        # future -> (task index, the variant it samples, or None for a training)
+        pending = {pool.submit(train, *task): (index, None) for index, task in enumerate(tasks)}
+        groups = {}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index, key = pending.pop(future)
+                config, keys = tasks[index]
+                if key is None:  # trained: sample each of its variants, side by side
+                    trained = future.result()
+                    groups[index] = _Group(keys, trained)
+                    for variant in keys:
+                        pending[pool.submit(sample, config, variant, trained["state"])] = (index, variant)
+                    continue
+                groups[index].add(key, future.result())
+                if groups[index].done():
+                    yield tasks[index], groups.pop(index).result()
 
 
-def train_and_sample_all(config: DemoConfig, variants) -> tuple[dict, dict, dict]:
-    """Every model trained and sampled, ``config.jobs`` at a time (one process each when more than one).
-    Returns ({weights_key: log entry}, {variant key: {size: images}}, {variant key: sampling model config})."""
+def score_now(scorer: Scorer, sets: dict) -> None:
+    """Score the held-out real images and each row of ``sets`` ({row key: {size: images}}) as soon as its samples
+    are in: the other models are still training or sampling, and scoring everything once they are done would
+    leave a core idle while the main process scores alone."""
+    scorer.score_sets(REAL_ROW, scorer.held_out)
+    for key, images in sets.items():
+        scorer.score_sets(key, images)
+
+
+def train_and_sample_all(config: DemoConfig, variants, scorer: Scorer) -> tuple[dict, dict, dict]:
+    """Every model trained and sampled, ``config.jobs`` at a time (one process each when more than one), and each
+    variant's samples scored by ``scorer`` as they come in. Returns ({weights_key: log entry}, {variant key:
+    {size: images}}, {variant key: sampling model config})."""
     log, images, model_configs = {}, {}, {}
-
-    def collect(keys, result):
-        entry = result["log"]
-        log[VARIANTS[keys[0]].weights_key] = entry
+    for (_, keys), result in trained_and_sampled([(config, keys) for keys in weight_groups(variants)], config.jobs):
+        log[VARIANTS[keys[0]].weights_key] = result["log"]
         images.update(result["images"])
         model_configs.update(result["model_configs"])
-        print_trained(VARIANTS[keys[0]].label, entry)
-
-    for (_, keys), result in trained_and_sampled([(config, keys) for keys in weight_groups(variants)], config.jobs):
-        collect(keys, result)
+        print_trained(VARIANTS[keys[0]].label, result["log"])
+        score_now(scorer, result["images"])
     return log, images, model_configs
 
 
-def score_all(config: DemoConfig, variants, images: dict, model_configs: dict):
+def score_all(config: DemoConfig, scorer: Scorer, variants, images: dict, model_configs: dict):
     """Rows of the tables: held-out real images first, then every variant; every set at every size scored by
-    the detector and by SWD against fresh real images. Returns (rows, scorer, the detector check)."""
-    scorer = Scorer(config)
-    held_out = scorer.held_out()
-    rows = [{"key": REAL_ROW, "label": "real images (held out)", "images": held_out}]
+    the detector and by SWD against fresh real images (by ``scorer``, which keeps the rows it scored already).
+    Returns (rows, the detector check)."""
+    rows = [{"key": REAL_ROW, "label": "real images (held out)", "images": scorer.held_out}]
     rows += [{"key": variant.key, "label": variant.label, "images": images[variant.key],
               "model_config": model_configs[variant.key]} for variant in variants]
-    for row, size in tqdm([(row, size) for row in rows for size in config.sizes], desc="scoring", unit="set"):
-        for metric, value in scorer.score(row["images"][size], size).items():
-            row.setdefault(metric, {})[size] = value
-    return rows, scorer, scorer.detector_check(held_out)
+    for row in tqdm(rows, desc="scoring", unit="row"):
+        for size, scores in scorer.score_sets(row["key"], row["images"]).items():
+            for metric, value in scores.items():
+                row.setdefault(metric, {})[size] = value
+    return rows, scorer.detector_check(scorer.held_out)
 
 
 def model_and_training(config: DemoConfig) -> tuple[dict, TrainingConfig]:
@@ -174,13 +227,13 @@ def cell_caption(row: dict, size: str) -> str:
             f"SWD {row['swd'][size]['mean']:.0f}")
 
 
-def scored_results(config: DemoConfig, command: str, entries, images: dict, model_configs: dict,
+def scored_results(config: DemoConfig, command: str, scorer: Scorer, entries, images: dict, model_configs: dict,
                    training_log: dict, figure_name: str, clocks: tuple[float, float]) -> dict:
     """Score every entry's images (``score_all``), draw the figure (``figure_name`` in the output directory) and
     return the results dict, all but its conclusion. ``clocks``: (perf_counter, process_time) at the start."""
     started, cpu = clocks
     training_seconds = time.perf_counter() - started
-    rows, scorer, detector_check = score_all(config, entries, images, model_configs)
+    rows, detector_check = score_all(config, scorer, entries, images, model_configs)
     train_size = size_name((config.train_size, config.train_size))
     figure_path = os.path.join(config.out_dir, figure_name)
     save_figure(
@@ -215,9 +268,10 @@ def scored_results(config: DemoConfig, command: str, entries, images: dict, mode
 def run_demo(config: DemoConfig, command: str) -> dict:
     """Train (or load), sample, score; write the figure and the tables; return the results dict."""
     clocks = time.perf_counter(), time.process_time()
-    variants = parse_variants(config.models)
-    training_log, images, model_configs = train_and_sample_all(config, variants)
-    results = scored_results(config, command, variants, images, model_configs, training_log, "demo.png", clocks)
+    variants, scorer = parse_variants(config.models), Scorer(config)
+    training_log, images, model_configs = train_and_sample_all(config, variants, scorer)
+    results = scored_results(config, command, scorer, variants, images, model_configs, training_log, "demo.png",
+                             clocks)
     results["conclusion"] = conclusion(results)
     write_results(os.path.join(config.out_dir, "results.json"), os.path.join(config.out_dir, "results.md"), results)
     return results

@@ -3,6 +3,7 @@ set the same way: the object detector (shape precision, density) and SWD against
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -117,13 +118,18 @@ class Scorer:
             "num_projections": config.swd_projections,
             "min_resolution": SWD_MIN_RESOLUTION,
         }
-        self.references = {
-            size: real_images(config.real_images, parse_size(size), config.seed) for size in config.sizes
-        }
-        self.reference_objects = {
-            size: detect(images, sample_labels(len(images))).summary() for size, images in self.references.items()
-        }
+        self.scored = {}  # row key -> {size: scores}, see score_sets
         self.sampling_seconds = self.scoring_seconds = 0.0
+
+    @functools.cached_property
+    def references(self) -> dict[str, torch.Tensor]:
+        """{size: the real images every set at that size is measured against}, made on first use."""
+        return {size: real_images(self.config.real_images, parse_size(size), self.config.seed)
+                for size in self.config.sizes}
+
+    @functools.cached_property
+    def reference_objects(self) -> dict[str, dict]:
+        return {size: detect(images, sample_labels(len(images))).summary() for size, images in self.references.items()}
 
     def sample(self, model, size: str, addons: SamplingAddons | None = None) -> torch.Tensor:
         began = time.perf_counter()
@@ -143,6 +149,14 @@ class Scorer:
         self.scoring_seconds += time.perf_counter() - began
         return scores
 
+    def score_sets(self, key: str, images: dict[str, torch.Tensor]) -> dict[str, dict]:
+        """{size: ``score(images[size], size)``} for the sets of the row ``key``, scored once: a row scored as soon
+        as its samples came in (while other models still train) is not scored again."""
+        if key not in self.scored:
+            self.scored[key] = {size: self.score(images[size], size) for size in self.config.sizes}
+        return self.scored[key]
+
+    @functools.cached_property
     def held_out(self) -> dict[str, torch.Tensor]:
         """A second set of real images per size, as many as the samples: the scores of a perfect model."""
         return {size: real_images(self.config.num_samples, parse_size(size), self.config.seed, "held-out")

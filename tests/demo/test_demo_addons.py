@@ -40,7 +40,7 @@ def test_addons_mode_on_cached_tiny_models(tmp_path, capsys, demo_args):
     out = tmp_path / "demo"
     settings = config.resolve_config(demo_args(*TINY, "--out-dir", str(out), "--models", "ledit,dit-rope"))
     for keys in run.weight_groups(run.parse_variants(settings.models)):
-        run.train_and_sample(settings, keys)  # the normal path makes the cache
+        run.train(settings, keys)  # the normal path makes the cache
 
     run.main(demo_args(*TINY, "--addons", "--out-dir", str(out)))
     printed = capsys.readouterr().out
