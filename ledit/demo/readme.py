@@ -81,7 +81,8 @@ def _timing(results: dict) -> str:
 
 
 def ranking(results: dict) -> dict[str, list[str]]:
-    """{metric at size: model keys from best to worst}."""
+    """{metric at size: the models from best to worst}; models whose values print the same (as the tables print
+    them) share a place, written "a = b"."""
     orders = {}
     for metric in METRIC.values():
         for size in results["sizes"]:
@@ -89,12 +90,16 @@ def ranking(results: dict) -> dict[str, list[str]]:
                     else metric.value(_row(results, REAL_ROW), size))
             models = [row for row in results["rows"] if row["key"] != REAL_ROW]
             ranked = sorted(models, key=lambda row: -metric.goodness(metric.value(row, size), real))
-            orders[f"{metric.key} at {size}"] = [row["key"] for row in ranked]
+            places = {}  # printed value -> the models at it, in rank order
+            for row in ranked:
+                places.setdefault(f"{metric.value(row, size):.{metric.digits}f}", []).append(row["key"])
+            orders[f"{metric.key} at {size}"] = [" = ".join(keys) for keys in places.values()]
     return orders
 
 
 def compare_rankings(full: dict, other: dict) -> str:
-    """Where two runs order the models differently, and whether the winner of each column is the same."""
+    """Where two runs order the models differently, and whether each column has the same best model (a tie for
+    first place matches only the same tie)."""
     mine, theirs = ranking(full), ranking(other)
     columns = [column for column in mine if column in theirs]
     same_winner = [column for column in columns if mine[column][0] == theirs[column][0]]

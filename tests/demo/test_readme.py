@@ -97,3 +97,16 @@ def test_quick_only_shows_the_quick_preset_and_says_so(tmp_path):
     assert "Not yet scored on the current demo models: `ledit demo --addons --out-dir docs/demo` needs" in text
     docs = (tmp_path / "docs" / "demo.md").read_text()
     assert "**Quick preset only.**" in docs and "(demo/quick/demo.png)" in docs and "| as drawn |" in docs
+
+
+def test_rankings_compare_places_and_a_tie_for_first_is_not_the_same_best_model():
+    full = _results("ledit demo --out-dir a", [0.9, 0.85])  # LEDiT first in shape precision at both sizes
+    tied = _results("ledit demo --out-dir b", [0.8, 0.2])  # LEDiT ties RoPE at both sizes
+    assert readme.ranking(tied)["shape_precision at 32x32"] == ["ledit = dit-rope"]
+    assert readme.ranking(full)["shape_precision at 64x64"] == ["ledit", "dit-rope"]
+    # Density and SWD are equal for both models in these results (a tie everywhere): those columns match.
+    assert readme.compare_rankings(full, full).startswith("the same best model in 6 of 6 columns, the same full "
+                                                          "order in 6")
+    text = readme.compare_rankings(full, tied)
+    assert text.startswith("the same best model in 4 of 6 columns, the same full order in 4")
+    assert "shape_precision at 64x64 (ledit = dit-rope)" in text
