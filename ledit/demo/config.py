@@ -111,13 +111,15 @@ NATIVE_SIZES = ("32x32", "48x48", "64x64", "96x96", "32x64")
 
 
 FULL = DemoConfig()
+# 700 steps and 20 sampling steps: the most that fits --quick's 3 minutes on 2 cores (docs/demo.md, "Time, and the
+# budgets"); no model draws whole shapes yet, but the density and SWD columns rank the models as the full run does.
 QUICK = replace(
     FULL,
-    train_steps=800,
+    train_steps=700,
     warmup_steps=50,
     ema_decay=0.99,
     num_samples=24,
-    sampling_steps=25,
+    sampling_steps=20,
     real_images=96,
     swd_descriptors=64,
     swd_projections=128,
