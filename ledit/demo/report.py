@@ -184,7 +184,8 @@ def conclusion(results: dict, focus: str = FOCUS) -> str:
             for size in sizes:
                 best = _best(results, metric, size)
                 text = f"{metric.value(mine, size):.{metric.digits}f}"
-                if best is not mine and metric.value(best, size) != metric.value(mine, size):
+                # As the tables print (and bold) them: a lead that does not show in the printed digits is a tie.
+                if f"{metric.value(best, size):.{metric.digits}f}" != text:
                     lost.append(f"{metric.key} at {size} ({best['label']} {metric.value(best, size):.{metric.digits}f} "
                                 f"vs {text})")
                 elif any(row is not mine and f"{metric.value(row, size):.{metric.digits}f}" == text for row in models):

@@ -69,3 +69,11 @@ def test_conclusion_says_when_nothing_is_drawn_and_names_ties():
     assert "At 64x64 LEDiT keeps its density (within 15% of 32x32)" in text
     assert "RoPE: at 64x64 2.00x the real density (too many objects)" in text  # no shape note: nothing to keep
     assert "Columns tied with a baseline: shape_precision at 32x32 (0.00); shape_precision at 64x64 (0.00)" in text
+
+
+def test_a_lead_the_printed_digits_do_not_show_is_a_tie_not_a_win():
+    results = _results(ledit_at_64=(0.301, 3.0, 25.0))
+    results["rows"][2]["objects"]["64x64"]["shape_precision"] = 0.304  # RoPE leads at 64x64, but both print 0.30
+    text = conclusion(results)
+    assert "shape_precision at 64x64" not in text.split("Columns a baseline wins:")[1].split("\n")[0]
+    assert "Columns tied with a baseline: shape_precision at 64x64 (0.30)" in text
