@@ -112,7 +112,8 @@ NATIVE_SIZES = ("32x32", "48x48", "64x64", "96x96", "32x64")
 
 FULL = DemoConfig()
 # 700 steps and 20 sampling steps: the most that fits --quick's 3 minutes on 2 cores (docs/demo.md, "Time, and the
-# budgets"); no model draws whole shapes yet, but the density and SWD columns rank the models as the full run does.
+# budgets"); no model draws whole shapes yet, but above the training size every density and SWD column has the full
+# run's best model.
 QUICK = replace(
     FULL,
     train_steps=700,

@@ -170,7 +170,7 @@ def train_and_sample_all(config: DemoConfig, variants, scorer: Scorer) -> tuple[
     return log, images, model_configs
 
 
-def score_all(config: DemoConfig, scorer: Scorer, variants, images: dict, model_configs: dict):
+def score_all(scorer: Scorer, variants, images: dict, model_configs: dict):
     """Rows of the tables: held-out real images first, then every variant; every set at every size scored by
     the detector and by SWD against fresh real images (by ``scorer``, which keeps the rows it scored already).
     Returns (rows, the detector check)."""
@@ -233,7 +233,7 @@ def scored_results(config: DemoConfig, command: str, scorer: Scorer, entries, im
     return the results dict, all but its conclusion. ``clocks``: (perf_counter, process_time) at the start."""
     started, cpu = clocks
     training_seconds = time.perf_counter() - started
-    rows, detector_check = score_all(config, scorer, entries, images, model_configs)
+    rows, detector_check = score_all(scorer, entries, images, model_configs)
     train_size = size_name((config.train_size, config.train_size))
     figure_path = os.path.join(config.out_dir, figure_name)
     save_figure(
