@@ -92,7 +92,7 @@ def ranking(results: dict) -> dict[str, list[str]]:
             ranked = sorted(models, key=lambda row: -metric.goodness(metric.value(row, size), real))
             places = {}  # printed value -> the models at it, in rank order
             for row in ranked:
-                places.setdefault(f"{metric.value(row, size):.{metric.digits}f}", []).append(row["key"])
+                places.setdefault(metric.printed(row, size), []).append(row["key"])
             orders[f"{metric.key} at {size}"] = [" = ".join(keys) for keys in places.values()]
     return orders
 

@@ -24,6 +24,14 @@ class Metric:
     # How good a value is, larger is better, given the real images' value at that size.
     goodness: Callable[[float, float], float]
 
+    def text(self, value: float) -> str:
+        """The value as the tables print it; values that print the same are tied everywhere (bold, conclusion,
+        rankings)."""
+        return f"{value:.{self.digits}f}"
+
+    def printed(self, row: dict, size: str) -> str:
+        return self.text(self.value(row, size))
+
 
 METRICS = (
     Metric(
@@ -79,16 +87,14 @@ def metric_table(results: dict, metric: Metric) -> str:
     sizes, train_size = results["sizes"], results["train_size"]
     lines = ["| model | " + " | ".join(_title(size, train_size) for size in sizes) + " |",
              "|---|" + "---:|" * len(sizes)]
-    best = {size: f"{metric.value(_best(results, metric, size), size):.{metric.digits}f}" for size in sizes
-            if _models(results)}
+    best = {size: metric.printed(_best(results, metric, size), size) for size in sizes if _models(results)}
     if metric.key == "density":
-        reference = " | ".join(f"{results['reference_objects'][size]['density']:.{metric.digits}f}" for size in sizes)
+        reference = " | ".join(metric.text(results["reference_objects"][size]["density"]) for size in sizes)
         lines.append(f"| real images ({results['config']['real_images']} per size) | {reference} |")
     for row in results["rows"]:
         cells = []
         for size in sizes:
-            value = metric.value(row, size)
-            text = f"{value:.{metric.digits}f}"
+            text = metric.printed(row, size)
             cells.append(f"**{text}**" if row["key"] != REAL_ROW and best[size] == text else text)
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -183,12 +189,11 @@ def conclusion(results: dict, focus: str = FOCUS) -> str:
         for metric in (shape, density, swd):
             for size in sizes:
                 best = _best(results, metric, size)
-                text = f"{metric.value(mine, size):.{metric.digits}f}"
+                text = metric.printed(mine, size)
                 # As the tables print (and bold) them: a lead that does not show in the printed digits is a tie.
-                if f"{metric.value(best, size):.{metric.digits}f}" != text:
-                    lost.append(f"{metric.key} at {size} ({best['label']} {metric.value(best, size):.{metric.digits}f} "
-                                f"vs {text})")
-                elif any(row is not mine and f"{metric.value(row, size):.{metric.digits}f}" == text for row in models):
+                if metric.printed(best, size) != text:
+                    lost.append(f"{metric.key} at {size} ({best['label']} {metric.printed(best, size)} vs {text})")
+                elif any(row is not mine and metric.printed(row, size) == text for row in models):
                     tied.append(f"{metric.key} at {size} ({text})")
         sentences.append(
             f"Columns a baseline wins: {'; '.join(lost)}." if lost
